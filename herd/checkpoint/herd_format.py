@@ -1,0 +1,145 @@
+"""herd's own checkpoint format: a directory with config.json, model.safetensors and the
+tokenizer file (tokenizer.model, tiktoken format).
+
+Tensor names are Meta's (`tok_embeddings.weight`, `layers.N.attention.wq.weight`, ...); a tied
+output weight is stored once (as the embedding). Written atomically: into a temporary sibling
+directory that is renamed into place, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from herd.errors import HerdError
+from herd.model.args import ModelArgs
+
+FORMAT_VERSION = 1
+
+
+def is_herd_checkpoint(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        return False
+    try:
+        return json.loads((p / "config.json").read_text()).get("format") == "herd"
+    except (OSError, ValueError):
+        return False
+
+
+def read_herd_config(path: str | os.PathLike) -> dict:
+    p = Path(path) / "config.json"
+    try:
+        cfg = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise HerdError(f"{p}: not found; a herd checkpoint is a directory with config.json") from None
+    except ValueError as e:
+        raise HerdError(f"{p}: not valid JSON ({e})") from None
+    if cfg.get("format") != "herd" or "model" not in cfg:
+        raise HerdError(f"{p}: not a herd checkpoint config (no format='herd' and model section)")
+    return cfg
+
+
+def load_herd_args(path: str | os.PathLike) -> ModelArgs:
+    return ModelArgs.from_dict(read_herd_config(path)["model"])
+
+
+def save_herd(model, path: str | os.PathLike, tokenizer=None, extra: dict | None = None,
+              state_dict: dict | None = None) -> Path:
+    """Save `model` (a herd Transformer) to directory `path`. `tokenizer` (a herd Tokenizer) is
+    saved beside it so the checkpoint is self-contained. `extra` goes into config.json."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp-save")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    sd = state_dict if state_dict is not None else model.state_dict()
+    args: ModelArgs = model.args
+    tensors = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    if args.tie_embeddings:
+        tensors.pop("output.weight", None)
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    cfg = {"format": "herd", "version": FORMAT_VERSION, "model": args.to_dict(),
+           "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", ""),
+           "tokenizer": None}
+    if tokenizer is not None:
+        tokenizer.save(tmp / "tokenizer.model")
+        cfg["tokenizer"] = "tokenizer.model"
+    if extra:
+        cfg.update(extra)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def load_herd_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    f = Path(path) / "model.safetensors"
+    if not f.is_file():
+        raise HerdError(f"{f}: not found (the herd checkpoint is incomplete)")
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise HerdError(f"{f}: corrupt or truncated safetensors file ({e})") from None
+
+
+def load_herd(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
+    """Load a herd checkpoint -> (Transformer, Tokenizer or None)."""
+    from herd.model.transformer import Transformer
+
+    p = Path(path)
+    cfg = read_herd_config(p)
+    args = ModelArgs.from_dict(cfg["model"])
+    sd = load_herd_state_dict(p)
+    model = Transformer.build(args, device=device, init=False)
+    load_state_dict_checked(model, sd, source=str(p / "model.safetensors"))
+    if dtype is not None:
+        model = model.to(dtype)
+    tok = None
+    if cfg.get("tokenizer"):
+        from herd.tokenizer import Tokenizer
+
+        tok = Tokenizer.load(p / cfg["tokenizer"])
+    return model, tok
+
+
+def load_state_dict_checked(model, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `sd` into `model`, with one clear line for a missing key, an unexpected key or a
+    shape mismatch. A tied model accepts a state dict without `output.weight`."""
+    own = model.state_dict()
+    tied = model.args.tie_embeddings
+    missing = [k for k in own if k not in sd and not (tied and k == "output.weight")]
+    unexpected = [k for k in sd if k not in own]
+    if missing:
+        raise HerdError(f"{source}: missing tensor(s) {', '.join(missing[:3])}"
+                        f"{' ...' if len(missing) > 3 else ''} for this model config")
+    if unexpected:
+        raise HerdError(f"{source}: unexpected tensor(s) {', '.join(unexpected[:3])}"
+                        f"{' ...' if len(unexpected) > 3 else ''}: checkpoint and config do not match")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "
+                            f"{tuple(own[k].shape)}")
+    with torch.no_grad():
+        for name, param in list(model.named_parameters()) + list(model.named_buffers()):
+            if name in sd:
+                param.copy_(sd[name].to(param.dtype))

@@ -1,0 +1,71 @@
+"""The `herd` command line.
+
+Each stage registers its own subcommands in its `cli.py` (a `register(subparsers)` function);
+this file only lists them, so the stages stay independent. Heavy imports happen inside the
+command functions, so `herd --help` is fast. A `HerdError` (a user's mistake) is printed as one
+line and exits with status 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from herd.errors import HerdError
+
+# Module that registers each group of subcommands. Order = order in `herd --help`.
+STAGES = [
+    "herd.speedrun.cli",  # speedrun
+    "herd.model.cli",  # info
+    "herd.checkpoint.cli",  # convert
+    "herd.tokenizer.cli",  # tokenizer train/encode
+    "herd.curate.cli",  # curate
+    "herd.data.cli",  # tokenize
+    "herd.train.cli",  # pretrain
+    "herd.scaling.cli",  # scaling isoflop/fit/predict
+    "herd.posttrain.cli",  # sft, rm, rejection-sample, dpo, average
+    "herd.inference.cli",  # generate, chat
+    "herd.eval.cli",  # eval
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="herd",
+        description="The Llama 3 Herd of Models: data, tokenizer, pretraining, post-training, evaluation, inference.",
+    )
+    from herd import __version__
+
+    parser.add_argument("--version", action="version", version=f"herd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in STAGES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # stage not built yet
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        rc = args.func(args)
+        return int(rc or 0)
+    except HerdError as e:
+        print(f"herd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("herd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

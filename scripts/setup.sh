@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up herd on a fresh machine: a virtual environment in .venv with torch and every extra.
+# Without an NVIDIA GPU it installs the CPU build of torch (torch==2.13.0; an unpinned torch would
+# pull a multi-GB CUDA build). With a GPU it keeps/installs the default CUDA build.
+# Idempotent: a second run only checks. Override the interpreter with PYTHON=..., the venv with VENV=...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+EXTRAS=${HERD_EXTRAS:-dev}
+stamp="$VENV/.herd-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ]; then exit 0; fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+$PIP install --upgrade pip setuptools wheel 2>&1 | grep -v -i "warning: location" || true
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: GPU found, installing torch (CUDA build)"
+    $PIP install "torch>=2.5"
+  else
+    echo "setup: no GPU, installing the CPU build of torch"
+    $PIP install "torch==2.13.0" 2>&1 | grep -v -i "warning: location" \
+      || $PIP install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+echo "setup: installing herd[$EXTRAS]"
+$PIP install -e ".[$EXTRAS]" 2>&1 | grep -v -i -E "warning: location|^\s*$" || true
+"$VENV/bin/python" -c "import herd, torch" || { echo "setup: herd failed to install" >&2; exit 1; }
+# Meta's reference model needs fairscale (pure Python; its declared deps would pull another torch).
+if [ "$EXTRAS" = "dev" ]; then
+  $PIP install --no-deps "fairscale==0.4.13" 2>&1 | grep -v -i "warning: location" || true
+fi
+rm -f "$VENV"/.herd-setup-*
+touch "$stamp"
+echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
