@@ -1,0 +1,292 @@
+"""The generation engine (paper §6, inference): a static KV cache, prefill then decode, a batch of
+prompts of different lengths, per-sequence stops, greedy / temperature / top-k / top-p sampling,
+K samples per prompt sharing one prefill, and an optional `torch.compile`d decode step.
+
+    from herd.inference import Generator
+    gen = Generator(model, tokenizer=None, max_batch=8, max_seq_len=None, compile=False)
+    outs = gen.generate(prompts, max_new_tokens=128, temperature=0.0, top_p=1.0, top_k=0, seed=None,
+                        stop_tokens=None, num_samples=1, on_token=None)
+    # -> list[Completion], ordered by (prompt_index, sample_index)
+
+`prompts` is a list of token-id lists. A `Completion` holds `tokens` (the new ids, the stop token
+excluded), `stop_reason` ("end_of_turn", "end_of_message", "end_of_text" for the tokenizer's
+<|eot_id|>, <|eom_id|>, <|end_of_text|>; "stop_token" for another id of `stop_tokens`; "length"
+when max_new_tokens or the context ran out), `prompt_index`, `sample_index` (and `text` when the
+Generator has a tokenizer). `stop_tokens` defaults to the tokenizer's stop tokens (none without a
+tokenizer). With `num_samples=K` each prompt is prefilled once and its KV cache rows are copied
+to its K samples (rejection sampling, §4.2.2, draws many samples of one prompt). `on_token(
+prompt_index, sample_index, token_id)` is called for every new token as it is produced (not for
+stop tokens), for streaming. `seed` makes sampling reproducible: the same call with the same seed
+gives the same output. Temperature 0 is greedy.
+
+Batching scheme (as HF `generate` with left padding): prompts are left-padded to the longest, each
+row gets RoPE positions 0..L-1 for its own tokens, and a boolean mask hides the padding slots, so
+every row computes what it would compute alone (greedy ids equal HF's; tests/inference). All rows
+of a batch write the same cache slot at each step. Rows that stop keep running until the batch is
+done (their tokens are dropped); prompts beyond `max_batch` rows go in further batches.
+
+Speed (CPU decode is bound by weight reads and Python overhead): decode runs its own loop over the
+model's modules (the same modules and the same math as `Transformer.forward` with a cache) that
+reads only the live part of the cache, needs no mask when no row is padded, and attends without
+copying K/V for grouped-query attention (the query heads of a KV head are folded into one row
+block). With `compile=True` the decode step is compiled once per (batch, cache length) with static
+shapes (cache lengths are rounded up to a multiple of 256 so few shapes occur).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from herd.errors import HerdError
+from herd.inference.sampling import check_sampling, sample
+from herd.model.transformer import KVCache, apply_rope
+
+CACHE_ROUND = 256
+
+
+@dataclass
+class Completion:
+    tokens: list[int]
+    stop_reason: str
+    prompt_index: int
+    sample_index: int = 0
+    text: str | None = None
+    prompt_tokens: int = 0
+
+
+@dataclass
+class GenerationStats:
+    """Timings of the last `generate` call (for the CLI's summary and the benchmark)."""
+    prefill_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_steps: int = 0
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Generator:
+    def __init__(self, model, tokenizer=None, max_batch: int = 8, max_seq_len: int | None = None,
+                 compile: bool = False):
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise HerdError(f"max_batch must be a positive integer, got {max_batch!r}")
+        self.model = model.eval()
+        self.args = model.args
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_seq_len = min(max_seq_len or self.args.max_seq_len, self.args.max_seq_len)
+        p = model.tok_embeddings.weight
+        self.device, self.dtype = p.device, p.dtype
+        self.compile = compile
+        self._compiled = None
+        self._cache: KVCache | None = None
+        self.stats = GenerationStats()
+
+    # ---- the forward pass with a cache --------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache, slot, S: int,
+                mask: torch.Tensor | None, all_logits: bool = False) -> torch.Tensor:
+        """Logits [B, V] of the last position (or [B, T, V] with all_logits) for `tokens` [B, T] at
+        RoPE positions `pos` [B, T], writing K/V at cache slots slot..slot+T (an int, or a [T]
+        LongTensor) and attending over slots [0, S) under `mask` [B, 1, T, S] (True = attend).
+        mask=None means no padding: causal when T > 1 (slot 0 only), everything when T == 1."""
+        m = self.model
+        B, T = tokens.shape
+        cos, sin = m.rope_cos[pos], m.rope_sin[pos]
+        h = m.tok_embeddings(tokens)
+        for i, layer in enumerate(m.layers):
+            a = layer.attention
+            x = layer.attention_norm(h)
+            q = apply_rope(a.wq(x).view(B, T, a.n_heads, a.head_dim), cos, sin).transpose(1, 2)
+            k = apply_rope(a.wk(x).view(B, T, a.n_kv_heads, a.head_dim), cos, sin).transpose(1, 2)
+            v = a.wv(x).view(B, T, a.n_kv_heads, a.head_dim).transpose(1, 2)
+            ck, cv = cache.k[i, :B], cache.v[i, :B]
+            if isinstance(slot, int):
+                ck[:, :, slot:slot + T] = k
+                cv[:, :, slot:slot + T] = v
+            else:
+                ck.index_copy_(2, slot, k)
+                cv.index_copy_(2, slot, v)
+            ck, cv = ck[:, :, :S], cv[:, :, :S]
+            o = self._attend(a, q, k, v, ck, cv, mask, isinstance(slot, int) and slot == 0 and S == T)
+            h = h + a.wo(o.transpose(1, 2).reshape(B, T, -1))
+            h = h + layer.feed_forward(layer.ffn_norm(h))
+        h = m.norm(h)
+        if not all_logits:
+            h = h[:, -1]
+        return m.output(h).float()
+
+    @staticmethod
+    def _attend(a, q, k, v, ck, cv, mask, fresh: bool):
+        B, H, T, D = q.shape
+        r = a.n_rep
+        if mask is None and fresh and T > 1:
+            # prefill of unpadded rows: the same causal SDPA call as Transformer.forward (no cache)
+            if r > 1:
+                k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if mask is None and T > 1:
+            raise ValueError("a mask is needed for several tokens after the first slot")
+        # fold the r query heads of each KV head into rows: K/V are read once, never copied
+        qg = q.reshape(B, a.n_kv_heads, r * T, D)
+        if mask is not None and T > 1 and r > 1:
+            mask = mask.unsqueeze(2).expand(B, 1, r, T, mask.shape[-1]).reshape(B, 1, r * T, -1)
+        return F.scaled_dot_product_attention(qg, ck, cv, attn_mask=mask).reshape(B, H, T, D)
+
+    def _decode_static(self, tokens, pos, cache, slot, mask):
+        """Decode step with static shapes (for torch.compile): the whole cache under a mask."""
+        return self.forward(tokens, pos, cache, slot, cache.max_len, mask)
+
+    # ---- cache --------------------------------------------------------------------------------
+    def cache_for(self, batch: int, length: int) -> KVCache:
+        """A KV cache of at least `batch` rows and `length` slots, reused across calls."""
+        length = min(self.max_seq_len, -(-length // CACHE_ROUND) * CACHE_ROUND)
+        c = self._cache
+        if c is None or c.batch < batch or c.max_len < length or (self.compile and c.max_len != length):
+            self._cache = None  # free the old one first
+            c = KVCache(self.args, max(batch, self.max_batch if c is None else c.batch), length,
+                        dtype=self.dtype, device=self.device)
+            self._cache = c
+        return c
+
+    # ---- generation ---------------------------------------------------------------------------
+    def _check(self, prompts, max_new_tokens, temperature, top_p, top_k, num_samples):
+        check_sampling(temperature, top_p, top_k)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise HerdError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise HerdError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise HerdError("prompts must be a non-empty list of token-id lists")
+        V = self.args.vocab_size
+        for i, p in enumerate(prompts):
+            if not isinstance(p, (list, tuple)) or not p:
+                raise HerdError(f"prompt {i} is empty or not a list of token ids")
+            if len(p) >= self.max_seq_len:
+                raise HerdError(f"prompt {i} has {len(p)} tokens but the context is {self.max_seq_len} tokens; "
+                                "shorten the prompt (room for at least one new token is needed)")
+            bad = [t for t in p if not isinstance(t, int) or not 0 <= t < V]
+            if bad:
+                raise HerdError(f"prompt {i} has token id {bad[0]!r} outside the model's vocabulary [0, {V})")
+
+    def stop_reason(self, token: int) -> str:
+        tok = self.tokenizer
+        if tok is not None:
+            if token == tok.eot_id:
+                return "end_of_turn"
+            if token == tok.eom_id:
+                return "end_of_message"
+            if token == tok.eos_id:
+                return "end_of_text"
+        return "stop_token"
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 128, temperature: float = 0.0,
+                 top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+                 stop_tokens: Sequence[int] | None = None, num_samples: int = 1,
+                 on_token: Callable[[int, int, int], object] | None = None) -> list[Completion]:
+        self._check(prompts, max_new_tokens, temperature, top_p, top_k, num_samples)
+        if stop_tokens is None:
+            stop_tokens = list(self.tokenizer.stop_tokens) if self.tokenizer is not None else []
+        gen = torch.Generator(device=self.device)
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        self.stats = GenerationStats()
+        rows = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
+        out: list[Completion] = []
+        for c in range(0, len(rows), self.max_batch):
+            out += self._generate_batch(prompts, rows[c:c + self.max_batch], max_new_tokens, temperature, top_p,
+                                        top_k, gen, set(int(t) for t in stop_tokens), on_token)
+        if self.tokenizer is not None:
+            for o in out:
+                o.text = self.tokenizer.decode(o.tokens)
+        return out
+
+    def _generate_batch(self, prompts, rows, max_new_tokens, temperature, top_p, top_k, gen, stops, on_token):
+        dev = self.device
+        uniq = sorted({i for i, _ in rows})
+        lens = [len(prompts[i]) for i in uniq]
+        P, R, U = max(lens), len(rows), len(uniq)
+        steps = min(max_new_tokens, self.max_seq_len - P)
+        cache = self.cache_for(R, P + steps)
+        padded = any(L != P for L in lens)
+
+        # prefill each distinct prompt once, left-padded
+        tokens = torch.zeros(U, P, dtype=torch.long)
+        pad = torch.tensor([P - L for L in lens])
+        for u, i in enumerate(uniq):
+            tokens[u, P - lens[u]:] = torch.tensor(prompts[i])
+        ar = torch.arange(P)
+        pos = (ar[None] - pad[:, None]).clamp_min(0)
+        mask = None
+        if padded:
+            # attend to real slots at or before the query; a pad query attends to itself only (its
+            # output is never used, but a row with nothing to attend to would give NaN)
+            mask = (ar[None, None, :] <= ar[None, :, None]) & (ar[None, None, :] >= pad[:, None, None])
+            mask = (mask | torch.eye(P, dtype=torch.bool)[None]).unsqueeze(1).to(dev)
+        t0 = time.perf_counter()
+        logits = self.forward(tokens.to(dev), pos.to(dev), cache, 0, P, mask)
+        self.stats.prefill_tokens += sum(lens)
+        self.stats.prefill_s += time.perf_counter() - t0
+
+        # give each sample its prompt's cache rows and logits
+        idx = [uniq.index(i) for i, _ in rows]
+        if idx != list(range(R)):
+            it = torch.tensor(idx, device=dev)
+            cache.k[:, :R, :, :P] = cache.k[:, it, :, :P]
+            cache.v[:, :R, :, :P] = cache.v[:, it, :, :P]
+            logits = logits[it]
+            pad = pad[idx]
+        lens_r = [len(prompts[i]) for i, _ in rows]
+
+        valid = (torch.arange(cache.max_len)[None] >= pad[:, None]).to(dev)  # [R, S] slots not padding
+        cur_pos = torch.tensor(lens_r, device=dev)[:, None]  # [R, 1]
+        results = [[] for _ in range(R)]
+        reason: list[str | None] = [None] * R
+        decode = self._decode_fn()
+        t0 = time.perf_counter()
+        for n in range(steps):
+            nxt = sample(logits, temperature, top_p, top_k, gen)
+            ids = nxt.tolist()
+            for r, t in enumerate(ids):
+                if reason[r] is not None:
+                    continue
+                if t in stops:
+                    reason[r] = self.stop_reason(t)
+                    continue
+                results[r].append(t)
+                if on_token is not None:
+                    on_token(rows[r][0], rows[r][1], t)
+                if len(results[r]) >= steps:
+                    reason[r] = "length"
+            if all(x is not None for x in reason) or n == steps - 1:
+                break
+            slot = P + n
+            if self.compile:
+                m = valid[:, None, None, :] & (torch.arange(cache.max_len, device=dev) <= slot)
+                logits = decode(nxt[:, None], cur_pos, cache, torch.tensor([slot], device=dev), m)
+            else:
+                m = valid[:, None, None, :slot + 1] if padded else None
+                logits = self.forward(nxt[:, None], cur_pos, cache, slot, slot + 1, m)
+            cur_pos = cur_pos + 1
+            self.stats.decode_steps += 1
+            self.stats.decode_tokens += sum(1 for x in reason if x is None)
+        self.stats.decode_s += time.perf_counter() - t0
+        return [Completion(tokens=results[r], stop_reason=reason[r] or "length", prompt_index=rows[r][0],
+                           sample_index=rows[r][1], prompt_tokens=lens_r[r]) for r in range(R)]
+
+    def _decode_fn(self):
+        if not self.compile:
+            return self.forward
+        if self._compiled is None:
+            self._compiled = torch.compile(self._decode_static, dynamic=False, fullgraph=False)
+        return self._compiled
+
+
+__all__ = ["Generator", "Completion", "GenerationStats"]
