@@ -1,0 +1,155 @@
+"""`herd scaling isoflop | fit | predict`: the scaling-law experiments of paper §3.2.1."""
+
+from __future__ import annotations
+
+import json
+
+
+def _floats(text: str) -> list[float]:
+    from herd.errors import HerdError
+
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise HerdError(f"expected comma-separated numbers like 1e15,3e15, got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise HerdError(f"expected positive numbers, got {text!r}")
+    return vals
+
+
+def register(sub) -> None:
+    p = sub.add_parser("scaling", help="scaling laws: IsoFLOP sweeps, fits, compute-optimal predictions (§3.2.1)",
+                       description="Scaling laws (paper §3.2.1): run IsoFLOP sweeps, fit parabolas and power "
+                                   "laws, predict the compute-optimal model for a budget.")
+    s = p.add_subparsers(dest="scaling_cmd", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
+
+    iso = s.add_parser("isoflop", help="train small models at several compute budgets",
+                       description="Train a family of models at each compute budget C; each model of N "
+                                   "non-embedding parameters sees D = C / flops_per_token tokens, with a "
+                                   "cosine schedule (warmup, decay to 0.1x peak). Writes OUT/runs.jsonl "
+                                   "(resumable: finished runs are skipped) and fits them.")
+    iso.add_argument("--data", required=True, action="append",
+                     help="tokenized data directory (from `herd tokenize`); repeat for a mix")
+    iso.add_argument("--budgets", required=True, help="compute budgets in FLOPs, e.g. 3e13,1e14,3e14")
+    iso.add_argument("--sizes", default="",
+                     help="non-embedding parameter counts to try at every budget, e.g. 2e5,5e5,1e6 "
+                          "(default: --n-sizes sizes around the Chinchilla guess of each budget)")
+    iso.add_argument("--n-sizes", type=int, default=5, help="sizes per budget when --sizes is not given")
+    iso.add_argument("--spread", type=float, default=4.0,
+                     help="automatic sizes span guess/spread .. guess*spread (default 4)")
+    iso.add_argument("--seq-len", type=int, default=256)
+    iso.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (decays to 0.1x)")
+    iso.add_argument("--min-steps", type=int, default=40, help="fewest optimizer steps a run may take")
+    iso.add_argument("--out", default="runs/isoflop", help="output directory")
+    iso.add_argument("--device", default="auto")
+    iso.add_argument("--seed", type=int, default=0)
+    iso.set_defaults(func=_isoflop)
+
+    fit = s.add_parser("fit", help="fit IsoFLOP parabolas and compute-optimal power laws",
+                       description="Fit a parabola of validation loss against ln N (and ln D) at each budget, "
+                                   "then N*(C)=A·C^α, D*(C) and L*(C); with nll/accuracy fields also the "
+                                   "FLOPs->NLL line and NLL->accuracy sigmoid. Prints the fit and residuals.")
+    fit.add_argument("runs", help="runs.jsonl (or its directory) from `herd scaling isoflop`, or a JSON list "
+                                  "of {flops, n_params, tokens, loss[, nll, accuracy]}")
+    fit.add_argument("--out", default="", help="write the fit here (default: fit.json beside the runs)")
+    fit.add_argument("--plots", default="", help="directory for PNG plots (default: beside the fit)")
+    fit.add_argument("--chance", type=float, default=None,
+                     help="chance accuracy of the task (fixes the sigmoid's floor)")
+    fit.add_argument("--target", type=float, default=None, help="also predict at this budget (FLOPs)")
+    fit.set_defaults(func=_fit)
+
+    pr = s.add_parser("predict", help="compute-optimal size, tokens and loss for a budget",
+                      description="Compute-optimal non-embedding parameters, training tokens and validation "
+                                  "loss for a compute budget, from a fit written by `herd scaling fit`.")
+    pr.add_argument("--flops", required=True, type=float, help="compute budget in FLOPs, e.g. 1e17")
+    pr.add_argument("--fit", default="runs/isoflop/fit.json", help="fit.json from `herd scaling fit`")
+    pr.add_argument("--vocab", type=int, default=0, help="also print a model config of that size for this vocab")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.set_defaults(func=_predict)
+
+
+def _isoflop(args) -> int:
+    from herd.scaling.isoflop import IsoFLOPConfig, run_isoflop
+
+    cfg = IsoFLOPConfig(data=args.data, budgets=_floats(args.budgets),
+                        sizes=_floats(args.sizes) if args.sizes else [], n_sizes=args.n_sizes,
+                        spread=args.spread, seq_len=args.seq_len, lr=args.lr, min_steps=args.min_steps,
+                        out_dir=args.out, device=args.device, seed=args.seed)
+    fit = run_isoflop(cfg)
+    print(format_fit(fit))
+    print(f"runs: {cfg.out_dir}/runs.jsonl  fit: {cfg.out_dir}/fit.json  plots: {cfg.out_dir}/*.png")
+    return 0
+
+
+def _fit(args) -> int:
+    from pathlib import Path
+
+    from herd.scaling.fit import fit_runs, load_runs
+    from herd.scaling.plot import plot_all
+
+    runs = load_runs(args.runs)
+    conv = next((r.get("convention") for r in runs if r.get("convention")), "")
+    fit = fit_runs(runs, chance=args.chance, convention=conv)
+    src = Path(args.runs)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "fit.json"
+    fit.save(out)
+    plots = plot_all(fit, runs, Path(args.plots) if args.plots else out.parent, target=args.target)
+    print(format_fit(fit))
+    if args.target:
+        print(format_prediction(fit.predict(args.target)))
+    print(f"fit: {out}")
+    print("plots: " + ", ".join(str(p) for p in plots))
+    return 0
+
+
+def _predict(args) -> int:
+    from herd.scaling.fit import ScalingFit
+
+    fit = ScalingFit.load(args.fit)
+    pred = fit.predict(args.flops)
+    if args.vocab:
+        from herd.scaling.isoflop import model_for_size
+
+        m = model_for_size(pred["n_params"], args.vocab)
+        pred["model"] = {k: getattr(m, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size")}
+        pred["model_non_embedding_params"] = m.num_params(exclude_embedding=True)
+    if args.json:
+        print(json.dumps(pred, indent=2))
+    else:
+        print(format_prediction(pred))
+    return 0
+
+
+def format_fit(fit) -> str:
+    lines = [f"IsoFLOP fit over {len(fit.budgets)} budgets ({fit.convention or 'convention not stated'})"]
+    lines.append(f"{'budget':>10} {'N*':>10} {'D*':>10} {'L*':>8} {'rms res':>8} {'max res':>8} status")
+    for pn, pd in zip(fit.parabolas_n, fit.parabolas_d):
+        lines.append(f"{pn.budget:10.3g} {pn.opt:10.3g} {pd.opt:10.3g} {pn.loss_opt:8.4f} "
+                     f"{pn.rms_residual:8.4f} {pn.max_abs_residual:8.4f} {pn.status}/{pd.status}")
+    lines.append(f"N*(C) = {fit.n_opt.A:.4g} * C^{fit.n_opt.alpha:.4f}   (R² {fit.n_opt.r2:.4f})")
+    lines.append(f"D*(C) = {fit.d_opt.A:.4g} * C^{fit.d_opt.alpha:.4f}   (R² {fit.d_opt.r2:.4f})")
+    lines.append(f"L*(C) = {fit.loss_opt.A:.4g} * C^{fit.loss_opt.alpha:.5f}   (R² {fit.loss_opt.r2:.4f})")
+    if fit.nll_stage:
+        lines.append(f"task NLL(C) = {fit.nll_stage.slope:.4f} * log10 C + {fit.nll_stage.intercept:.4f}")
+    if fit.acc_stage:
+        s = fit.acc_stage
+        lines.append(f"accuracy(NLL) = {s.lo:.3f} + {s.hi - s.lo:.3f} / (1 + exp({s.k:.3f} (NLL - {s.x0:.3f})))")
+    lines += [f"note: {n}" for n in fit.notes]
+    return "\n".join(lines)
+
+
+def format_prediction(pred: dict) -> str:
+    s = (f"at C = {pred['flops']:.3g} FLOPs: N* = {pred['n_params']:.4g} non-embedding params, "
+         f"D* = {pred['tokens']:.4g} tokens, predicted loss {pred['loss']:.4f}")
+    if pred.get("extrapolation", 1.0) > 1.0:
+        s += f" (extrapolated {pred['extrapolation']:.3g}x beyond the largest budget)"
+    if "accuracy" in pred:
+        s += f", task NLL {pred['nll']:.3f}, accuracy {pred['accuracy']:.3f}"
+    elif "nll" in pred:
+        s += f", task NLL {pred['nll']:.3f}"
+    if "model" in pred:
+        s += f"\nmodel: {pred['model']} ({pred['model_non_embedding_params']:,} non-embedding params)"
+    return s
+
+
