@@ -1,0 +1,171 @@
+"""Training checkpoints that survive a crash at any instant (paper §3.3.4 reliability).
+
+Each checkpoint is a directory `checkpoints/step-NNNNNNNN/`:
+
+    state.pt           model and optimizer state (full, unsharded; FQN-keyed so any world size can resume)
+    rng-R.pt           each rank's RNG states
+    train_state.json   step, tokens, data-loader positions, counters, model shape, config
+    checksums.json     sha256 of every file above; written last
+
+It is written into `step-NNNNNNNN.tmp/`, every file fsynced, then renamed into place and the
+parent directory fsynced: a checkpoint directory either is complete or does not exist. Only the
+last `keep` are kept. Loading checks the checksums; a partial or corrupt latest checkpoint is
+reported in one line and the one before it is used. Files are loaded with
+`torch.load(weights_only=True)`: no arbitrary objects are ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from herd.errors import HerdError
+
+STEP_RE = re.compile(r"^step-(\d{8})$")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 22), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:08d}"
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete-looking checkpoint directories, newest first (temporaries ignored)."""
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        m = STEP_RE.match(d.name)
+        if m and d.is_dir():
+            out.append((int(m.group(1)), d))
+    return sorted(out, reverse=True)
+
+
+def rng_state() -> dict:
+    import random
+
+    s = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state()
+    return s
+
+
+def set_rng_state(s: dict):
+    import random
+
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+
+
+def write_rng(root: Path, step: int, rank: int):
+    """Every rank writes its RNG states into the temporary directory (before rank 0 seals it)."""
+    tmp = step_dir(root, step).with_suffix(".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    f = tmp / f"rng-{rank}.pt"
+    torch.save(rng_state(), f)
+    _fsync_file(f)
+
+
+def seal(root: Path, step: int, state: dict, train_state: dict, keep: int) -> Path:
+    """Rank 0: write state.pt and train_state.json beside the RNG files, checksum, rename, prune."""
+    final = step_dir(root, step)
+    tmp = final.with_suffix(".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp / "state.pt")
+    (tmp / "train_state.json").write_text(json.dumps(train_state, indent=1) + "\n")
+    files = sorted(p for p in tmp.iterdir() if p.name != "checksums.json")
+    for f in files:
+        _fsync_file(f)
+    sums = {f.name: _sha256(f) for f in files}
+    (tmp / "checksums.json").write_text(json.dumps(sums, indent=1) + "\n")
+    _fsync_file(tmp / "checksums.json")
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step (e.g. after a rollback): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for _, old in list_checkpoints(root)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def verify(d: Path) -> str | None:
+    """None if checkpoint `d` is complete and its checksums match, else what is wrong (one phrase)."""
+    cs = d / "checksums.json"
+    if not cs.is_file():
+        return "no checksums.json (partial write)"
+    try:
+        sums = json.loads(cs.read_text())
+    except ValueError:
+        return "checksums.json is corrupt"
+    for name in ("state.pt", "train_state.json"):
+        if name not in sums:
+            return f"{name} missing from checksums.json"
+    for name, h in sums.items():
+        f = d / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if _sha256(f) != h:
+            return f"checksum mismatch in {name}"
+    return None
+
+
+def load(d: Path, rank: int) -> tuple[dict, dict, dict | None]:
+    """-> (state with model/optim, train_state, this rank's RNG state or None)."""
+    train_state = json.loads((d / "train_state.json").read_text())
+    state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
+    rf = d / f"rng-{rank}.pt"
+    rng = torch.load(rf, map_location="cpu", weights_only=True) if rf.is_file() else None
+    return state, train_state, rng
+
+
+def find_latest(root: Path, log=None) -> Path | None:
+    """The newest checkpoint that verifies; each bad one is reported in one line and skipped.
+    None if there are none; HerdError if there are some but none is usable."""
+    log = log or (lambda s: print(s, file=sys.stderr))
+    cks = list_checkpoints(root)
+    for step, d in cks:
+        problem = verify(d)
+        if problem is None:
+            return d
+        log(f"herd: warning: checkpoint {d} is unusable ({problem}); trying the previous one")
+    if cks:
+        raise HerdError(f"no usable checkpoint in {root}: all {len(cks)} are corrupt; start a new run "
+                        "(another --run.out_dir) or restore a backup")
+    return None
+
+
+__all__ = ["list_checkpoints", "write_rng", "seal", "verify", "load", "find_latest", "step_dir", "rng_state",
+           "set_rng_state"]

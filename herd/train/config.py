@@ -1,0 +1,361 @@
+"""Pretraining configuration (paper §3.4): plain dataclasses, TOML recipes, `--section.field value`
+overrides.
+
+A recipe is a TOML file whose tables mirror the dataclasses below ([model], [data], [optim],
+[schedule], [[stages]], [[long_context]], [anneal], [eval], [checkpoint], [guard], [run]). Every
+field can be overridden on the command line as `--section.field value` (values parsed as TOML, so
+`--optim.lr 3e-4`, `--run.compile true`, `--optim.betas [0.9,0.95]`). An unknown field or a value
+of the wrong type is a HerdError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from herd.errors import HerdError
+from herd.model.args import ModelArgs, get_preset
+
+
+@dataclass
+class Source:
+    """A tokenized data directory (written by `herd tokenize`) and its weight in the mix."""
+    path: str = ""
+    weight: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "herd-5m"
+    # Any ModelArgs field, e.g. {"n_layers": 2, "vocab_size": 512}; in TOML written inline in [model].
+    overrides: dict = field(default_factory=dict)
+    # Start from the weights of a herd checkpoint instead of a fresh init (e.g. an anneal-only run).
+    init_from: str = ""
+
+    def args(self) -> ModelArgs:
+        return get_preset(self.preset, **self.overrides)
+
+
+@dataclass
+class DataConfig:
+    sources: list[Source] = field(default_factory=list)
+    # Held-out data: a tokenized directory; empty = the 'val' split of the sources.
+    val: str = ""
+    # Tokenizer file (tiktoken format); empty = the one recorded by `herd tokenize` in the data.
+    tokenizer: str = ""
+    # Pass document boundaries to the model (the paper's document mask, §3.2).
+    doc_mask: bool = True
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # "auto" = fused on GPU and CPU where supported, else foreach.
+    impl: str = "auto"
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_steps: int = 100
+    # Length of the cosine decay (warmup included); 0 = all steps before annealing.
+    decay_steps: int = 0
+    final_lr: float = 3e-5
+    # "cosine", "linear" or "constant" after warmup.
+    decay: str = "cosine"
+
+
+@dataclass
+class Stage:
+    """From `after_tokens` tokens seen on: batches of `batch_size` sequences of `seq_len` tokens."""
+    after_tokens: int = 0
+    batch_size: int = 8
+    seq_len: int = 256
+
+
+@dataclass
+class LongContextStage:
+    """A long-context stage (§3.4.2): `tokens` tokens at `seq_len`; batch_size 0 keeps the tokens
+    per batch of the last stage."""
+    seq_len: int = 1024
+    tokens: int = 0
+    batch_size: int = 0
+
+
+@dataclass
+class AnnealConfig:
+    """The last `tokens` tokens (§3.4.3): LR linearly to 0, data from `sources` (empty = the main
+    mix), `checkpoints` snapshots spread evenly; the final model is their average (Polyak)."""
+    tokens: int = 0
+    sources: list[Source] = field(default_factory=list)
+    checkpoints: int = 4
+
+
+@dataclass
+class EvalConfig:
+    interval: int = 100  # steps; 0 = only at the end
+    batches: int = 8
+    batch_size: int = 8
+    seq_len: int = 0  # 0 = the seq_len of the first stage
+
+
+@dataclass
+class CheckpointConfig:
+    interval: int = 100  # steps; 0 = only at the end
+    keep: int = 3
+
+
+@dataclass
+class GuardConfig:
+    # After this many non-finite steps in a row, roll back to the last checkpoint.
+    max_bad_steps: int = 5
+    # A loss above spike_factor x its running mean is logged as a spike.
+    spike_factor: float = 2.0
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/pretrain"
+    # Main-phase length (before long-context stages and annealing), in tokens or steps (one of them).
+    tokens: int = 0
+    steps: int = 0
+    device: str = "auto"  # auto = cuda if available else cpu
+    dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU
+    compile: bool = False
+    activation_checkpointing: bool = False
+    # Tokens per forward/backward on each rank (gradient accumulation above it); 0 = whole batch.
+    micro_batch_tokens: int = 0
+    seed: int = 0
+    log_interval: int = 10
+    tensorboard: bool = False
+    progress: bool = True
+    # Peak FLOP/s for MFU; 0 = a matmul probe on CPU, the datasheet bf16 peak on GPU.
+    peak_flops: float = 0.0
+    threads: int = 0  # torch threads on CPU; 0 = torch's default
+    # Continue from the newest valid checkpoint in out_dir/checkpoints (the CLI's --resume).
+    resume: bool = False
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    stages: list[Stage] = field(default_factory=lambda: [Stage()])
+    long_context: list[LongContextStage] = field(default_factory=list)
+    anneal: AnnealConfig = field(default_factory=AnnealConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return _build(cls, d, "")
+
+    def validate(self) -> "TrainConfig":
+        """Check values that types alone do not catch; returns self."""
+        self.model.args()  # unknown preset / bad model field -> HerdError
+        if not self.stages:
+            raise HerdError("config: [[stages]] needs at least one stage (batch_size, seq_len)")
+        for i, s in enumerate(self.stages):
+            if s.batch_size <= 0 or s.seq_len <= 0:
+                raise HerdError(f"config: stages[{i}] needs positive batch_size and seq_len")
+            if i and s.after_tokens <= self.stages[i - 1].after_tokens:
+                raise HerdError(f"config: stages[{i}].after_tokens must increase from stage to stage")
+        if self.stages[0].after_tokens != 0:
+            raise HerdError("config: the first stage must start at after_tokens = 0")
+        if (self.run.tokens > 0) == (self.run.steps > 0):
+            raise HerdError("config: set exactly one of run.tokens and run.steps (the main-phase length)")
+        if self.optim.lr <= 0 or self.schedule.final_lr < 0:
+            raise HerdError("config: optim.lr must be > 0 and schedule.final_lr >= 0")
+        if self.schedule.decay not in ("cosine", "linear", "constant"):
+            raise HerdError(f"config: schedule.decay must be cosine, linear or constant, got {self.schedule.decay!r}")
+        if len(self.optim.betas) != 2:
+            raise HerdError("config: optim.betas must be a list of two numbers")
+        if self.optim.impl not in ("auto", "fused", "foreach", "for"):
+            raise HerdError(f"config: optim.impl must be auto, fused, foreach or for, got {self.optim.impl!r}")
+        if self.run.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise HerdError(f"config: run.dtype must be auto, float32, bfloat16 or float16, got {self.run.dtype!r}")
+        for i, s in enumerate(self.long_context):
+            if s.seq_len <= 0 or s.tokens <= 0:
+                raise HerdError(f"config: long_context[{i}] needs positive seq_len and tokens")
+        if self.anneal.tokens < 0 or (self.anneal.tokens and self.anneal.checkpoints < 1):
+            raise HerdError("config: anneal.tokens must be >= 0 and anneal.checkpoints >= 1")
+        for s in self.data.sources + self.anneal.sources:
+            if not s.path or s.weight <= 0:
+                raise HerdError("config: every data source needs a path and a positive weight")
+        if self.checkpoint.keep < 1:
+            raise HerdError("config: checkpoint.keep must be >= 1")
+        return self
+
+
+# ---- loading ------------------------------------------------------------------------------------
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, where: str):
+    """Check `value` against the annotation `tp` (int, float, str, bool, list[...], dict, dataclass)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise HerdError(f"config: {where} must be a table, got {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise HerdError(f"config: {where} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise HerdError(f"config: {where} must be a table, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise HerdError(f"config: {where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise HerdError(f"config: {where} must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HerdError(f"config: {where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise HerdError(f"config: {where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, d: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw, direct = {}, {}
+    model_fields = {f.name for f in dataclasses.fields(ModelArgs)}
+    for key, value in d.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if cls is ModelConfig and key not in names:
+            # [model] may hold any ModelArgs field directly: an override of the preset.
+            if key not in model_fields:
+                raise HerdError(f"config: unknown field {where} (not a ModelArgs field; see herd/model/args.py)")
+            direct[key] = value
+            continue
+        if key not in names:
+            raise HerdError(f"config: unknown field {where} (known: {', '.join(sorted(names))})")
+        kw[key] = _coerce(value, hints[key], where)
+    if cls is ModelConfig:
+        mh = typing.get_type_hints(ModelArgs)
+        ov = {**kw.get("overrides", {}), **direct}
+        for k, v in ov.items():
+            if k not in model_fields:
+                raise HerdError(f"config: unknown field {prefix}.{k} (not a ModelArgs field; see herd/model/args.py)")
+            ov[k] = _coerce(v, mh[k], f"{prefix}.{k}")
+        kw["overrides"] = ov
+    return cls(**kw)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """`top` over `base`: tables merge, everything else (lists included) is replaced."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_value(text: str):
+    """A command-line value, parsed as a TOML value; bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply `--section.field value` pairs (or `section.field=value`) to a raw config dict."""
+    items = list(overrides)
+    pairs = []
+    i = 0
+    while i < len(items):
+        key = items[i]
+        if not key.startswith("--") and "=" not in key:
+            raise HerdError(f"config override {key!r}: expected --section.field value")
+        key = key[2:] if key.startswith("--") else key
+        if "=" in key:
+            key, val = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise HerdError(f"config override --{key} has no value")
+            val = items[i + 1]
+            i += 2
+        pairs.append((key, _parse_value(val)))
+    for key, val in pairs:
+        parts = key.replace("-", "_").split(".")
+        node = d
+        for j, p in enumerate(parts[:-1]):
+            if p.isdigit() and isinstance(node, list):
+                idx = int(p)
+                if idx >= len(node):
+                    raise HerdError(f"config override {key}: index {idx} out of range")
+                node = node[idx]
+            else:
+                node = node.setdefault(p, {})
+            if not isinstance(node, (dict, list)):
+                raise HerdError(f"config override {key}: {'.'.join(parts[:j + 1])} is not a table")
+        node[parts[-1]] = val
+    return d
+
+
+def load_config(toml_path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a TOML recipe (or start from the defaults with None), apply `--section.field value`
+    overrides, check names and types -> TrainConfig. Any mistake is a one-line HerdError."""
+    d: dict = {}
+    if toml_path:
+        p = Path(toml_path)
+        if not p.is_file():
+            # A bare recipe name finds the file in recipes/.
+            alt = Path(__file__).resolve().parents[2] / "recipes" / f"{p.name.removesuffix('.toml')}.toml"
+            if not alt.is_file():
+                raise HerdError(f"config file not found: {p} (see recipes/ for examples)")
+            p = alt
+        try:
+            d = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise HerdError(f"{p}: not valid TOML ({e})") from None
+    # Overrides apply over the defaults too, so `--stages.0.batch_size 4` works without a recipe.
+    if not isinstance(d.get("model", {}), dict):
+        raise HerdError("config: [model] must be a table")
+    d = _merge(TrainConfig().to_dict(), d)
+    d = apply_overrides(d, overrides or [])
+    return TrainConfig.from_dict(d)
+
+
+def config_json(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+__all__ = ["TrainConfig", "ModelConfig", "DataConfig", "Source", "OptimConfig", "ScheduleConfig", "Stage",
+           "LongContextStage", "AnnealConfig", "EvalConfig", "CheckpointConfig", "GuardConfig", "RunConfig",
+           "load_config", "apply_overrides"]

@@ -1,0 +1,137 @@
+"""The run plan and the learning-rate schedule (paper §3.4.1-§3.4.3).
+
+A config is compiled into a list of phases, each a range of optimizer steps with a fixed batch
+size, sequence length and data mix:
+
+  main         the batch/sequence-length ramp stages (405B: 4M tokens of 4,096-token sequences,
+               8M of 8,192 after 252M tokens, 16M after 2.87T), until run.tokens or run.steps;
+  long_context one phase per (seq_len, tokens) stage, growing the context (§3.4.2);
+  anneal       the last anneal.tokens tokens on the anneal mix (§3.4.3).
+
+LR: linear warmup to the peak over warmup_steps, then cosine (or linear) decay to final_lr at
+decay_steps (0 = at the start of annealing), final_lr after that; during annealing the LR goes
+linearly from its value at the start of annealing to 0 (0 is reached right after the last step).
+Everything is a pure function of the step, so a resumed run needs no scheduler state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from herd.train.config import TrainConfig
+
+
+@dataclass
+class Phase:
+    name: str
+    start_step: int
+    end_step: int  # exclusive
+    batch_size: int
+    seq_len: int
+    mix: str  # "main" or "anneal"
+    start_tokens: int = 0
+
+    @property
+    def steps(self) -> int:
+        return self.end_step - self.start_step
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def build_plan(cfg: TrainConfig) -> list[Phase]:
+    phases: list[Phase] = []
+    step, tokens = 0, 0
+    stages = cfg.stages
+    total_tokens, total_steps = cfg.run.tokens, cfg.run.steps
+
+    def done() -> bool:
+        return tokens >= total_tokens if total_tokens else step >= total_steps
+
+    for i, st in enumerate(stages):
+        if done():
+            break
+        bt = st.batch_size * st.seq_len
+        n = None
+        if i + 1 < len(stages):
+            n = max(0, _ceil_div(stages[i + 1].after_tokens - tokens, bt))
+        if total_tokens:
+            m = _ceil_div(total_tokens - tokens, bt)
+        else:
+            m = total_steps - step
+        n = m if n is None else min(n, m)
+        if n <= 0:
+            continue
+        phases.append(Phase(f"stage{i}", step, step + n, st.batch_size, st.seq_len, "main", tokens))
+        step += n
+        tokens += n * bt
+    last = phases[-1] if phases else Phase("stage0", 0, 0, stages[0].batch_size, stages[0].seq_len, "main")
+    for i, lc in enumerate(cfg.long_context):
+        bs = lc.batch_size or max(1, last.batch_tokens // lc.seq_len)
+        n = _ceil_div(lc.tokens, bs * lc.seq_len)
+        last = Phase(f"long_context{i}", step, step + n, bs, lc.seq_len, "main", tokens)
+        phases.append(last)
+        step += n
+        tokens += n * bs * lc.seq_len
+    if cfg.anneal.tokens:
+        n = _ceil_div(cfg.anneal.tokens, last.batch_tokens)
+        phases.append(Phase("anneal", step, step + n, last.batch_size, last.seq_len, "anneal", tokens))
+    return phases
+
+
+def total_steps(plan: list[Phase]) -> int:
+    return plan[-1].end_step if plan else 0
+
+
+def phase_at(plan: list[Phase], step: int) -> Phase:
+    for p in plan:
+        if p.start_step <= step < p.end_step:
+            return p
+    return plan[-1]
+
+
+def anneal_snapshot_steps(plan: list[Phase], n: int) -> list[int]:
+    """Steps after which an anneal snapshot is saved: `n` spread evenly, the last at the end."""
+    a = [p for p in plan if p.name == "anneal"]
+    if not a:
+        return []
+    a = a[0]
+    return sorted({a.start_step + max(1, round(k * a.steps / n)) - 1 for k in range(1, n + 1)})
+
+
+class LRSchedule:
+    """lr(step), a pure function: warmup, cosine/linear decay to final_lr, linear anneal to 0."""
+
+    def __init__(self, cfg: TrainConfig, plan: list[Phase]):
+        s = cfg.schedule
+        self.peak, self.final, self.warmup, self.kind = cfg.optim.lr, s.final_lr, s.warmup_steps, s.decay
+        anneal = [p for p in plan if p.name == "anneal"]
+        self.anneal = (anneal[0].start_step, anneal[0].end_step) if anneal else None
+        end = self.anneal[0] if self.anneal else total_steps(plan)
+        self.decay_steps = s.decay_steps or end
+
+    def base(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return self.peak * (step + 1) / self.warmup
+        if self.kind == "constant":
+            return self.peak
+        span = max(1, self.decay_steps - self.warmup)
+        p = min(1.0, max(0.0, (step - self.warmup) / span))
+        if self.kind == "linear":
+            return self.peak + (self.final - self.peak) * p
+        return self.final + (self.peak - self.final) * 0.5 * (1 + math.cos(math.pi * p))
+
+    def __call__(self, step: int) -> float:
+        if self.anneal and step >= self.anneal[0]:
+            a0, a1 = self.anneal
+            return self.base(a0) * max(0.0, (a1 - step) / (a1 - a0))
+        return self.base(step)
+
+
+__all__ = ["Phase", "build_plan", "total_steps", "phase_at", "anneal_snapshot_steps", "LRSchedule"]

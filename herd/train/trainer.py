@@ -1,0 +1,497 @@
+"""`pretrain(cfg)`: the Llama 3 pretraining loop (paper §3.4), from 2 CPU cores to many GPUs.
+
+One step: the global batch of the current phase (herd/train/schedule.py) is read by the packed
+loader (each data-parallel rank its slice), split into micro-batches (gradient accumulation), and
+the loss is the mean over all the batch's target tokens on all ranks, so the result does not
+depend on how the batch is split. Then: gradient clipping, a guard against non-finite loss or
+gradients (the step is skipped; after guard.max_bad_steps in a row the run rolls back to the last
+checkpoint and goes on with the data after the bad batches), AdamW with the step's LR,
+metrics, periodic validation, checkpoints and, in the annealing phase, the snapshots whose
+average (Polyak) becomes the final model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from herd.errors import HerdError
+from herd.train import checkpoint as ckpt
+from herd.train.config import TrainConfig
+from herd.train.metrics import MetricsWriter, memory_gib, peak_flops
+from herd.train.parallel import (Dist, apply_activation_checkpointing, apply_compile, apply_fsdp, full_state_dict,
+                                 init_distributed, load_full_state_dict)
+from herd.train.schedule import LRSchedule, anneal_snapshot_steps, build_plan, phase_at, total_steps
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
+    dev = cfg.run.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise HerdError(f"run.device = {dev!r} but no CUDA GPU is available; use --run.device cpu")
+    device = torch.device(dev)
+    if cfg.run.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = DTYPES[cfg.run.dtype]
+    return device, dtype
+
+
+def _param_groups(model, weight_decay: float):
+    """Weight decay on matrices (and embeddings), none on the RMSNorm gains [unconfirmed: the paper
+    gives no detail; this is the common choice]."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model, cfg: TrainConfig, device: torch.device, distributed: bool):
+    o = cfg.optim
+    kw = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    impl = o.impl
+    if impl == "auto":
+        # The fused kernel exists for CUDA and CPU; with DTensor (FSDP) parameters foreach is the safe path.
+        impl = "foreach" if distributed else "fused"
+    if impl == "fused":
+        kw["fused"] = True
+    elif impl == "foreach":
+        kw["foreach"] = True
+    else:
+        kw["foreach"] = False
+    return torch.optim.AdamW(_param_groups(model, o.weight_decay), **kw)
+
+
+def loss_sum(model, batch, doc_mask: bool) -> torch.Tensor:
+    """Summed next-token cross-entropy over the batch's target tokens (IGNORE targets excluded)."""
+    logits = model(batch.inputs, doc_ids=batch.doc_ids if doc_mask else None)
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]), batch.targets.view(-1), ignore_index=-100,
+                           reduction="sum")
+
+
+def _micro_batches(batch, rows: int):
+    from herd.data.loader import Batch
+
+    n = batch.inputs.shape[0]
+    for i in range(0, n, rows):
+        yield Batch(batch.inputs[i:i + rows], batch.targets[i:i + rows], batch.doc_ids[i:i + rows])
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=None):
+        from herd.data.loader import MixtureLoader
+        from herd.data.shards import TokenData, has_split
+        from herd.model.transformer import Transformer
+        from herd.tokenizer import Tokenizer
+
+        self.cfg = cfg.validate()
+        self.device, self.dtype = resolve_device(cfg)
+        self.dist: Dist = init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.dist.world > 1:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self._log = log or (lambda s: print(s, file=sys.stderr))
+        self.out = Path(cfg.run.out_dir)
+        self.ck_root = self.out / "checkpoints"
+        if not cfg.data.sources:
+            raise HerdError("config: no data sources; add [[data.sources]] path = \"<dir from herd tokenize>\"")
+
+        # ---- data ----
+        seed = cfg.data.seed
+        d = self.dist
+        self.main_loader = MixtureLoader([(s.path, s.weight) for s in cfg.data.sources], "train", seed, d.rank,
+                                         d.world)
+        self.anneal_loader = None
+        if cfg.anneal.tokens and cfg.anneal.sources:
+            self.anneal_loader = MixtureLoader([(s.path, s.weight) for s in cfg.anneal.sources], "train",
+                                               seed + 1, d.rank, d.world)
+        if cfg.data.val:
+            self.val_sources = [(cfg.data.val, 1.0)]
+            self.val_split = "val" if has_split(cfg.data.val, "val") else "train"
+        else:
+            self.val_sources = [(s.path, s.weight) for s in cfg.data.sources if has_split(s.path, "val")]
+            self.val_split = "val"
+        tok_path = Path(cfg.data.tokenizer) if cfg.data.tokenizer else TokenData(cfg.data.sources[0].path).tokenizer_path()
+        if tok_path is None or not tok_path.is_file():
+            raise HerdError(f"tokenizer not found: {tok_path} (set data.tokenizer)")
+        self.tokenizer = Tokenizer.load(tok_path)
+
+        # ---- model ----
+        self.args = cfg.model.args()
+        if self.args.vocab_size < self.main_loader.vocab_size:
+            raise HerdError(f"the data's tokenizer has {self.main_loader.vocab_size} tokens but the model's "
+                            f"vocab_size is {self.args.vocab_size}; set --model.vocab_size {self.main_loader.vocab_size}")
+        self.plan = build_plan(cfg)
+        if not self.plan:
+            raise HerdError("config: the run has no steps (run.tokens/run.steps too small?)")
+        longest = max(p.seq_len for p in self.plan)
+        if longest > self.args.max_seq_len:
+            raise HerdError(f"sequence length {longest} exceeds the model's max_seq_len {self.args.max_seq_len}; "
+                            f"set --model.max_seq_len {longest}")
+        self.model = Transformer.build(self.args, device=self.device, seed=cfg.run.seed)
+        if cfg.model.init_from:
+            from herd.checkpoint import load_model
+
+            src, _ = load_model(cfg.model.init_from)
+            if src.args.to_dict() != self.args.to_dict():
+                raise HerdError(f"model.init_from {cfg.model.init_from}: its shape differs from the config's model")
+            self.model.load_state_dict(src.state_dict())
+            del src
+        self.n_params = self.model.num_params()
+        if cfg.run.activation_checkpointing:
+            apply_activation_checkpointing(self.model)
+        if cfg.run.compile:
+            apply_compile(self.model, cfg.data.doc_mask)
+        self.autocast = None
+        if d.world > 1:
+            apply_fsdp(self.model, d.mesh, param_dtype=self.dtype)
+        elif self.dtype != torch.float32:
+            self.autocast = self.dtype
+        self.optim = build_optimizer(self.model, cfg, self.device, d.world > 1)
+        self.lr = LRSchedule(cfg, self.plan)
+        self.total = total_steps(self.plan)
+        self.snap_steps = set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints)) if cfg.anneal.tokens else set()
+        self.peak = cfg.run.peak_flops or peak_flops(self.device, self.dtype)
+
+        # ---- counters (all saved in checkpoints) ----
+        self.step = 0
+        self.tokens = 0
+        self.skipped = 0
+        self.bad_streak = 0
+        self.rollbacks = 0
+        self.spikes = 0
+        self.loss_ema = None
+        self.train_time = 0.0
+        self.last_loss = float("nan")
+
+    # ---- logging ----
+    def log(self, s: str):
+        if self.dist.is_main:
+            if self._bar is not None:
+                self._bar.write(s, file=sys.stderr)
+            else:
+                self._log(s)
+
+    # ---- checkpoints ----
+    def train_state(self) -> dict:
+        st = {"step": self.step, "tokens": self.tokens, "skipped": self.skipped, "rollbacks": self.rollbacks,
+              "spikes": self.spikes, "loss_ema": self.loss_ema, "train_time": self.train_time,
+              "lr": self.lr(max(0, self.step - 1)), "world": self.dist.world,
+              "data": {"main": self.main_loader.state_dict()},
+              "model_args": self.args.to_dict(), "config": self.cfg.to_dict()}
+        if self.anneal_loader is not None:
+            st["data"]["anneal"] = self.anneal_loader.state_dict()
+        return st
+
+    def save_checkpoint(self):
+        d = self.dist
+        tmp = ckpt.step_dir(self.ck_root, self.step).with_suffix(".tmp")
+        if d.is_main:
+            self.ck_root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        d.barrier()
+        ckpt.write_rng(self.ck_root, self.step, d.rank)
+        msd, osd = self._state_dicts()
+        d.barrier()
+        if d.is_main:
+            ckpt.seal(self.ck_root, self.step, {"model": msd, "optim": osd}, self.train_state(), self.cfg.checkpoint.keep)
+        d.barrier()
+        self.metrics_event("checkpoint", step=self.step)
+
+    def _state_dicts(self):
+        if self.dist.world > 1:
+            return full_state_dict(self.model, self.optim)
+        return self.model.state_dict(), self._optim_state_fqn()
+
+    def _optim_state_fqn(self):
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.model, self.optim)
+
+    def load_checkpoint(self, d_path: Path, data: bool = True):
+        state, ts, rng = ckpt.load(d_path, self.dist.rank)
+        if ts.get("model_args") != self.args.to_dict():
+            a, b = ts.get("model_args", {}), self.args.to_dict()
+            diff = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in b if a.get(k) != b.get(k))
+            raise HerdError(f"checkpoint {d_path} is for another model shape ({diff}); resume with the model "
+                            "config it was trained with, or use another --run.out_dir")
+        if self.dist.world > 1:
+            load_full_state_dict(self.model, state["model"], self.optim, state["optim"])
+        else:
+            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+            self.model.load_state_dict(state["model"])
+            set_optimizer_state_dict(self.model, self.optim, state["optim"])
+        for k in ("step", "tokens", "skipped", "spikes", "loss_ema", "train_time"):
+            setattr(self, k, ts[k])
+        self.rollbacks = max(self.rollbacks, ts["rollbacks"])
+        if data:
+            self.main_loader.load_state_dict(ts["data"]["main"])
+            if self.anneal_loader is not None and "anneal" in ts["data"]:
+                self.anneal_loader.load_state_dict(ts["data"]["anneal"])
+            if rng is not None:
+                ckpt.set_rng_state(rng)
+
+    def save_snapshot(self):
+        """An annealing snapshot in herd format (rank 0), for the final Polyak average."""
+        from herd.checkpoint import save_herd
+
+        msd = full_state_dict(self.model)[0] if self.dist.world > 1 else self.model.state_dict()
+        if self.dist.is_main:
+            save_herd(self.model, self.out / "anneal" / f"step-{self.step:08d}", self.tokenizer,
+                      extra={"train": {"step": self.step, "tokens": self.tokens}}, state_dict=msd)
+        self.dist.barrier()
+
+    # ---- metrics ----
+    def metrics_event(self, kind: str, **kw):
+        if self.dist.is_main and self.metrics is not None:
+            self.metrics.write({"kind": kind, **kw})
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean loss per token on the first eval.batches batches of the held-out split (the same
+        batches every time)."""
+        from herd.data.loader import MixtureLoader
+
+        if not self.val_sources:
+            return None
+        e = self.cfg.eval
+        seq = e.seq_len or self.cfg.stages[0].seq_len
+        bs = max(e.batch_size, self.dist.world) // self.dist.world * self.dist.world
+        loader = MixtureLoader(self.val_sources, self.val_split, seed=12345, rank=self.dist.rank,
+                               world=self.dist.world, shuffle=False)
+        self.model.eval()
+        tot = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for _ in range(e.batches):
+            b = loader.next_batch(bs, seq).to(self.device)
+            with self._autocast():
+                s = loss_sum(self.model, b, self.cfg.data.doc_mask)
+            tot += torch.stack([s.double(), torch.tensor(b.n_targets, dtype=torch.float64, device=self.device)])
+        self.model.train()
+        self.dist.all_reduce_sum(tot)
+        return float(tot[0] / tot[1]) if tot[1] > 0 else None
+
+    def _autocast(self):
+        import contextlib
+
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    # ---- the step ----
+    def train_step(self, phase, loader) -> tuple[float, float, int]:
+        """One optimizer step -> (loss, grad_norm, global tokens)."""
+        batch = loader.next_batch(phase.batch_size, phase.seq_len)
+        n_local = batch.n_targets
+        counts = torch.tensor([n_local], dtype=torch.float64, device=self.device)
+        n_global = max(1.0, float(self.dist.all_reduce_sum(counts)[0]))
+        mbt = self.cfg.run.micro_batch_tokens
+        rows = max(1, mbt // phase.seq_len) if mbt else batch.inputs.shape[0]
+        micro = list(_micro_batches(batch, rows))
+        scale = self.dist.world / n_global  # FSDP averages gradients over ranks; we want the global token mean
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i, mb in enumerate(micro):
+            mb = mb.to(self.device)
+            if self.dist.world > 1:
+                self.model.set_requires_gradient_sync(i == len(micro) - 1)
+            with self._autocast():
+                s = loss_sum(self.model, mb, self.cfg.data.doc_mask)
+            (s * scale).backward()
+            total += s.detach().double()
+        loss = float(self.dist.all_reduce_sum(total) / n_global)
+        clip = self.cfg.optim.grad_clip
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        if hasattr(gn, "full_tensor"):
+            gn = gn.full_tensor()
+        return loss, float(gn), phase.batch_tokens
+
+    def rollback(self):
+        last = ckpt.find_latest(self.ck_root, log=self.log)
+        if last is None:
+            raise HerdError(f"{self.bad_streak} non-finite steps in a row and no checkpoint to roll back to; "
+                            "lower optim.lr or check the data")
+        keep_main = self.main_loader.state_dict()
+        keep_anneal = self.anneal_loader.state_dict() if self.anneal_loader is not None else None
+        self.load_checkpoint(last, data=False)
+        # Go on with the data after the bad batches (as PaLM does): the same batches would fail again.
+        self.main_loader.load_state_dict(keep_main)
+        if keep_anneal is not None:
+            self.anneal_loader.load_state_dict(keep_anneal)
+        self.rollbacks += 1
+        self.bad_streak = 0
+        self.log(f"herd: rolled back to {last.name} after {self.cfg.guard.max_bad_steps} bad steps in a row")
+        self.metrics_event("rollback", step=self.step, checkpoint=last.name)
+
+    # ---- the run ----
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self._bar = None
+        self.metrics = None
+        resume_step = None
+        existing = ckpt.list_checkpoints(self.ck_root)
+        if cfg.run.resume:
+            last = ckpt.find_latest(self.ck_root, log=self._log if self.dist.is_main else (lambda s: None))
+            if last is not None:
+                self.load_checkpoint(last)
+                resume_step = self.step
+                if self.dist.is_main:
+                    self._log(f"herd: resuming from {last} (step {self.step}, {self.tokens:,} tokens)")
+        elif existing:
+            raise HerdError(f"{self.out} already holds checkpoints; pass --resume to continue that run, "
+                            "or choose another --run.out_dir")
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(__import__("json").dumps(cfg.to_dict(), indent=1) + "\n")
+            self.metrics = MetricsWriter(self.out, cfg.run.tensorboard, resume_step=resume_step)
+            if resume_step is None:
+                self.metrics.write({"kind": "start", "step": 0, "params": self.n_params, "world": self.dist.world,
+                                    "device": str(self.device), "dtype": str(self.dtype), "total_steps": self.total,
+                                    "peak_flops": self.peak})
+        self.dist.barrier()
+        self._bar = tqdm(total=self.total, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True,
+                         disable=not (cfg.run.progress and self.dist.is_main), file=sys.stderr)
+        val_loss = None
+        t_start = time.perf_counter()
+        try:
+            self.model.train()
+            while self.step < self.total:
+                phase = phase_at(self.plan, self.step)
+                loader = self.anneal_loader if (phase.mix == "anneal" and self.anneal_loader is not None) \
+                    else self.main_loader
+                lr = self.lr(self.step)
+                for g in self.optim.param_groups:
+                    g["lr"] = lr
+                t0 = time.perf_counter()
+                loss, gnorm, ntok = self.train_step(phase, loader)
+                finite = math.isfinite(loss) and math.isfinite(gnorm)
+                if finite:
+                    self.optim.step()
+                    self.bad_streak = 0
+                else:
+                    self.skipped += 1
+                    self.bad_streak += 1
+                    self.log(f"herd: warning: step {self.step}: non-finite loss or gradient (loss {loss}, "
+                             f"grad norm {gnorm}); step skipped ({self.bad_streak} in a row)")
+                self.optim.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+                self.train_time += dt
+                self.step += 1
+                self.tokens += ntok
+                if not finite:
+                    self.metrics_event("skip", step=self.step, loss=None if math.isnan(loss) else loss)
+                    if self.bad_streak >= cfg.guard.max_bad_steps:
+                        self.rollback()
+                    self._bar.n = self.step
+                    self._bar.refresh()
+                    continue
+                self.last_loss = loss
+                spike = self.loss_ema is not None and loss > cfg.guard.spike_factor * self.loss_ema
+                if spike:
+                    self.spikes += 1
+                    self.log(f"herd: loss spike at step {self.step}: {loss:.4f} vs running mean {self.loss_ema:.4f}")
+                self.loss_ema = loss if self.loss_ema is None else 0.95 * self.loss_ema + 0.05 * loss
+                tps = ntok / dt
+                mfu = self.args.flops_per_token(phase.seq_len) * tps / (self.peak * self.dist.world)
+                rec = {"kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss, "lr": lr,
+                       "grad_norm": gnorm, "tokens_per_s": tps, "mfu": mfu, "mem_gib": memory_gib(self.device),
+                       "phase": phase.name, "seq_len": phase.seq_len, "batch_size": phase.batch_size,
+                       "step_time": dt}
+                if spike:
+                    rec["spike"] = True
+                if self.dist.is_main:
+                    self.metrics.write(rec)
+                    self._bar.update(1)
+                    self._bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{100 * mfu:.0f}%")
+                    if cfg.run.log_interval and self.step % cfg.run.log_interval == 0:
+                        self.log(f"step {self.step}/{self.total} | tokens {self.tokens:,} | loss {loss:.4f} | "
+                                 f"lr {lr:.2e} | {tps:,.0f} tok/s | MFU {100 * mfu:.1f}% | "
+                                 f"mem {rec['mem_gib']:.2f} GiB | {phase.name}")
+                last_step = self.step == self.total
+                if cfg.eval.interval and self.step % cfg.eval.interval == 0 and not last_step:
+                    val_loss = self.evaluate()
+                    if val_loss is not None:
+                        self.metrics_event("val", step=self.step, tokens=self.tokens, val_loss=val_loss)
+                        self.log(f"step {self.step} | val loss {val_loss:.4f}")
+                if self.step - 1 in self.snap_steps:
+                    self.save_snapshot()
+                if last_step or (cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0):
+                    self.save_checkpoint()
+        finally:
+            self._bar.close()
+            self._bar = None
+        wall = time.perf_counter() - t_start
+        return self.finish(wall)
+
+    def finish(self, wall: float) -> dict:
+        """Final model: the Polyak average of the annealing snapshots (if any), else the last
+        weights; exported in herd format with the tokenizer; final validation loss."""
+        from herd.checkpoint import save_herd
+        from herd.checkpoint.herd_format import load_herd_state_dict
+
+        snaps = sorted((self.out / "anneal").glob("step-*")) if self.snap_steps else []
+        snaps = [s for s in snaps if int(s.name.split("-")[1]) - 1 in self.snap_steps]
+        averaged = False
+        if snaps:
+            avg = None
+            for s in snaps:
+                sd = load_herd_state_dict(s)
+                if avg is None:
+                    avg = {k: v.double().clone() for k, v in sd.items()}
+                else:
+                    for k, v in sd.items():
+                        avg[k] += v.double()
+            full = {k: (v / len(snaps)).float() for k, v in avg.items()}
+            if self.args.tie_embeddings:
+                full["output.weight"] = full["tok_embeddings.weight"]
+            if self.dist.world > 1:
+                load_full_state_dict(self.model, full)
+            else:
+                self.model.load_state_dict(full)
+            averaged = True
+        msd = full_state_dict(self.model)[0] if self.dist.world > 1 else self.model.state_dict()
+        model_dir = self.out / "model"
+        if self.dist.is_main:
+            save_herd(self.model, model_dir, self.tokenizer, state_dict=msd,
+                      extra={"train": {"steps": self.step, "tokens": self.tokens,
+                                       "polyak_snapshots": [s.name for s in snaps]}})
+        self.dist.barrier()
+        val_loss = self.evaluate()
+        result = {"train_loss": self.last_loss, "val_loss": val_loss, "tokens": self.tokens, "steps": self.step,
+                  "wall_time": wall, "train_time": self.train_time, "skipped_steps": self.skipped,
+                  "rollbacks": self.rollbacks, "loss_spikes": self.spikes, "params": self.n_params,
+                  "polyak_averaged": averaged, "anneal_snapshots": [str(s) for s in snaps],
+                  "out_dir": str(self.out), "model_dir": str(model_dir),
+                  "metrics": str(self.out / "metrics.jsonl"), "checkpoint_dir": str(self.ck_root)}
+        if self.dist.is_main:
+            self.metrics.write({"kind": "final", "step": self.step, **{k: v for k, v in result.items()
+                                                                       if not isinstance(v, list)}})
+            self.metrics.close()
+            if val_loss is not None:
+                self.log(f"done: {self.step} steps, {self.tokens:,} tokens, train loss {self.last_loss:.4f}, "
+                         f"val loss {val_loss:.4f}{' (Polyak average)' if averaged else ''} -> {model_dir}")
+        return result
+
+
+def pretrain(cfg: TrainConfig, log=None) -> dict:
+    """Run (or with cfg.run.resume, continue) a pretraining run; see herd/train/__init__.py."""
+    return Trainer(cfg, log=log).run()
+
+
+__all__ = ["pretrain", "Trainer", "loss_sum", "build_optimizer", "resolve_device"]
