@@ -1,6 +1,8 @@
 """Checkpoints (paper §3.2 model, any source): one call loads Meta's format
-(`consolidated.NN.pth` + `params.json`), Hugging Face `LlamaForCausalLM` safetensors, or herd's own
-directory format; save to herd and HF formats. Never unpickles arbitrary objects."""
+(`consolidated.NN.pth` + `params.json`, model-parallel shards merged), Hugging Face
+`LlamaForCausalLM` safetensors, or herd's own directory format; save to herd, HF and Meta formats;
+convert between them without building a model (tensors keep their dtype, bit for bit). Never
+unpickles arbitrary objects (`torch.load(weights_only=True)` or safetensors)."""
 
 from __future__ import annotations
 
@@ -48,4 +50,132 @@ def load_model(path: str | os.PathLike, device="cpu", dtype=None, tokenizer=None
     return model, tok
 
 
-__all__ = ["detect_format", "load_model", "load_herd", "save_herd"]
+def read_args(path: str | os.PathLike):
+    """The ModelArgs of a checkpoint of any format, without reading the weights (Meta: rank 0 is
+    memory-mapped to see whether the embeddings are tied)."""
+    fmt = detect_format(path)
+    if fmt == "herd":
+        from herd.checkpoint.herd_format import load_herd_args
+
+        return load_herd_args(path)
+    if fmt == "meta":
+        from herd.checkpoint.meta import read_meta_args
+
+        return read_meta_args(path)
+    from herd.checkpoint.hf import read_hf_args
+
+    return read_hf_args(path)
+
+
+def load_state_dict_any(path: str | os.PathLike):
+    """(ModelArgs, state dict in herd's names, tokenizer or None) of any checkpoint, tensors in
+    their stored dtype. A tied model's dict has no output.weight."""
+    from herd.checkpoint.common import load_tokenizer_beside
+
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "herd":
+        from herd.checkpoint.herd_format import load_herd_state_dict, read_herd_config
+        from herd.model.args import ModelArgs
+
+        cfg = read_herd_config(p)
+        args = ModelArgs.from_dict(cfg["model"])
+        sd = load_herd_state_dict(p)
+        tok = None
+        if cfg.get("tokenizer"):
+            from herd.tokenizer import Tokenizer
+
+            tok = Tokenizer.load(p / cfg["tokenizer"])
+    elif fmt == "meta":
+        from herd.checkpoint.meta import load_meta_state_dict
+
+        args, sd = load_meta_state_dict(p)
+        tok = load_tokenizer_beside(p)
+    else:
+        from herd.checkpoint.hf import load_hf_state_dict
+
+        args, sd = load_hf_state_dict(p)
+        tok = load_tokenizer_beside(p)
+        if tok is None and (p / "original" / "tokenizer.model").is_file():
+            tok = load_tokenizer_beside(p / "original")
+    if args.tie_embeddings:
+        sd.pop("output.weight", None)
+    return args, sd, tok
+
+
+def check_state_dict(args, sd: dict, source: str) -> None:
+    """Key and shape check against the model `args` describes, without building it."""
+    from herd.model.transformer import Transformer
+
+    own = Transformer.build(args, device="meta").state_dict()
+    tied = args.tie_embeddings
+    missing = [k for k in own if k not in sd and not (tied and k == "output.weight")]
+    unexpected = [k for k in sd if k not in own]
+    if missing:
+        raise HerdError(f"{source}: missing tensor(s) {', '.join(missing[:3])}"
+                        f"{' ...' if len(missing) > 3 else ''} for this model config")
+    if unexpected:
+        raise HerdError(f"{source}: unexpected tensor(s) {', '.join(unexpected[:3])}"
+                        f"{' ...' if len(unexpected) > 3 else ''}: checkpoint and config do not match")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "
+                            f"{tuple(own[k].shape)}")
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, dtype=None, shards: int = 1,
+                       tokenizer=None, max_shard_bytes: int | None = None, log=print) -> Path:
+    """Convert a checkpoint of any format to `to` ('herd', 'hf' or 'meta') without building a
+    model: tensors are renamed, permuted or (un)sharded and keep their bits unless `dtype` is
+    given. `tokenizer` (a path or 'llama3') replaces the one found beside the weights."""
+    import types
+
+    from herd.checkpoint.common import parse_dtype
+
+    if to not in ("herd", "hf", "meta"):
+        raise HerdError(f"unknown target format {to!r}; choose herd, hf or meta")
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise HerdError(f"{dst}: the output must differ from the input checkpoint")
+    fmt = detect_format(src)
+    log(f"reading {fmt} checkpoint {src}")
+    args, sd, tok = load_state_dict_any(src)
+    check_state_dict(args, sd, str(src))
+    if tokenizer is not None:
+        from herd.tokenizer import Tokenizer
+
+        tok = Tokenizer.llama3() if str(tokenizer) == "llama3" else Tokenizer.load(tokenizer)
+    if tok is not None and tok.n_words != args.vocab_size:
+        raise HerdError(f"tokenizer has {tok.n_words} tokens but the model's vocab_size is {args.vocab_size}; "
+                        f"pass the model's own tokenizer with --tokenizer")
+    dt = parse_dtype(dtype)
+    if dt is not None:
+        sd = {k: v.to(dt) for k, v in sd.items()}
+    log(f"writing {to} checkpoint {dst} ({len(sd)} tensors, {args.num_params() / 1e6:,.1f}M parameters)")
+    if to == "herd":
+        save_herd(types.SimpleNamespace(args=args), dst, tokenizer=tok, state_dict=sd)
+    elif to == "hf":
+        from herd.checkpoint.hf import DEFAULT_MAX_SHARD_BYTES, save_hf_state_dict
+
+        save_hf_state_dict(args, sd, dst, tokenizer=tok, max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
+    else:
+        from herd.checkpoint.meta import save_meta_state_dict
+
+        save_meta_state_dict(args, sd, dst, shards=shards, tokenizer=tok)
+    return dst
+
+
+def save_hf(model, path, tokenizer=None, **kw):
+    from herd.checkpoint.hf import save_hf as _save
+
+    return _save(model, path, tokenizer=tokenizer, **kw)
+
+
+def save_meta(model, path, shards: int = 1, tokenizer=None):
+    from herd.checkpoint.meta import save_meta as _save
+
+    return _save(model, path, shards=shards, tokenizer=tokenizer)
+
+
+__all__ = ["detect_format", "load_model", "load_herd", "save_herd", "save_hf", "save_meta", "read_args",
+           "load_state_dict_any", "convert_checkpoint"]

@@ -1,0 +1,158 @@
+"""Safe readers and an atomic writer shared by the checkpoint formats (paper §3.2 models).
+
+Every reader turns a bad file into one `HerdError` line naming the file and the problem: a
+missing file, JSON that does not parse, a truncated or corrupt `.pth` or `.safetensors`, and a
+`.pth` that holds pickled Python objects other than tensors. PyTorch files are read only with
+`torch.load(weights_only=True, mmap=True)`: unpickling arbitrary objects can run arbitrary code,
+and mmap keeps a 16 GB shard out of memory until its tensors are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+
+from herd.errors import HerdError
+
+
+def read_json(path: str | os.PathLike, what: str = "config") -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise HerdError(f"{p}: {what} file not found (check the checkpoint directory)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HerdError(f"{p}: cannot read {what} file ({e})") from None
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise HerdError(f"{p}: not valid JSON ({e}); the {what} file is corrupt or truncated") from None
+    if not isinstance(d, dict):
+        raise HerdError(f"{p}: expected a JSON object in the {what} file, got {type(d).__name__}")
+    return d
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0] if s else type(e).__name__
+
+
+def torch_load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict saved with torch.save, refusing anything but tensors (weights_only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise HerdError(f"{p}: checkpoint file not found")
+    try:
+        try:
+            sd = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap can only be used" not in str(e):
+                raise
+            # a legacy (pre-zip) torch.save file: it cannot be memory-mapped, read it whole
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e) or "weights_only" in str(e):
+            raise HerdError(f"{p}: holds pickled Python objects, not only tensors; herd refuses to unpickle "
+                            f"arbitrary objects (they can run code). Re-save it as a plain state dict "
+                            f"of tensors") from None
+        raise HerdError(f"{p}: corrupt PyTorch checkpoint ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise HerdError(f"{p}: corrupt or truncated PyTorch checkpoint ({_first_line(e)}); "
+                        f"download or copy it again") from None
+    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+        sd = sd["model"]  # a training checkpoint that wraps the weights
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise HerdError(f"{p}: not a state dict (a dict of name -> tensor)")
+    return sd
+
+
+def safetensors_load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load every tensor of a .safetensors file (memory-mapped until used)."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise HerdError(f"{p}: safetensors file not found (the checkpoint is incomplete)")
+    try:
+        out = {}
+        with safe_open(str(p), framework="pt") as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+        return out
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise HerdError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+
+
+def safetensors_keys(path: str | os.PathLike) -> list[str]:
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise HerdError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temporary sibling directory; on success it replaces `path` (rename), so a crash never
+    leaves a half-written checkpoint and an existing one is only replaced by a complete one."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise HerdError(f"{out}: exists and is not a directory; choose another output path")
+    tmp = out.with_name(out.name + ".tmp-save")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """'bf16'/'bfloat16', 'fp16'/'float16', 'fp32'/'float32' -> torch dtype; None stays None."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+    if str(name).lower() not in table:
+        raise HerdError(f"unknown dtype {name!r}; choose bf16, fp16 or fp32")
+    return table[str(name).lower()]
+
+
+def load_tokenizer_beside(path: Path):
+    """The herd/tiktoken tokenizer.model found beside the weights, or None."""
+    f = Path(path) / "tokenizer.model"
+    if not f.is_file():
+        return None
+    from herd.tokenizer import Tokenizer
+
+    try:
+        return Tokenizer.load(f)
+    except HerdError:
+        raise
+    except Exception as e:  # a SentencePiece model (Llama 2) or a damaged file
+        raise HerdError(f"{f}: not a tiktoken BPE file ({_first_line(e)}); pass --tokenizer PATH "
+                        f"to use another tokenizer") from None
