@@ -48,7 +48,14 @@ sys.addaudithook(_no_network)
 del _no_network
 sys.argv = ["solution.py"]
 _g = {"__name__": "__main__", "__file__": "solution.py", "__builtins__": __builtins__}
-exec(compile(_src, "solution.py", "exec"), _g)
+try:
+    exec(compile(_src, "solution.py", "exec"), _g)
+except SystemExit as e:
+    if e.code in (0, None):
+        os.write(4, b"exit0")
+    raise
+# Reached the end of the program: an early os._exit(0) never gets here.
+os.write(4, b"end")
 """
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -115,9 +122,11 @@ def child(cfg, ns):
         setup_mounts(cfg)
         if "pid" in ns:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if cfg["prog_fd"] != 3:
-        os.dup2(cfg["prog_fd"], 3)
-        os.close(cfg["prog_fd"])
+    # fd 3: the program (read by the bootstrap); fd 4: where the bootstrap says how it ended.
+    for fd, want in ((cfg["prog_fd"], 3), (cfg["end_fd"], 4)):
+        if fd != want:
+            os.dup2(fd, want)
+            os.close(fd)
     os.makedirs(work, mode=0o700, exist_ok=True)
     if cfg["drop_uid"]:
         os.chown(work, uid, gid)

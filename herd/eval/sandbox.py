@@ -125,9 +125,12 @@ class _UidLease:
 def _kill_uid(uid: int) -> None:
     """Kill every process owned by `uid`: kill(-1, SIGKILL) from a process running as that uid
     reaches exactly them (and never the caller), even ones that left the session or process group."""
-    for _ in range(50):
+    for i in range(60):
         if not _pids_of_uid(uid):
             return
+        if i < 10:  # the PID namespace usually takes them down by itself within a few ms
+            time.sleep(0.02)
+            continue
         subprocess.run([sys.executable, "-I", "-S", "-c",
                         f"import os,signal; os.setgid({uid}); os.setuid({uid}); os.kill(-1, signal.SIGKILL)"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
@@ -185,14 +188,16 @@ def _hidden_paths(hide) -> list[str]:
 
 def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: float | None = None,
              max_procs: int = 4, max_file_mb: int = 16, tmpfs_mb: int = 64, stdin: str | None = None,
-             hide: tuple[str, ...] = (), site_packages: bool = False) -> Result:
+             hide: tuple[str, ...] = (), site_packages: bool = False, require_end: bool = False) -> Result:
     """Run the Python program `code` in the sandbox and report how it ended.
 
     timeout_s: wall-clock limit; memory_mb: address-space limit; cpu_s: CPU-seconds limit (default
     timeout_s + 1); max_procs: processes/threads the program may have; max_file_mb: largest file it
     may write; tmpfs_mb: size of its private /tmp; stdin: text fed to it; hide: more directories to
     make invisible to it; site_packages: let it import the environment's installed packages (by
-    default it gets the standard library only, which starts 3x faster and is all HumanEval needs)."""
+    default it gets the standard library only, which starts 3x faster and is all HumanEval needs);
+    require_end: pass only if the program ran to its last line (a test script that calls
+    os._exit(0) or sys.exit(0) before its checks have run must not pass; HumanEval sets this)."""
     if not isinstance(code, str):
         raise HerdError(f"sandbox: code must be a string, got {type(code).__name__}")
     base = Path(tempfile.mkdtemp(prefix="herd-sbx-"))
@@ -228,12 +233,15 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
         }
         out_path, err_path = base / "stdout", base / "stderr"
         t0 = time.perf_counter()
-        with open(prog, "rb") as progf, open(out_path, "wb") as out, open(err_path, "wb") as err:
+        end_path = base / "end"
+        with open(prog, "rb") as progf, open(out_path, "wb") as out, open(err_path, "wb") as err, \
+                open(end_path, "wb") as endf:
             cfg["prog_fd"] = progf.fileno()  # the launcher moves it to fd 3 for the bootstrap
+            cfg["end_fd"] = endf.fileno()  # ... and this one to fd 4
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-B", LAUNCHER, marshal.dumps(cfg).hex()],
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err,
-                pass_fds=(cfg["prog_fd"],), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, start_new_session=True,
+                pass_fds=(cfg["prog_fd"], cfg["end_fd"]), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, start_new_session=True,
                 preexec_fn=None, cwd=str(base),
             )
             timed_out = False
@@ -261,10 +269,16 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
         stdout_t, stderr_t = _tail(out_path), _tail(err_path)
         isolation = ["rlimits"] + (["uid"] if root else []) + [n + "ns" for n in status.get("namespaces", [])]
         rc = status.get("exit", -status["signal"] if "signal" in status else None)
+        try:
+            ended = end_path.read_bytes()
+        except OSError:
+            ended = b""
         if timed_out:
             st = "timeout"
-        elif rc == 0:
+        elif rc == 0 and (not require_end or ended.startswith(b"end")):
             st = "passed"
+        elif rc == 0:  # exited 0 without running to the end of the program (os._exit / sys.exit early)
+            st = "failed"
         elif rc == SETUP_FAILED and "herd-sandbox: setup failed" in stderr_t:
             st = "error"
         elif "MemoryError" in stderr_t:

@@ -1,0 +1,31 @@
+"""Fixtures for the evaluation tests: a tiny random Llama 3 model with the real Llama 3 tokenizer,
+saved as a herd checkpoint."""
+
+import pytest
+import torch
+
+from herd.checkpoint import save_herd
+from herd.model.args import ModelArgs
+from herd.model.transformer import Transformer
+from herd.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return Tokenizer.llama3()
+
+
+@pytest.fixture(scope="session")
+def tiny(tokenizer):
+    args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tokenizer.n_words, multiple_of=32,
+                     max_seq_len=1024)
+    model = Transformer.build(args, seed=0).eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny, tmp_path_factory):
+    model, tok = tiny
+    d = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_herd(model, d, tokenizer=tok)
+    return d
