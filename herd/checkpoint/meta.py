@@ -261,8 +261,10 @@ def save_meta_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str
     sd = {k: v.detach().cpu() for k, v in sd.items()}
     if args.tie_embeddings and "output.weight" not in sd:
         sd["output.weight"] = sd["tok_embeddings.weight"]
-    # Meta's key order: embeddings, layers, norm, output
-    order = ["tok_embeddings.weight"] + [k for k in sd if k.startswith("layers.")] + ["norm.weight", "output.weight"]
+    # Meta's key order (its modules' order, which herd's model shares)
+    from herd.model.transformer import Transformer
+
+    order = list(Transformer.build(args, device="meta").state_dict())
     sd = {k: sd[k] for k in order if k in sd} | {k: v for k, v in sd.items() if k not in order}
     with atomic_dir(path) as tmp:
         (tmp / "params.json").write_text(json.dumps(args_to_params(args)))
