@@ -32,7 +32,7 @@ class LangIdConfig:
 
     enabled: bool = True
     languages: list[str] = field(default_factory=list)  # keep only these ([] = keep all)
-    min_score: float = 0.5  # drop documents whose top language probability is below this
+    min_score: float = 0.0  # drop documents whose top language probability is below this (code scores low)
     max_chars: int = 2000  # classify the first N characters (lid.176 is saturated long before)
 
 
@@ -80,8 +80,10 @@ class HeuristicsConfig:
     # Dirty words: fraction of words found in the language's word list.
     max_dirty_word_ratio: float = 0.02
     dirty_word_files: dict = field(default_factory=dict)  # {"fr": "path/to/list.txt"}; en ships
-    # Length / symbol / line shape (applied to domains in shape_domains only: code is not prose).
-    shape_domains: list[str] = field(default_factory=lambda: ["general", "multilingual"])
+    # Length / symbol / line shape rules judge prose only (domains in prose_domains); other domains
+    # (code) get the repetition thresholds multiplied by nonprose_rep_scale: code repeats lines.
+    prose_domains: list[str] = field(default_factory=lambda: ["general", "multilingual", "math-reasoning"])
+    nonprose_rep_scale: float = 2.0
     min_words: int = 50
     max_words: int = 100_000
     min_mean_word_len: float = 3.0
