@@ -103,6 +103,17 @@ def load_state_dict_any(path: str | os.PathLike):
     return args, sd, tok
 
 
+def weights_source(path: str | os.PathLike, fmt: str) -> str:
+    """The weight file(s) of a checkpoint, for error messages."""
+    p = Path(path)
+    if fmt == "meta":
+        files = sorted(p.glob("consolidated.*.pth"))
+        return str(files[0]) if len(files) == 1 else f"{p}/consolidated.*.pth"
+    if fmt == "hf" and not (p / "model.safetensors").is_file():
+        return f"{p}/model-*.safetensors"
+    return str(p / "model.safetensors")
+
+
 def check_state_dict(args, sd: dict, source: str) -> None:
     """Key and shape check against the model `args` describes, without building it."""
     from herd.model.transformer import Transformer
@@ -140,7 +151,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
     fmt = detect_format(src)
     log(f"reading {fmt} checkpoint {src}")
     args, sd, tok = load_state_dict_any(src)
-    check_state_dict(args, sd, str(src))
+    check_state_dict(args, sd, weights_source(src, fmt))
     if tokenizer is not None:
         from herd.tokenizer import Tokenizer
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -58,11 +59,13 @@ def torch_load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             # a legacy (pre-zip) torch.save file: it cannot be memory-mapped, read it whole
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e) or "weights_only" in str(e):
-            raise HerdError(f"{p}: holds pickled Python objects, not only tensors; herd refuses to unpickle "
-                            f"arbitrary objects (they can run code). Re-save it as a plain state dict "
-                            f"of tensors") from None
-        raise HerdError(f"{p}: corrupt PyTorch checkpoint ({_first_line(e)})") from None
+        m = re.search(r"GLOBAL ([\w.]+)|Unsupported class ([\w.]+)", str(e))
+        if m:
+            raise HerdError(f"{p}: holds a pickled Python object ({m.group(1) or m.group(2)}), not only tensors; "
+                            f"herd refuses to unpickle arbitrary objects (they can run code). Re-save it as a "
+                            f"plain state dict of tensors") from None
+        raise HerdError(f"{p}: corrupt or truncated PyTorch checkpoint (not a valid torch.save file); "
+                        f"download or copy it again") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise HerdError(f"{p}: corrupt or truncated PyTorch checkpoint ({_first_line(e)}); "
                         f"download or copy it again") from None

@@ -26,7 +26,8 @@ def is_herd_checkpoint(path: str | os.PathLike) -> bool:
     if not (p / "config.json").is_file():
         return False
     try:
-        return json.loads((p / "config.json").read_text()).get("format") == "herd"
+        cfg = json.loads((p / "config.json").read_text())
+        return isinstance(cfg, dict) and cfg.get("format") == "herd"
     except (OSError, ValueError):
         return False
 
@@ -39,7 +40,7 @@ def read_herd_config(path: str | os.PathLike) -> dict:
         raise HerdError(f"{p}: not found; a herd checkpoint is a directory with config.json") from None
     except ValueError as e:
         raise HerdError(f"{p}: not valid JSON ({e})") from None
-    if cfg.get("format") != "herd" or "model" not in cfg:
+    if not isinstance(cfg, dict) or cfg.get("format") != "herd" or "model" not in cfg:
         raise HerdError(f"{p}: not a herd checkpoint config (no format='herd' and model section)")
     return cfg
 

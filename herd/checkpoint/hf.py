@@ -231,8 +231,9 @@ def load_hf_state_dict(path: str | os.PathLike) -> tuple[ModelArgs, dict[str, to
     for f in _hf_weight_files(p):
         part = safetensors_load(f) if f.suffix == ".safetensors" else torch_load_tensors(f)
         hf.update(part)
-    source = str(p / "model.safetensors") if len(hf) and (p / "model.safetensors").is_file() else str(p)
-    return args, hf_to_herd_state_dict(hf, args, source)
+    from herd.checkpoint import weights_source
+
+    return args, hf_to_herd_state_dict(hf, args, weights_source(p, "hf"))
 
 
 def read_hf_args(path: str | os.PathLike) -> ModelArgs:
@@ -250,7 +251,9 @@ def load_hf(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = N
     p = Path(path)
     args, sd = load_hf_state_dict(p)
     model = Transformer.build(args, device=device, dtype=dtype or torch.float32, init=False)
-    load_state_dict_checked(model, sd, source=str(p))
+    from herd.checkpoint import weights_source
+
+    load_state_dict_checked(model, sd, source=weights_source(p, "hf"))
     tok = load_tokenizer_beside(p)
     if tok is None and (p / "original" / "tokenizer.model").is_file():
         tok = load_tokenizer_beside(p / "original")

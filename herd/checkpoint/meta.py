@@ -229,7 +229,9 @@ def load_meta(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None =
     p = Path(path)
     args, sd = load_meta_state_dict(p)
     model = Transformer.build(args, device=device, dtype=dtype or torch.float32, init=False)
-    load_state_dict_checked(model, sd, source=f"{p}/consolidated.*.pth")
+    from herd.checkpoint import weights_source
+
+    load_state_dict_checked(model, sd, source=weights_source(p, "meta"))
     return model, load_tokenizer_beside(p)
 
 
