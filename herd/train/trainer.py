@@ -102,7 +102,10 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
+        self._custom_log = log is not None
         self._log = log or (lambda s: print(s, file=sys.stderr))
+        self._bar = None
+        self.metrics = None
         self.out = Path(cfg.run.out_dir)
         self.ck_root = self.out / "checkpoints"
         if not cfg.data.sources:
@@ -179,7 +182,7 @@ class Trainer:
     # ---- logging ----
     def log(self, s: str):
         if self.dist.is_main:
-            if self._bar is not None:
+            if self._bar is not None and not self._custom_log:
                 self._bar.write(s, file=sys.stderr)
             else:
                 self._log(s)
@@ -235,10 +238,10 @@ class Trainer:
 
             self.model.load_state_dict(state["model"])
             set_optimizer_state_dict(self.model, self.optim, state["optim"])
-        for k in ("step", "tokens", "skipped", "spikes", "loss_ema", "train_time"):
+        for k in ("step", "tokens", "loss_ema", "train_time"):
             setattr(self, k, ts[k])
-        self.rollbacks = max(self.rollbacks, ts["rollbacks"])
-        if data:
+        if data:  # a resume; a rollback keeps counting its events
+            self.skipped, self.spikes, self.rollbacks = ts["skipped"], ts["spikes"], ts["rollbacks"]
             self.main_loader.load_state_dict(ts["data"]["main"])
             if self.anneal_loader is not None and "anneal" in ts["data"]:
                 self.anneal_loader.load_state_dict(ts["data"]["anneal"])
@@ -385,7 +388,7 @@ class Trainer:
                 else:
                     self.skipped += 1
                     self.bad_streak += 1
-                    self.log(f"herd: warning: step {self.step}: non-finite loss or gradient (loss {loss}, "
+                    self.log(f"herd: warning: step {self.step + 1}: non-finite loss or gradient (loss {loss}, "
                              f"grad norm {gnorm}); step skipped ({self.bad_streak} in a row)")
                 self.optim.zero_grad(set_to_none=True)
                 if self.device.type == "cuda":
