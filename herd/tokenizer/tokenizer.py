@@ -2,10 +2,12 @@
 
 `Tokenizer.llama3()` loads the real 128,000 BPE ranks that ship in the PyPI package
 `llama-models` (llama_models/llama3/tokenizer.model). `Tokenizer.load(path)` loads any BPE file in
-tiktoken's format (base64 token, space, rank per line), e.g. one trained by `herd tokenizer train`.
-The special tokens take the ids right after the BPE ranks, in llama-models' order, and encoding
-follows Meta's cutting of long inputs (400K-character pieces, runs of > 25K whitespace or
-non-whitespace characters split), so ids are identical to Meta's `Tokenizer.encode`.
+tiktoken's format (base64 token, space, rank per line), e.g. one trained by `herd tokenizer train`
+(herd/tokenizer/train.py). The special tokens take the ids right after the BPE ranks, in
+llama-models' order, and encoding follows Meta's cutting of long inputs (400K-character pieces,
+runs of > 25K whitespace or non-whitespace characters split), so ids are identical to Meta's
+`Tokenizer.encode`. `encode_batch` encodes many texts on all cores (tiktoken releases the GIL, so
+plain threads scale) with the same cutting, hence the same ids as `encode`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import base64
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AbstractSet, Collection, Iterator, Literal, Sequence
+from typing import AbstractSet, Collection, Iterable, Iterator, Literal, Sequence
 
 from herd.errors import HerdError
 
@@ -42,8 +45,17 @@ SPECIAL_TOKENS = _NAMED_SPECIALS + [
     f"<|reserved_special_token_{2 + i}|>" for i in range(NUM_SPECIAL_TOKENS - len(_NAMED_SPECIALS))
 ]
 
-# Long runs of whitespace or of non-whitespace, found by regex instead of a per-character loop.
-_LONG_RUN = re.compile(r"\s{%d,}|\S{%d,}" % (MAX_NO_WHITESPACES_CHARS + 1, MAX_NO_WHITESPACES_CHARS + 1))
+
+
+def _long_run_pattern(max_run: int) -> re.Pattern:
+    """Runs of > max_run whitespace or non-whitespace characters, found by regex instead of
+    Meta's per-character loop. The lookbehinds let a match start only where a run starts, so
+    the scan stays linear (without them every position inside a long run rescans it)."""
+    return re.compile(r"(?<!\s)\s{%d,}|(?<!\S)\S{%d,}" % (max_run + 1, max_run + 1))
+
+
+_LONG_RUN = _long_run_pattern(MAX_NO_WHITESPACES_CHARS)
+_WHITESPACE = re.compile(r"\s")
 
 
 def llama3_tokenizer_path() -> Path:
@@ -79,7 +91,21 @@ def load_bpe_ranks(path: str | os.PathLike) -> dict[bytes, int]:
                                 "is this a tokenizer file?") from None
     if not ranks:
         raise HerdError(f"{p}: empty tokenizer file")
+    check_ranks(ranks, where=str(p))
     return ranks
+
+
+def check_ranks(ranks: dict[bytes, int], where: str = "tokenizer") -> None:
+    """The special tokens take ids len(ranks).. , so the ranks must be exactly 0..n-1, and every
+    single byte must be a token (else tiktoken cannot encode arbitrary text)."""
+    n = len(ranks)
+    if sorted(ranks.values()) != list(range(n)):
+        raise HerdError(f"{where}: BPE ranks are not exactly 0..{n - 1} (duplicated or missing ranks); "
+                        "the file is corrupt")
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise HerdError(f"{where}: {len(missing)} of the 256 single bytes have no rank (e.g. byte {missing[0]}); "
+                        "a byte-level BPE file needs all of them")
 
 
 def save_bpe_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
@@ -91,13 +117,29 @@ def save_bpe_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
     os.replace(tmp, p)
 
 
+def _has_long_run(s: str, max_run: int) -> bool:
+    """Cheap test for a run of > max_run whitespace or non-whitespace characters. Such a run
+    contains a whole aligned block of max_run // 2 characters, so checking each block (both
+    checks stop at the first character that breaks the run) costs almost nothing on real text."""
+    b = max(1, max_run // 2)
+    for i in range(0, len(s) - b + 1, b):
+        block = s[i:i + b]
+        if block.isspace() or _WHITESPACE.search(block) is None:
+            return True
+    return False
+
+
 def split_long_runs(s: str, max_run: int = MAX_NO_WHITESPACES_CHARS) -> Iterator[str]:
     """Meta's `_split_whitespaces_or_nonwhitespaces`: cut `s` so that no piece holds more than
-    `max_run` consecutive whitespace or non-whitespace characters. Same cuts as Meta's loop."""
+    `max_run` consecutive whitespace or non-whitespace characters. Same cuts as Meta's loop
+    (Python's `\\s` is exactly `str.isspace`, which Meta's loop uses)."""
+    if not _has_long_run(s, max_run):
+        yield s
+        return
     if max_run == MAX_NO_WHITESPACES_CHARS:
         pattern = _LONG_RUN
     else:
-        pattern = re.compile(r"\s{%d,}|\S{%d,}" % (max_run + 1, max_run + 1))
+        pattern = _long_run_pattern(max_run)
     start = 0
     for m in pattern.finditer(s):
         # Meta cuts every max_run characters inside a run, counted from the run's first character.
@@ -141,7 +183,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        return cls(load_bpe_ranks(path), name=Path(path).stem, path=str(path))
+        """A tiktoken BPE file, or a directory holding one named tokenizer.model (a herd checkpoint)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "tokenizer.model"
+        return cls(load_bpe_ranks(p), name=p.stem, path=str(p))
+
+    @classmethod
+    def from_spec(cls, spec: str | os.PathLike) -> "Tokenizer":
+        """"llama3" -> the real Llama 3 tokenizer; anything else is a path for `load`."""
+        return cls.llama3() if str(spec) == "llama3" else cls.load(spec)
 
     def save(self, path: str | os.PathLike) -> None:
         save_bpe_ranks(self.mergeable_ranks, path)
@@ -167,15 +218,66 @@ class Tokenizer:
             t.append(self.eos_id)
         return t
 
+    def _pieces(self, s: str) -> list[str]:
+        """Meta's cutting: 400K-character chunks, then no run of > 25K (non-)whitespace."""
+        return [piece for i in range(0, len(s), TIKTOKEN_MAX_ENCODE_CHARS)
+                for piece in split_long_runs(s[i:i + TIKTOKEN_MAX_ENCODE_CHARS])]
+
+    def encode_batch(self, texts: Iterable[str], *, bos: bool = False, eos: bool = False,
+                     num_threads: int | None = None) -> list[list[int]]:
+        """`[encode(t, bos=bos, eos=eos) for t in texts]` on `num_threads` threads (default: all
+        cores). Text that looks like a special token is encoded as plain text, as `encode` does by
+        default. tiktoken's Rust core releases the GIL, so threads run in parallel."""
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise HerdError(f"tokenizer: expected texts (str), got {type(t).__name__}")
+        # Cut every text into Meta's pieces, encode all pieces in parallel, then join per text.
+        owner: list[int] = []
+        pieces: list[str] = []
+        for i, t in enumerate(texts):
+            ps = self._pieces(t)
+            pieces.extend(ps)
+            owner.extend([i] * len(ps))
+        num_threads = num_threads or os.cpu_count() or 1
+        if num_threads <= 1 or len(pieces) <= 1:
+            encoded = [self.model.encode_ordinary(p) for p in pieces]
+        else:
+            # Several pieces per task keep the thread pool's overhead small next to the encoding.
+            k = max(1, min(64, len(pieces) // (4 * num_threads)))
+            enc = self.model.encode_ordinary
+            with ThreadPoolExecutor(num_threads) as ex:
+                groups = ex.map(lambda g: [enc(p) for p in g], [pieces[j:j + k] for j in range(0, len(pieces), k)])
+                encoded = [ids for g in groups for ids in g]
+        out: list[list[int]] = [[self.bos_id] if bos else [] for _ in texts]
+        for i, ids in zip(owner, encoded):
+            out[i].extend(ids)
+        if eos:
+            for ids in out:
+                ids.append(self.eos_id)
+        return out
+
     def decode(self, t: Sequence[int]) -> str:
-        return self.model.decode(list(t))
+        """Text of the ids; bytes that are not valid UTF-8 (a token cut mid-character) become U+FFFD."""
+        return self.decode_bytes(t).decode("utf-8", errors="replace")
 
     def decode_bytes(self, t: Sequence[int]) -> bytes:
-        return self.model.decode_bytes(list(t))
+        try:
+            return self.model.decode_bytes([int(i) for i in t])
+        except (KeyError, ValueError, OverflowError, TypeError):
+            bad = next((i for i in t if not (isinstance(i, int) or hasattr(i, "__index__"))
+                        or not 0 <= int(i) < self.n_words), None)
+            raise HerdError(f"cannot decode token id {bad!r}: ids of this tokenizer are 0..{self.n_words - 1}") from None
 
     def id_to_piece(self, i: int) -> bytes:
         return self.model.decode_single_token_bytes(i)
 
+    def is_special(self, i: int) -> bool:
+        return i >= len(self.mergeable_ranks)
 
-__all__ = ["Tokenizer", "PAT_STR", "SPECIAL_TOKENS", "llama3_tokenizer_path", "load_bpe_ranks", "save_bpe_ranks",
-           "split_long_runs"]
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.model.name!r}, n_words={self.n_words})"
+
+
+__all__ = ["Tokenizer", "PAT_STR", "SPECIAL_TOKENS", "NUM_SPECIAL_TOKENS", "check_ranks", "llama3_tokenizer_path",
+           "load_bpe_ranks", "save_bpe_ranks", "split_long_runs"]
