@@ -186,6 +186,9 @@ def main():
             os.write(2, f"herd-sandbox: setup failed: {e}\n".encode())
         os._exit(SETUP_FAILED)
     if pid > 0:
+        # On timeout the host sends SIGTERM: kill the program (and with it its PID namespace), then
+        # reap it here, so nothing is left as a zombie for a container's init that may never reap it.
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
         _, st = os.waitpid(pid, 0)
         if os.WIFSIGNALED(st):
             status["signal"] = os.WTERMSIG(st)

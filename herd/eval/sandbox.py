@@ -249,6 +249,11 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
                 proc.communicate(input=stdin.encode() if stdin is not None else None, timeout=timeout_s + 0.5)
             except subprocess.TimeoutExpired:
                 timed_out = True
+                proc.terminate()  # the launcher kills and reaps the program
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             finally:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Fixtures for the evaluation tests: a tiny random Llama 3 model with the real Llama 3 tokenizer,
+"""Fixtures for the evaluation tests: a tiny random Llama 3 model with a small tokenizer (the first
+8,192 merges of the real Llama 3 BPE, a valid BPE of its own, plus the 256 special tokens), also
 saved as a herd checkpoint."""
 
 import pytest
@@ -12,7 +13,8 @@ from herd.tokenizer import Tokenizer
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    return Tokenizer.llama3()
+    full = Tokenizer.llama3()
+    return Tokenizer({b: r for b, r in full.mergeable_ranks.items() if r < 8192}, name="llama3-8k")
 
 
 @pytest.fixture(scope="session")
