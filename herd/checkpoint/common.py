@@ -146,9 +146,14 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def load_tokenizer_beside(path: Path):
-    """The herd/tiktoken tokenizer.model found beside the weights, or None."""
+    """The herd/tiktoken tokenizer.model found beside the weights (else a Llama 3 style HF
+    tokenizer.json), or None."""
     f = Path(path) / "tokenizer.model"
     if not f.is_file():
+        if (Path(path) / "tokenizer.json").is_file():
+            from herd.checkpoint.hf_tokenizer import load_hf_tokenizer_json
+
+            return load_hf_tokenizer_json(Path(path) / "tokenizer.json")
         return None
     from herd.tokenizer import Tokenizer
 

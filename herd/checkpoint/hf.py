@@ -13,7 +13,8 @@ Two things differ from Meta's layout besides the names:
   with rope_type "llama3"; both are written and both are read.
 
 Writing needs only safetensors (no transformers); the result loads with
-`transformers.LlamaForCausalLM.from_pretrained(dir)`.
+`transformers.LlamaForCausalLM.from_pretrained(dir)`, and with a tokenizer
+`AutoTokenizer.from_pretrained(dir)` (tokenizer.json, see hf_tokenizer.py).
 """
 
 from __future__ import annotations
@@ -261,9 +262,10 @@ def load_hf(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = N
 
 
 def save_hf_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str | os.PathLike, tokenizer=None,
-                       max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Path:
+                       max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, hf_tokenizer: bool = True) -> Path:
     """Write config.json + model.safetensors (or model-0000i-of-0000n.safetensors and the index
-    above `max_shard_bytes`) + tokenizer.model, atomically."""
+    above `max_shard_bytes`) atomically; with a tokenizer also tokenizer.model and (hf_tokenizer)
+    tokenizer.json + tokenizer_config.json (~10 s for Llama 3's 128K vocabulary)."""
     from safetensors.torch import save_file
 
     hf = herd_to_hf_state_dict(sd, args)
@@ -296,14 +298,19 @@ def save_hf_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str |
         if gen:
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         if tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.model")
+            tokenizer.save(tmp / "tokenizer.model")  # herd's and Meta's (tiktoken) file
+            if hf_tokenizer:  # tokenizer.json for transformers' AutoTokenizer
+                from herd.checkpoint.hf_tokenizer import save_hf_tokenizer
+
+                save_hf_tokenizer(tokenizer, tmp, model_max_length=args.max_seq_len)
     return Path(path)
 
 
-def save_hf(model, path: str | os.PathLike, tokenizer=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Path:
+def save_hf(model, path: str | os.PathLike, tokenizer=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+            hf_tokenizer: bool = True) -> Path:
     """Save a herd Transformer as a Hugging Face LlamaForCausalLM directory."""
     return save_hf_state_dict(model.args, model.state_dict(), path, tokenizer=tokenizer,
-                              max_shard_bytes=max_shard_bytes)
+                              max_shard_bytes=max_shard_bytes, hf_tokenizer=hf_tokenizer)
 
 
 __all__ = ["load_hf", "load_hf_state_dict", "read_hf_args", "save_hf", "save_hf_state_dict",
