@@ -1,0 +1,201 @@
+"""`herd sft`, `herd rm`, `herd rejection-sample`, `herd dpo`, `herd average` and
+`herd posttrain make-task|demo`: the post-training stages of paper §4 on the command line.
+
+Each training command fills its dataclass config (herd.posttrain.*Config) from an optional TOML
+recipe (`--config FILE`: a flat table, or a table named after the command) and then from flags,
+which override the recipe. Heavy modules are imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from herd.errors import HerdError
+
+HELP = {
+    "model": "checkpoint to start from (herd, Meta or Hugging Face directory)",
+    "data": "training JSONL (comma-separated for several files)",
+    "out": "output directory (a herd checkpoint); an interrupted run resumes from it",
+    "tokenizer": "tokenizer file to use instead of the checkpoint's ('llama3' for Meta's)",
+    "eval_data": "held-out JSONL to report on at the end",
+    "eval_fraction": "fraction of the data held out when --eval-data is not given",
+    "ref_model": "reference model for DPO (default: the starting model)",
+    "lr": "peak learning rate (paper, 405B: 1e-5)",
+    "warmup": "linear warmup steps before the cosine decay",
+    "weight_decay": "AdamW weight decay",
+    "epochs": "passes over the data (ignored when --steps > 0)",
+    "steps": "number of optimizer steps (0: from --epochs)",
+    "batch_size": "examples (SFT: rows) per step",
+    "seq_len": "row length in tokens for SFT packing",
+    "max_len": "longest sequence kept (longer records are skipped)",
+    "pack": "pack dialogs with the document mask (SFT)",
+    "lora_rank": "LoRA rank (0: full fine-tuning)",
+    "lora_alpha": "LoRA alpha (the update is scaled by alpha/rank)",
+    "lora_targets": "comma-separated linear layers to adapt: wq,wk,wv,wo,w1,w2,w3,output",
+    "beta": "DPO beta (paper: 0.1)",
+    "nll_coef": "coefficient of the per-token NLL on chosen (paper: 0.2)",
+    "seed": "random seed (data order, sampling)",
+    "on_bad_line": "what to do with a malformed JSONL line: skip (warn) or stop",
+    "save_every": "save the training state every N steps (0: only on Ctrl-C)",
+    "resume": "resume from OUT/train_state.pt when present",
+    "log_every": "update the progress line every N steps",
+    "quiet": "no progress bar",
+    "prompts": "prompts JSONL ({'prompt'|'messages', 'answer' or 'tests'})",
+    "scorer": "'math' (exact final answer), 'code' (unit tests in the sandbox) or a reward-model directory",
+    "k": "samples per prompt",
+    "max_new_tokens": "longest completion",
+    "temperature": "sampling temperature",
+    "top_p": "nucleus sampling mass (1: off)",
+    "top_k": "top-k sampling (0: off)",
+    "chunk": "prompts per chunk (unit of progress and resumption)",
+    "max_batch": "rows decoded together",
+    "code_timeout": "seconds per code test run",
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls, positional: tuple[str, ...] = ()):
+    p.add_argument("--config", metavar="TOML", help="recipe file; flags override its values")
+    for f in dataclasses.fields(cls):
+        name = "--" + f.name.replace("_", "-")
+        kw = {"dest": f.name, "default": None, "help": HELP.get(f.name, f.name) + f" (default: {f.default!r})"}
+        if f.name in positional:
+            continue
+        if f.type in ("bool", bool):
+            p.add_argument(name, action=argparse.BooleanOptionalAction, **kw)
+        elif f.type in ("int", int):
+            p.add_argument(name, type=int, metavar="N", **kw)
+        elif f.type in ("float", float):
+            p.add_argument(name, type=float, metavar="X", **kw)
+        else:
+            choices = ["skip", "stop"] if f.name == "on_bad_line" else None
+            p.add_argument(name, metavar=None if choices else "VALUE", choices=choices, **kw)
+
+
+def _config(cls, args, command: str):
+    values = {}
+    if args.config:
+        import tomllib
+
+        from herd.errors import require_file
+
+        path = require_file(args.config, "recipe")
+        try:
+            doc = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise HerdError(f"{path}: not valid TOML ({e})") from None
+        values = doc.get(command, doc) if isinstance(doc.get(command), dict) else doc
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in values if k not in names)
+    if unknown:
+        raise HerdError(f"{args.config}: unknown field(s) {', '.join(unknown)} for `herd {command}`")
+    for n in names:
+        v = getattr(args, n, None)
+        if v is not None:
+            values[n] = v
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise HerdError(f"herd {command}: bad configuration ({e})") from None
+
+
+def _print(metrics: dict):
+    print(json.dumps(metrics, indent=2, default=float))
+
+
+def _run(stage):
+    def fn(args):
+        if stage == "sft":
+            from herd.posttrain.sft import SFTConfig, sft
+
+            _print(sft(_config(SFTConfig, args, "sft")))
+        elif stage == "rm":
+            from herd.posttrain.reward import RMConfig, train_reward_model
+
+            _print(train_reward_model(_config(RMConfig, args, "rm")))
+        elif stage == "rejection-sample":
+            from herd.posttrain.rejection import RSConfig, rejection_sample
+
+            _print(rejection_sample(_config(RSConfig, args, "rejection-sample")))
+        elif stage == "dpo":
+            from herd.posttrain.dpo import DPOConfig, dpo
+
+            _print(dpo(_config(DPOConfig, args, "dpo")))
+        return 0
+    return fn
+
+
+def cmd_average(args):
+    from herd.posttrain.average import average_checkpoints
+
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise HerdError(f"--weights: expected comma-separated numbers, got {args.weights!r}") from None
+    _print(average_checkpoints(args.checkpoints, args.out, weights))
+    return 0
+
+
+def cmd_make_task(args):
+    from herd.posttrain.tasks import write_task
+
+    _print(write_task(args.out, args.train, args.test, args.seed, args.max_value))
+    return 0
+
+
+def cmd_demo(args):
+    from herd.posttrain.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=args.out, seed=args.seed, quiet=args.quiet)
+    res = run_demo(args.out, cfg)
+    _print({"accuracy": res["accuracy"], "seconds": res["seconds"]})
+    return 0
+
+
+def register(sub) -> None:
+    from herd.posttrain.config import DPOConfig, RMConfig, RSConfig, SFTConfig
+
+    specs = [
+        ("sft", SFTConfig, "supervised fine-tuning on chat JSONL, loss on assistant tokens (paper §4.1.3)"),
+        ("rm", RMConfig, "train a reward model on preference JSONL: -log sigmoid(r_chosen - r_rejected) "
+                             "(paper §4.1.2)"),
+        ("rejection-sample", RSConfig, "K samples per prompt, scored by a verifier or reward model; the best "
+                                          "become SFT data (paper §4.2.2)"),
+        ("dpo", DPOConfig, "DPO with beta 0.1, formatting tokens masked and an NLL term on chosen "
+                              "(paper §4.1.4)"),
+    ]
+    for name, cls, desc in specs:
+        p = sub.add_parser(name, help=desc, description=desc)
+        _add_config_flags(p, cls)
+        p.set_defaults(func=_run(name))
+
+    p = sub.add_parser("average", help="average compatible checkpoints (paper §4.1.5)",
+                       description="Average compatible checkpoints, uniformly or with --weights (paper §4.1.5).")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the averaged herd checkpoint goes")
+    p.add_argument("--weights", metavar="W1,W2,...", help="one weight per checkpoint (normalised to sum 1)")
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("posttrain", help="post-training tools: the arithmetic task, the end-to-end demo",
+                       description="Post-training tools (paper §4).")
+    psub = p.add_subparsers(dest="posttrain_command", metavar="COMMAND")
+    q = psub.add_parser("make-task", help="write arithmetic word problems with exact answers (train/test split)",
+                        description="Write OUT/train.jsonl, test.jsonl (chat) and *_prompts.jsonl (for "
+                                    "rejection sampling) of arithmetic word problems.")
+    q.add_argument("--train", type=int, default=2000, metavar="N", help="train problems (default: 2000)")
+    q.add_argument("--test", type=int, default=200, metavar="N", help="test problems (default: 200)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    q.add_argument("--max-value", type=int, default=99, help="largest operand (default: 99)")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.set_defaults(func=cmd_make_task)
+    q = psub.add_parser("demo", help="pretrain a tiny model, then SFT -> rejection sampling -> DPO on the "
+                                     "arithmetic task, with held-out accuracy after each stage",
+                        description="The whole post-training round on a CPU in minutes.")
+    q.add_argument("out", metavar="DIR")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_demo)
+    p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
