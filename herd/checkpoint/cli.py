@@ -3,7 +3,6 @@ LlamaForCausalLM safetensors and herd's own directory, bit for bit unless --dtyp
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 
@@ -12,17 +11,16 @@ def register(sub) -> None:
         "convert", help="convert a checkpoint between herd, Hugging Face and Meta formats",
         description="Convert a checkpoint directory (herd, Meta consolidated.NN.pth + params.json, or Hugging "
                     "Face LlamaForCausalLM) to another format. Model-parallel Meta shards are merged; tensors "
-                    "keep their dtype and bits unless --dtype is given. The output is written atomically.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "keep their dtype and bits unless --dtype is given. The output is written atomically.")
     p.add_argument("src", help="input checkpoint directory (format detected)")
     p.add_argument("dst", help="output directory (replaced only once the new checkpoint is complete)")
     p.add_argument("--to", required=True, choices=["hf", "herd", "meta"], help="output format")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
                    help="cast the weights (default: keep the stored dtype)")
     p.add_argument("--shards", type=int, default=1,
-                   help="--to meta: number of model-parallel files (consolidated.00.pth ...)")
+                   help="--to meta: number of model-parallel files consolidated.00.pth ... (default 1)")
     p.add_argument("--max-shard-gb", type=float, default=5.0,
-                   help="--to hf: split model.safetensors into files of at most this size")
+                   help="--to hf: split model.safetensors into files of at most this size (default 5)")
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer to write beside the weights: a tiktoken file or 'llama3' "
                         "(default: the one found beside the input)")

@@ -3,7 +3,6 @@ shape, and training compute per token for a Chinchilla-style budget of 20 tokens
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -14,12 +13,11 @@ def register(sub) -> None:
         description="Print a model's parameter count (8.03B/70.6B/405.9B for the Llama 3.1 presets), its layer/dim/"
                     "head layout, training FLOPs per token (6 x non-embedding params + 12 x layers x dim x seq) "
                     "and the compute for 20 tokens per parameter. TARGET is a preset name (herd info --list) "
-                    "or a checkpoint directory (herd, Meta or Hugging Face format; weights are not loaded).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "or a checkpoint directory (herd, Meta or Hugging Face format; weights are not loaded).")
     p.add_argument("target", nargs="?", help="preset name or checkpoint directory")
     p.add_argument("--seq-len", type=int, default=None,
                    help="sequence length for the attention FLOPs (default: the config's max_seq_len)")
-    p.add_argument("--tokens-per-param", type=float, default=20.0, help="training budget, tokens per parameter")
+    p.add_argument("--tokens-per-param", type=float, default=20.0, help="training budget, tokens per parameter (default 20)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     p.add_argument("--list", action="store_true", help="list the presets with their parameter counts")
     p.set_defaults(func=run_info)
