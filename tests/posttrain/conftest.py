@@ -32,3 +32,9 @@ def tiny_ckpt(tmp_path_factory, tok):
 @pytest.fixture
 def tiny_model(tok):
     return Transformer.build(tiny_args(tok), seed=0)
+
+
+@pytest.fixture(scope="session")
+def make_args(tok):
+    """tiny_args as a fixture: make_args(**overrides) -> ModelArgs."""
+    return lambda **kw: tiny_args(tok, **kw)

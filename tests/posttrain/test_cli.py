@@ -1,0 +1,58 @@
+"""The post-training commands: help, make-task, errors as one line with exit status 2."""
+
+import json
+
+from herd.cli import main
+
+
+def test_help_lists_commands(capsys):
+    for cmd in ("sft", "rm", "rejection-sample", "dpo", "average"):
+        try:
+            main([cmd, "--help"])
+        except SystemExit as e:
+            assert e.code == 0
+        out = capsys.readouterr().out
+        assert "--out" in out
+    try:
+        main(["dpo", "--help"])
+    except SystemExit:
+        pass
+    out = capsys.readouterr().out
+    assert "--beta" in out and "--nll-coef" in out and "--lora-rank" in out
+
+
+def test_make_task(tmp_path, capsys):
+    assert main(["posttrain", "make-task", "--train", "20", "--test", "5", "--seed", "1", "--out",
+                 str(tmp_path)]) == 0
+    files = json.loads(capsys.readouterr().out)
+    assert len(open(files["train"]).read().splitlines()) == 20
+    assert len(open(files["test_prompts"]).read().splitlines()) == 5
+
+
+def test_errors_are_one_line(tmp_path, tiny_ckpt, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+                   '{"messages": 3}\n')
+    rc = main(["sft", "--model", str(tiny_ckpt), "--data", str(bad), "--out", str(tmp_path / "o"),
+               "--on-bad-line", "stop", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"herd: error: {bad}:2: bad chat record: needs 'messages'" in err
+    assert "Traceback" not in err
+    rc = main(["average", str(tiny_ckpt), str(tmp_path / "missing"), "--out", str(tmp_path / "a")])
+    assert rc == 2 and "checkpoint not found" in capsys.readouterr().err
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[dpo]\nbeta = 0.1\nbogus = 1\n')
+    rc = main(["dpo", "--config", str(recipe), "--model", str(tiny_ckpt), "--data", "x", "--out", "y"])
+    assert rc == 2 and "unknown field(s) bogus" in capsys.readouterr().err
+
+
+def test_recipe_and_flags(tmp_path, tiny_ckpt, capsys):
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"prompt": "Tom has 2 pens. How many?", "chosen": "#### 2", "rejected": "#### 3"})
+                    + "\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[dpo]\nmodel = "{tiny_ckpt}"\ndata = "{data}"\nsteps = 5\nbatch_size = 1\n')
+    rc = main(["dpo", "--config", str(recipe), "--steps", "1", "--out", str(tmp_path / "d"), "--quiet"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps"] == 1 and out["pairs"] == 1  # the flag overrode the recipe
