@@ -10,7 +10,6 @@ Heavy imports happen inside the command functions so `herd --help` stays fast.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 

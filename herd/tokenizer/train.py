@@ -21,12 +21,13 @@ held-out text (tests/tokenizer/test_train.py).
 
     tok = train_bpe(texts_or_files, vocab_size=4096)      # -> herd Tokenizer (tiktoken)
     tok.save("tokenizer.model")
+
+(An HF tokenizer.json for any herd Tokenizer, for HF exports, is herd/checkpoint/hf_tokenizer.py.)
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -260,33 +261,4 @@ def train_bpe(texts: Iterable[str] | Iterable[str | os.PathLike] | None = None, 
     return (tok, hf) if return_hf else tok
 
 
-def tokenizer_to_hf(tok: Tokenizer):
-    """A HF `tokenizers.Tokenizer` that encodes like `tok` (same ids, specials included). tiktoken
-    merges any adjacent pair whose concatenation is a token, lowest rank first, and looks a whole
-    piece up first; so the merge list holds every split of every token into two tokens, ordered
-    by the merged token's rank, and `ignore_merges` does the whole-piece lookup (as in the
-    transformers converter for Llama 3). Handy for HF exports."""
-    from tokenizers import AddedToken, Regex
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers
-
-    ranks = tok.mergeable_ranks
-    to_u = lambda t: "".join(_B2U[b] for b in t)  # noqa: E731
-    vocab = {to_u(t): r for t, r in ranks.items()}
-    merges = []
-    for t, r in sorted(ranks.items(), key=lambda kv: kv[1]):
-        splits = [(t[:i], t[i:]) for i in range(1, len(t)) if t[:i] in ranks and t[i:] in ranks]
-        splits.sort(key=lambda ab: (ranks[ab[0]], ranks[ab[1]]))
-        merges.extend((to_u(a), to_u(b)) for a, b in splits)
-    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
-    hf.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PAT_STR), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    hf.decoder = decoders.ByteLevel()
-    hf.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in tok.special_tokens])
-    return hf
-
-
-__all__ = ["train_bpe", "train_hf_bpe", "hf_merges", "merges_to_ranks", "check_merges", "tokenizer_to_hf",
-           "iter_texts", "count_files", "bytes_to_unicode", "MIN_VOCAB_SIZE", "MergeCheck"]
+__all__ = ["train_bpe", "train_hf_bpe", "hf_merges", "merges_to_ranks", "check_merges", "iter_texts", "count_files", "bytes_to_unicode", "MIN_VOCAB_SIZE", "MergeCheck"]

@@ -11,7 +11,7 @@ from corpus import EMOJI, SPECIAL_LOOKING, english, long_runs, multilingual_text
 from herd.errors import HerdError
 from herd.tokenizer import Tokenizer
 from herd.tokenizer.train import (MIN_VOCAB_SIZE, bytes_to_unicode, check_merges, hf_merges, iter_texts,
-                                  tokenizer_to_hf, train_bpe)
+                                  train_bpe)
 
 VOCAB = 2048
 
@@ -91,22 +91,6 @@ def test_save_load_is_tiktoken_format(trained, tmp_path):
     again = Tokenizer.load(path)
     text = multilingual_text(5_000, seed=7)
     assert again.encode(text) == tok.encode(text) and again.n_words == VOCAB
-
-
-def test_tokenizer_to_hf_equals_tiktoken(trained):
-    tok, _ = trained
-    hf = tokenizer_to_hf(tok)
-    for text in held_out_texts()[-20:] + [SPECIAL_LOOKING]:
-        assert hf.encode(text).ids == tok.model.encode(text, allowed_special="all")
-    assert hf.decode(tok.encode(EMOJI)) == EMOJI
-
-
-@pytest.mark.slow
-def test_llama3_tokenizer_to_hf_equals_tiktoken():
-    tok = Tokenizer.llama3()
-    hf = tokenizer_to_hf(tok)
-    for text in held_out_texts() + [SPECIAL_LOOKING]:
-        assert hf.encode(text).ids == tok.model.encode(text, allowed_special="all")
 
 
 def test_train_from_files(tmp_path):
