@@ -13,7 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 
 from herd.errors import HerdError
 from herd.model.args import ModelArgs
@@ -140,6 +139,8 @@ def load_state_dict_checked(model, sd: dict[str, torch.Tensor], source: str) -> 
         if tuple(v.shape) != tuple(own[k].shape):
             raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "
                             f"{tuple(own[k].shape)}")
+    import torch
+
     with torch.no_grad():
         for name, param in list(model.named_parameters()) + list(model.named_buffers()):
             if name in sd:
