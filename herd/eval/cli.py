@@ -62,8 +62,8 @@ def register(sub) -> None:
     q = sub.add_parser("lm-eval", help="lm-evaluation-harness with the 'herd' model (pip install lm-eval)",
                        description="Runs lm-eval's CLI with model 'herd' registered; all arguments go to lm-eval. "
                                    "Example: herd lm-eval --model herd --model_args path=CKPT --tasks arc_easy",
-                       add_help=False)
-    q.add_argument("rest", nargs=argparse.REMAINDER)
+                       add_help=False, prefix_chars="+")  # every "-..." argument is lm-eval's, not ours
+    q.add_argument("rest", nargs="*")
     q.set_defaults(func=cmd_lm_eval)
 
 

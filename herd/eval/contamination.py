@@ -1,4 +1,5 @@
-"""Contamination and memorization analysis (paper §5.1 "Contamination analysis", §5.? memorization).
+"""Contamination and memorization analysis (paper §5.1.4 "Contamination analysis"; the memorization
+study of §5 [its exact section and the 50+50 token lengths are unconfirmed here]).
 
 Contamination (after Singh et al., 2024, as the paper uses it): a token of an evaluation example
 is covered when it lies inside some 8-gram of the example that also occurs in the pre-training

@@ -40,6 +40,10 @@ class HerdLM(LM):
         super().__init__()
         from herd.errors import HerdError
 
+        import torch
+
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"  # lm-eval's CLI passes device="cuda" unless told otherwise
         if model is None:
             if path is None:
                 raise HerdError("lm-eval herd model: give model_args path=CHECKPOINT_DIR")

@@ -1,5 +1,5 @@
 """Multiple-choice evaluation by log-likelihood (paper §5, MMLU-style), with the robustness
-variants of §5.2 ("Robustness"): label sets, answer-order permutations and few-shot label bias.
+variants of §5.1.2 ("Model robustness"): label sets, answer-order permutations and few-shot label bias.
 
 Data: JSONL records {"question": str, "choices": [str, ...], "answer": index or label letter}
 (optionally "subject"). Prompt (MMLU format):
