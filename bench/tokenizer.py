@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--train-mb", type=float, default=3.0, help="MB of pre-2000 addresses to train on")
     ap.add_argument("--vocabs", type=int, nargs="+", default=[4096, 16384, 32768], help="vocab sizes to train")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is reported)")
+    ap.add_argument("--threads", type=int, nargs="*", default=[], help="also time encode_batch at these thread counts")
     args = ap.parse_args()
 
     import tokenizers
@@ -97,6 +98,11 @@ def main() -> None:
     print(f"herd Tokenizer.encode           {mb / t_herd:7.1f} MB/s   x{t_meta / t_herd:.2f} vs llama-models")
     print(f"herd encode_batch ({os.cpu_count()} threads)  {mb / t_batch:7.1f} MB/s   x{t_meta / t_batch:.2f} vs llama-models,"
           f" x{t_herd / t_batch:.2f} vs encode")
+    for n in args.threads:
+        t_n, _ = best_of(lambda: ours.encode_batch(texts, num_threads=n), args.repeat)
+        t_np, _ = best_of(lambda: ours.encode_batch(texts, num_threads=n, numpy=True), args.repeat)
+        print(f"herd encode_batch {n:2d} threads     {mb / t_n:7.1f} MB/s   x{t_herd / t_n:.2f} vs encode;"
+              f"  numpy=True {mb / t_np:7.1f} MB/s   x{t_herd / t_np:.2f}")
 
     # 2. training speed
     train = take(old[::-1], int(args.train_mb * 1e6))

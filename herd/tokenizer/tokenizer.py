@@ -223,11 +223,20 @@ class Tokenizer:
         return [piece for i in range(0, len(s), TIKTOKEN_MAX_ENCODE_CHARS)
                 for piece in split_long_runs(s[i:i + TIKTOKEN_MAX_ENCODE_CHARS])]
 
+    def _encode_numpy(self, piece: str):
+        try:
+            return self.model.encode_to_numpy(piece, allowed_special=set(), disallowed_special=())
+        except UnicodeEncodeError:  # lone surrogates: the same repair tiktoken's encode does
+            piece = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return self.model.encode_to_numpy(piece, allowed_special=set(), disallowed_special=())
+
     def encode_batch(self, texts: Iterable[str], *, bos: bool = False, eos: bool = False,
-                     num_threads: int | None = None) -> list[list[int]]:
+                     num_threads: int | None = None, numpy: bool = False) -> list:
         """`[encode(t, bos=bos, eos=eos) for t in texts]` on `num_threads` threads (default: all
         cores). Text that looks like a special token is encoded as plain text, as `encode` does by
-        default. tiktoken's Rust core releases the GIL, so threads run in parallel."""
+        default. tiktoken's Rust core releases the GIL, so threads run in parallel; with
+        numpy=True each text's ids come back as a uint32 array, which skips building Python ints
+        under the GIL and scales further with threads (what corpus tokenization wants)."""
         texts = list(texts)
         for t in texts:
             if not isinstance(t, str):
@@ -239,16 +248,25 @@ class Tokenizer:
             ps = self._pieces(t)
             pieces.extend(ps)
             owner.extend([i] * len(ps))
+        enc = self._encode_numpy if numpy else self.model.encode_ordinary
         num_threads = num_threads or os.cpu_count() or 1
         if num_threads <= 1 or len(pieces) <= 1:
-            encoded = [self.model.encode_ordinary(p) for p in pieces]
+            encoded = [enc(p) for p in pieces]
         else:
             # Several pieces per task keep the thread pool's overhead small next to the encoding.
             k = max(1, min(64, len(pieces) // (4 * num_threads)))
-            enc = self.model.encode_ordinary
             with ThreadPoolExecutor(num_threads) as ex:
                 groups = ex.map(lambda g: [enc(p) for p in g], [pieces[j:j + k] for j in range(0, len(pieces), k)])
                 encoded = [ids for g in groups for ids in g]
+        if numpy:
+            import numpy as np
+
+            parts: list[list] = [[] for _ in texts]
+            for i, ids in zip(owner, encoded):
+                parts[i].append(ids)
+            head = [np.array([self.bos_id], dtype=np.uint32)] if bos else []
+            tail = [np.array([self.eos_id], dtype=np.uint32)] if eos else []
+            return [np.concatenate(head + p + tail) if (head or p or tail) else np.zeros(0, np.uint32) for p in parts]
         out: list[list[int]] = [[self.bos_id] if bos else [] for _ in texts]
         for i, ids in zip(owner, encoded):
             out[i].extend(ids)

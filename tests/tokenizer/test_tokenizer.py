@@ -80,6 +80,9 @@ def test_encode_batch_equals_encode(tok, docs):
     assert tok.encode_batch(docs, num_threads=2) == expected
     assert tok.encode_batch(docs[-20:], num_threads=1) == expected[-20:]
     assert tok.encode_batch(docs[:5], bos=True, eos=True) == [[tok.bos_id] + e + [tok.eos_id] for e in expected[:5]]
+    arrays = tok.encode_batch(docs[::4] + ["", "lone surrogate \ud800 here"], numpy=True, bos=True)
+    assert all(a.dtype.name == "uint32" for a in arrays)
+    assert [a.tolist() for a in arrays] == [tok.encode(d, bos=True) for d in docs[::4] + ["", "lone surrogate \ud800 here"]]
     assert tok.encode_batch([]) == []
     with pytest.raises(HerdError):
         tok.encode_batch(["ok", 3])
