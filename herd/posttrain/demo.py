@@ -32,27 +32,27 @@ from herd.errors import HerdError
 class DemoConfig:
     out: str = "posttrain-demo"
     seed: int = 0
-    max_value: int = 30  # operands 1..max_value: one- and two-digit additions and subtractions
-    n_train: int = 4000
+    max_value: int = 9  # operands 1..max_value
+    n_train: int = 3000
     n_test: int = 300
-    dim: int = 128
-    n_layers: int = 4
+    dim: int = 96
+    n_layers: int = 3
     n_heads: int = 4
     n_kv_heads: int = 2
     pretrain_steps: int = 400
     pretrain_lr: float = 3e-3
-    sft_steps: int = 100
+    sft_steps: int = 60
     sft_lr: float = 1e-3
-    batch_size: int = 64
+    batch_size: int = 32
     seq_len: int = 128
-    rs_prompts: int = 500
+    rs_prompts: int = 400
     k: int = 8
     temperature: float = 1.0
-    rs_sft_steps: int = 60
+    rs_sft_steps: int = 40
     rs_sft_lr: float = 5e-4
-    dpo_steps: int = 60
+    dpo_steps: int = 40
     dpo_lr: float = 2e-4
-    dpo_batch: int = 32
+    dpo_batch: int = 16
     quiet: bool = True
 
 
@@ -80,7 +80,18 @@ def demo_tokenizer():
 
 
 def pretrain_text(cfg: DemoConfig, problems) -> list[str]:
-    return [f"{p.question} {p.solution}" for p in problems]
+    """The base model's corpus, plain text without the chat format: documents of arithmetic facts
+    ("7 + 5 = 12", one per line) and the train problems with their worked answers."""
+    rng = random.Random(cfg.seed + 17)
+    docs = [f"{p.question} {p.solution}" for p in problems]
+    for _ in range(len(problems)):
+        lines = []
+        for _ in range(6):
+            a, b = rng.randint(1, cfg.max_value), rng.randint(1, cfg.max_value)
+            lines.append(f"{a} + {b} = {a + b}" if rng.random() < 0.5 else f"{max(a, b)} - {min(a, b)} = {abs(a - b)}")
+        docs.append("\n".join(lines))
+    rng.shuffle(docs)
+    return docs
 
 
 def _pretrain(model, tok, texts, cfg: DemoConfig, out: Path):

@@ -5,7 +5,6 @@ and DPO commands on tiny data."""
 import json
 
 import pytest
-import torch
 
 from herd.checkpoint import load_model
 from herd.errors import HerdError

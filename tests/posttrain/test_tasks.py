@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from herd.errors import HerdError
-from herd.posttrain.sampling import _shared_prefix_sample
+from herd.posttrain.sampling import sample_completions, strip_stop
 from herd.posttrain.tasks import (arithmetic_task, extract_answer, is_correct, load_gsm8k, load_problems,
                                   split_task, write_task)
 
@@ -69,15 +69,20 @@ def _naive_decode(model, prompt, n, stop):
     return ids[len(prompt):]
 
 
-def test_shared_prefix_sampling_matches_naive_decoding(tok, tiny_model):
+def test_k_samples_per_prompt_match_naive_decoding(tok, tiny_model):
     prompts = [tok.encode("Tom has 3", bos=True), tok.encode("Mia had 12 pens", bos=True),
-               tok.encode("Leo has 4", bos=True)]  # two of equal length: prefilled as one batch
+               tok.encode("Leo has 4", bos=True)]
     stop = set(tok.stop_tokens)
-    out = _shared_prefix_sample(tiny_model, prompts, 3, 6, 0.0, 1.0, 0, 0, stop)
+    out = sample_completions(tiny_model, tok, prompts, k=3, max_new_tokens=6, temperature=0.0)
     for p, samples in zip(prompts, out):
         want = _naive_decode(tiny_model, p, 6, stop)
         assert len(samples) == 3 and all(s == want for s in samples)  # greedy: K identical copies
-    sampled = _shared_prefix_sample(tiny_model, prompts[:1], 8, 6, 1.0, 1.0, 0, 0, stop)[0]
-    assert len({tuple(s) for s in sampled}) > 1  # K samples share the prefix but differ
-    again = _shared_prefix_sample(tiny_model, prompts[:1], 8, 6, 1.0, 1.0, 0, 0, stop)[0]
+    sampled = sample_completions(tiny_model, tok, prompts[:1], k=8, max_new_tokens=6, temperature=1.0, seed=3)[0]
+    assert len(sampled) == 8 and len({tuple(s) for s in sampled}) > 1  # K samples of one prompt differ
+    again = sample_completions(tiny_model, tok, prompts[:1], k=8, max_new_tokens=6, temperature=1.0, seed=3)[0]
     assert again == sampled  # seeded
+
+
+def test_strip_stop(tok):
+    assert strip_stop([5, 6, tok.eot_id], tok) == ([5, 6], True)
+    assert strip_stop([5, 6], tok) == ([5, 6], False)
