@@ -114,21 +114,48 @@ def setup_mounts(cfg):
         os.close(fd)
 
 
-def child(cfg, ns):
+def world_usable(path):
+    """Can any user reach and read `path` (every parent directory o+x, the path itself o+r)?"""
+    import stat
+
+    path = os.path.realpath(path)
+    parts = path.split("/")
+    for i in range(2, len(parts)):
+        if not os.stat("/".join(parts[:i])).st_mode & stat.S_IXOTH:
+            return False
+    return bool(os.stat(path).st_mode & stat.S_IROTH)
+
+
+def child(cfg, ns, status_file, launcher_pid):
     """Becomes the untrusted program (PID 1 of its namespace when there is one)."""
     uid, gid = cfg["uid"], cfg["gid"]
-    work = cfg["workdir"]
+    drop_uid = cfg["drop_uid"]
     if "mount" in ns:
         setup_mounts(cfg)
         if "pid" in ns:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        work = cfg["workdir"]
+    else:
+        # No private /tmp: work in the host-side directory made for this run only.
+        work = cfg["host_workdir"]
+        if drop_uid and not (world_usable(cfg["python"]) and world_usable(cfg["stdlib"])):
+            # The interpreter lives where other users cannot reach it (e.g. under /root) and there is
+            # no mount namespace to make it reachable: the program could only run as root.
+            if not cfg["allow_root"]:
+                raise OSError(f"cannot drop root: {os.path.realpath(cfg['python'])} is not readable by other "
+                              "users and mount namespaces are unavailable; put Python in a world-readable place, allow "
+                              "namespaces, or set HERD_SANDBOX_ALLOW_ROOT=1 to run code as root (unsafe)")
+            drop_uid = False
+    status_file.write(repr({"uid_dropped": drop_uid}) + "\n")
+    status_file.close()  # the program must not be able to write the status
+    env = dict(cfg["env"], HOME=work, TMPDIR=work)
     # fd 3: the program (read by the bootstrap); fd 4: where the bootstrap says how it ended.
     for fd, want in ((cfg["prog_fd"], 3), (cfg["end_fd"], 4)):
         if fd != want:
             os.dup2(fd, want)
             os.close(fd)
     os.makedirs(work, mode=0o700, exist_ok=True)
-    if cfg["drop_uid"]:
+    if drop_uid:
         os.chown(work, uid, gid)
     os.chdir(work)
     lim = cfg["limits"]
@@ -138,17 +165,17 @@ def child(cfg, ns):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
     resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
-    if cfg["drop_uid"]:
+    if drop_uid:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
     # After setuid: a uid change clears the parent-death signal, so set it now.
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 0 and "pid" not in ns:  # launcher already gone
+    if "pid" not in ns and os.getppid() != launcher_pid:  # the launcher is already gone
         os._exit(SETUP_FAILED)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     flags = ["-I", "-B"] if cfg["site_packages"] else ["-I", "-B", "-S"]
-    os.execve(cfg["python"], [cfg["python"], *flags, "-c", BOOTSTRAP], cfg["env"])
+    os.execve(cfg["python"], [cfg["python"], *flags, "-c", BOOTSTRAP], env)
 
 
 def main():
@@ -159,6 +186,8 @@ def main():
     wanted = [("net", CLONE_NEWNET), ("mount", CLONE_NEWNS), ("pid", CLONE_NEWPID)]
     flags = sum(f for _, f in wanted)
     try:
+        if not cfg["namespaces"]:
+            raise OSError("namespaces disabled")
         if os.geteuid() == 0:
             unshare(flags)
         else:
@@ -174,6 +203,7 @@ def main():
     status_file = open(status_path, "w")
     status_file.write(repr(status) + "\n")  # so a timed-out run still reports its isolation
     status_file.flush()
+    launcher_pid = os.getpid()
     try:
         pid = os.fork()
     except OSError as e:
@@ -181,7 +211,7 @@ def main():
         pid = -1
     if pid == 0:
         try:
-            child(cfg, ns)
+            child(cfg, ns, status_file, launcher_pid)
         except BaseException as e:  # setup failed: report it on stderr, never run the program
             os.write(2, f"herd-sandbox: setup failed: {e}\n".encode())
         os._exit(SETUP_FAILED)

@@ -204,6 +204,8 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
     lease = None
     root = os.geteuid() == 0
     try:
+        if root:
+            base.chmod(0o711)  # without a mount namespace the sandbox uid works in base/work
         prog = base / "prog.py"
         prog.write_text(code, encoding="utf-8")
         if root:
@@ -218,7 +220,11 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
         cfg = {
             "uid": uid, "gid": gid, "drop_uid": root,
             "python": sys.executable,
-            "workdir": "/tmp/sandbox",
+            "workdir": "/tmp/sandbox",  # inside the private /tmp of the mount namespace
+            "host_workdir": str(base / "work"),  # used when there is no mount namespace
+            "stdlib": os.path.dirname(os.__file__),
+            "namespaces": os.environ.get("HERD_SANDBOX_NAMESPACES", "1") != "0",
+            "allow_root": os.environ.get("HERD_SANDBOX_ALLOW_ROOT", "0") == "1",
             "status_path": str(base / "status.txt"),
             "hide": _hidden_paths(hide),
             "keep": sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
@@ -261,18 +267,19 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
                     pass
                 proc.wait()
         wall = time.perf_counter() - t0
-        if root:
-            _kill_uid(uid)
-        else:
-            _kill_session(proc.pid)
         status = {}
         try:
             for line in (base / "status.txt").read_text().splitlines():  # the last line is the final word
                 status.update(ast.literal_eval(line))
         except (OSError, ValueError, SyntaxError):
             pass
+        if root and status.get("uid_dropped", True):
+            _kill_uid(uid)
+        if not status.get("uid_dropped", False):
+            _kill_session(proc.pid)
         stdout_t, stderr_t = _tail(out_path), _tail(err_path)
-        isolation = ["rlimits"] + (["uid"] if root else []) + [n + "ns" for n in status.get("namespaces", [])]
+        isolation = (["rlimits"] + (["uid"] if status.get("uid_dropped") else [])
+                     + [n + "ns" for n in status.get("namespaces", [])])
         rc = status.get("exit", -status["signal"] if "signal" in status else None)
         try:
             ended = end_path.read_bytes()

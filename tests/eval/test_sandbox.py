@@ -217,3 +217,25 @@ def test_require_end():
 def test_run_many_is_ordered():
     rs = run_many([f"print({i})" for i in range(6)], workers=2)
     assert [r.stdout.strip() for r in rs] == [str(i) for i in range(6)]
+
+
+def test_without_namespaces(monkeypatch, tmp_path):
+    """Where namespaces are not permitted (simulated): the program still runs in a private directory
+    under rlimits and is cleaned up; as root it must drop to its own uid or refuse to run."""
+    import sys
+
+    from herd.eval._sandbox_launch import world_usable
+
+    monkeypatch.setenv("HERD_SANDBOX_NAMESPACES", "0")
+    r = run_code("import os; print(os.getcwd()); open('f.txt', 'w').write('x')")
+    assert not any(i.endswith("ns") for i in r.isolation)
+    if ROOT and not world_usable(sys.executable):
+        # this machine: Python lives under /root, unreachable for another uid -> refuse, never run as root
+        assert r.status == "error" and "cannot drop root" in r.stderr
+        monkeypatch.setenv("HERD_SANDBOX_ALLOW_ROOT", "1")
+        r = run_code("import os; print(os.getcwd())")
+    assert r.passed and "herd-sbx-" in r.stdout  # a directory made for this run, removed afterwards
+    assert not os.path.exists(r.stdout.strip())
+    t = time.perf_counter()
+    assert run_code("while True:\n    pass\n", timeout_s=1.0).status == "timeout"
+    assert time.perf_counter() - t < 10
