@@ -95,9 +95,10 @@ def load_state_dict_any(path: str | os.PathLike):
         from herd.checkpoint.hf import load_hf_state_dict
 
         args, sd = load_hf_state_dict(p)
-        tok = load_tokenizer_beside(p)
-        if tok is None and (p / "original" / "tokenizer.model").is_file():
+        tok = None
+        if (p / "original" / "tokenizer.model").is_file() and not (p / "tokenizer.model").is_file():
             tok = load_tokenizer_beside(p / "original")
+        tok = tok or load_tokenizer_beside(p)
     if args.tie_embeddings:
         sd.pop("output.weight", None)
     return args, sd, tok

@@ -76,21 +76,24 @@ def torch_load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
-def safetensors_load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load every tensor of a .safetensors file (memory-mapped until used)."""
+def iter_safetensors(path: str | os.PathLike, source: str | None = None):
+    """Yield (name, tensor) from a .safetensors file one at a time (memory-mapped until read)."""
     from safetensors import SafetensorError, safe_open
 
     p = Path(path)
     if not p.is_file():
         raise HerdError(f"{p}: safetensors file not found (the checkpoint is incomplete)")
     try:
-        out = {}
         with safe_open(str(p), framework="pt") as f:
             for k in f.keys():
-                out[k] = f.get_tensor(k)
-        return out
+                yield k, f.get_tensor(k)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise HerdError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+
+
+def safetensors_load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a .safetensors file."""
+    return dict(iter_safetensors(path))
 
 
 def safetensors_keys(path: str | os.PathLike) -> list[str]:
@@ -132,6 +135,44 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(old)
     else:
         os.replace(tmp, out)
+
+
+def build_empty(args, device, dtype: torch.dtype):
+    """An uninitialised Transformer in `dtype` on `device`, as `Transformer.build(..., init=False)`
+    gives, but cast while still on the meta device: an 8B model in bf16 takes 16 GB, never the
+    32 GB of an fp32 copy first."""
+    from herd.model.transformer import Transformer
+
+    model = Transformer.build(args, device="meta").to(dtype)
+    if str(device) == "meta":
+        return model
+    model.to_empty(device=device)
+    if args.tie_embeddings:  # to_empty makes new Parameter objects, which unties them
+        model.output.weight = model.tok_embeddings.weight
+    model.reset_rope()
+    model.rope_cos, model.rope_sin = model.rope_cos.to(dtype), model.rope_sin.to(dtype)  # as build's .to(dtype)
+    return model
+
+
+def copy_checked(model, items, source: str) -> None:
+    """Copy (name, tensor) pairs into `model` one at a time, with one clear line for an
+    unexpected name, a wrong shape, or (at the end) a missing tensor."""
+    own = model.state_dict()
+    tied = model.args.tie_embeddings
+    seen = set()
+    with torch.no_grad():
+        for k, v in items:
+            if k not in own:
+                raise HerdError(f"{source}: unexpected tensor {k}: checkpoint and config do not match")
+            if tuple(v.shape) != tuple(own[k].shape):
+                raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "
+                                f"{tuple(own[k].shape)}")
+            own[k].copy_(v)
+            seen.add(k)
+    missing = [k for k in own if k not in seen and not (tied and k == "output.weight")]
+    if missing:
+        raise HerdError(f"{source}: missing tensor(s) {', '.join(missing[:3])}"
+                        f"{' ...' if len(missing) > 3 else ''} for this model config")
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:

@@ -90,30 +90,29 @@ def save_herd(model, path: str | os.PathLike, tokenizer=None, extra: dict | None
 
 
 def load_herd_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from herd.checkpoint.common import safetensors_load
 
     f = Path(path) / "model.safetensors"
     if not f.is_file():
         raise HerdError(f"{f}: not found (the herd checkpoint is incomplete)")
-    try:
-        return load_file(str(f))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise HerdError(f"{f}: corrupt or truncated safetensors file ({e})") from None
+    return safetensors_load(f)
 
 
 def load_herd(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
-    """Load a herd checkpoint -> (Transformer, Tokenizer or None)."""
-    from herd.model.transformer import Transformer
+    """Load a herd checkpoint -> (Transformer, Tokenizer or None); fp32 unless `dtype` says
+    otherwise. Tensors are read and copied one at a time (no second copy of the model)."""
+    import torch
+
+    from herd.checkpoint.common import build_empty, copy_checked, iter_safetensors
 
     p = Path(path)
     cfg = read_herd_config(p)
     args = ModelArgs.from_dict(cfg["model"])
-    sd = load_herd_state_dict(p)
-    model = Transformer.build(args, device=device, init=False)
-    load_state_dict_checked(model, sd, source=str(p / "model.safetensors"))
-    if dtype is not None:
-        model = model.to(dtype)
+    f = p / "model.safetensors"
+    if not f.is_file():
+        raise HerdError(f"{f}: not found (the herd checkpoint is incomplete)")
+    model = build_empty(args, device, dtype or torch.float32)  # cast on the meta device: no fp32 copy first
+    copy_checked(model, iter_safetensors(f), source=str(f))
     tok = None
     if cfg.get("tokenizer"):
         from herd.tokenizer import Tokenizer

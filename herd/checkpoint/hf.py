@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from herd.checkpoint.common import (atomic_dir, load_tokenizer_beside, read_json, safetensors_load,
+from herd.checkpoint.common import (atomic_dir, iter_safetensors, load_tokenizer_beside, read_json,
                                     torch_load_tensors)
 from herd.errors import HerdError
 from herd.model.args import ModelArgs
@@ -162,26 +162,27 @@ def args_to_hf_config(args: ModelArgs, dtype: torch.dtype = torch.float32, token
 
 
 # ---- weights ------------------------------------------------------------------------------------
+def hf_item(k: str, v: torch.Tensor, args: ModelArgs, source: str) -> tuple[str, torch.Tensor] | None:
+    """One HF tensor -> (herd name, tensor in Meta's RoPE layout), or None for a tensor herd drops."""
+    if k.endswith("rotary_emb.inv_freq"):  # a buffer some old exports saved; herd recomputes it
+        return None
+    if k in _TOP_MAP:
+        if k == "lm_head.weight" and args.tie_embeddings:
+            return None  # some tied exports store lm_head too; the embedding is the weight
+        return _TOP_MAP[k], v
+    m = _LAYER_RE.match(k)
+    if not m or m.group(2) not in _LAYER_MAP:
+        raise HerdError(f"{source}: unexpected tensor {k}; not a LlamaForCausalLM checkpoint")
+    name = _LAYER_MAP[m.group(2)]
+    if name == "attention.wq.weight":
+        v = hf_to_meta_rows(v, args.n_heads)
+    elif name == "attention.wk.weight":
+        v = hf_to_meta_rows(v, args.n_kv_heads)
+    return f"layers.{m.group(1)}.{name}", v
+
+
 def hf_to_herd_state_dict(hf: dict[str, torch.Tensor], args: ModelArgs, source: str) -> dict[str, torch.Tensor]:
-    sd = {}
-    for k, v in hf.items():
-        if k.endswith("rotary_emb.inv_freq"):  # a buffer some old exports saved; herd recomputes it
-            continue
-        if k in _TOP_MAP:
-            sd[_TOP_MAP[k]] = v
-            continue
-        m = _LAYER_RE.match(k)
-        if not m or m.group(2) not in _LAYER_MAP:
-            raise HerdError(f"{source}: unexpected tensor {k}; not a LlamaForCausalLM checkpoint")
-        name = _LAYER_MAP[m.group(2)]
-        if name == "attention.wq.weight":
-            v = hf_to_meta_rows(v, args.n_heads)
-        elif name == "attention.wk.weight":
-            v = hf_to_meta_rows(v, args.n_kv_heads)
-        sd[f"layers.{m.group(1)}.{name}"] = v
-    if args.tie_embeddings:
-        sd.pop("output.weight", None)  # some tied exports store lm_head too; the embedding is the weight
-    return sd
+    return dict(item for k, v in hf.items() if (item := hf_item(k, v, args, source)) is not None)
 
 
 def herd_to_hf_state_dict(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
@@ -224,17 +225,27 @@ def _hf_weight_files(p: Path) -> list[Path]:
                     f"config.json")
 
 
-def load_hf_state_dict(path: str | os.PathLike) -> tuple[ModelArgs, dict[str, torch.Tensor]]:
-    """Read config.json and the weights -> (ModelArgs, state dict in herd's names and layout)."""
-    p = Path(path)
-    args = hf_config_to_args(read_json(p / "config.json", "config.json"), source=str(p / "config.json"))
-    hf = {}
-    for f in _hf_weight_files(p):
-        part = safetensors_load(f) if f.suffix == ".safetensors" else torch_load_tensors(f)
-        hf.update(part)
+def iter_hf_tensors(path: str | os.PathLike, args: ModelArgs):
+    """Yield (herd name, tensor) one file and one tensor at a time (safetensors are memory-mapped)."""
     from herd.checkpoint import weights_source
 
-    return args, hf_to_herd_state_dict(hf, args, weights_source(p, "hf"))
+    p = Path(path)
+    source = weights_source(p, "hf")
+    for f in _hf_weight_files(p):
+        if f.suffix != ".safetensors":
+            for k, v in torch_load_tensors(f).items():
+                if (item := hf_item(k, v, args, str(f))) is not None:
+                    yield item
+            continue
+        for k, v in iter_safetensors(f):
+            if (item := hf_item(k, v, args, source)) is not None:
+                yield item
+
+
+def load_hf_state_dict(path: str | os.PathLike) -> tuple[ModelArgs, dict[str, torch.Tensor]]:
+    """Read config.json and the weights -> (ModelArgs, state dict in herd's names and layout)."""
+    args = read_hf_args(path)
+    return args, dict(iter_hf_tensors(path, args))
 
 
 def read_hf_args(path: str | os.PathLike) -> ModelArgs:
@@ -244,21 +255,20 @@ def read_hf_args(path: str | os.PathLike) -> ModelArgs:
 
 def load_hf(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """Load a Hugging Face LlamaForCausalLM directory -> (Transformer, Tokenizer or None). fp32
-    unless `dtype` says otherwise. The tokenizer is the tiktoken tokenizer.model beside the weights
-    (Meta's HF repos ship it under original/), if any."""
-    from herd.checkpoint.herd_format import load_state_dict_checked
-    from herd.model.transformer import Transformer
+    unless `dtype` says otherwise; tensors are copied in one at a time. The tokenizer is the
+    tiktoken tokenizer.model beside the weights (Meta's HF repos ship it under original/), else a
+    Llama 3 style tokenizer.json, if any."""
+    from herd.checkpoint import weights_source
+    from herd.checkpoint.common import build_empty, copy_checked
 
     p = Path(path)
-    args, sd = load_hf_state_dict(p)
-    model = Transformer.build(args, device=device, dtype=dtype or torch.float32, init=False)
-    from herd.checkpoint import weights_source
-
-    load_state_dict_checked(model, sd, source=weights_source(p, "hf"))
-    tok = load_tokenizer_beside(p)
-    if tok is None and (p / "original" / "tokenizer.model").is_file():
+    args = read_hf_args(p)
+    model = build_empty(args, device, dtype or torch.float32)
+    copy_checked(model, iter_hf_tensors(p, args), source=weights_source(p, "hf"))
+    tok = None
+    if (p / "original" / "tokenizer.model").is_file() and not (p / "tokenizer.model").is_file():
         tok = load_tokenizer_beside(p / "original")
-    return model, tok
+    return model, tok or load_tokenizer_beside(p)
 
 
 def save_hf_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str | os.PathLike, tokenizer=None,

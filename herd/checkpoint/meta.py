@@ -162,76 +162,81 @@ def _merge(key: str, parts: list[torch.Tensor], full: tuple[int, ...] | None, n_
                     f"{tuple(full)}; params.json and the weights do not match")
 
 
-def load_meta_state_dict(path: str | os.PathLike) -> tuple[ModelArgs, dict[str, torch.Tensor]]:
-    """Read params.json and every consolidated.NN.pth, merge the model-parallel shards.
-    -> (ModelArgs, state dict in herd's names, in the stored dtype)."""
-    from herd.model.transformer import Transformer
+def _tied_in_shards(shards: list[dict[str, torch.Tensor]]) -> bool:
+    """Meta's format has no tying: a tied model (Llama 3.2 1B/3B) stores output = tok_embeddings.
+    Both are split along dim 0, so the shards' slices are equal exactly when the wholes are."""
+    if "output.weight" not in shards[0]:
+        return True
+    for s in shards:
+        out, emb = s["output.weight"], s.get("tok_embeddings.weight")
+        if emb is None or out.shape != emb.shape or not torch.equal(out, emb):
+            return False
+    return True
 
+
+def open_meta(path: str | os.PathLike, all_shards: bool = True):
+    """params.json + memory-mapped shards -> (ModelArgs, shards, shard files). Tying is read from
+    the weights; only rank 0 is opened when `all_shards` is False (enough for the config)."""
     p = Path(path)
     params_file = p / "params.json"
     params = read_json(params_file, "params.json")
     files = shard_paths(p)
-    shards = [torch_load_tensors(f) for f in files]
-    keys = list(shards[0])
+    shards = [torch_load_tensors(f) for f in (files if all_shards else files[:1])]
+    keys = set(shards[0])
     for f, sd in zip(files[1:], shards[1:]):
-        if set(sd) != set(keys):
-            diff = sorted(set(sd) ^ set(keys))[:3]
+        if set(sd) != keys:
+            diff = sorted(set(sd) ^ keys)[:3]
             raise HerdError(f"{f}: holds different tensor names than {files[0].name} (e.g. {', '.join(diff)})")
-    if "vocab_size" not in params or params["vocab_size"] in (-1, None):
+    if params.get("vocab_size") in (-1, None):
         emb = shards[0].get("tok_embeddings.weight")
         if emb is None:
             raise HerdError(f"{files[0]}: no tok_embeddings.weight and params.json gives no vocab_size")
-        params = dict(params, vocab_size=emb.shape[0] * (len(shards) if emb.shape[1] == params.get("dim") else 1))
+        params = dict(params, vocab_size=emb.shape[0] * (len(files) if emb.shape[1] == params.get("dim") else 1))
     args = params_to_args(params, source=str(params_file))
-    source = str(files[0]) if len(files) == 1 else f"{p}/consolidated.*.pth"
-    full = {k: tuple(v.shape) for k, v in Transformer.build(args, device="meta").state_dict().items()}
-    sd = {}
-    for k in keys:
-        if k == "rope.freqs":  # Llama 2 stored its RoPE table; herd recomputes it
-            continue
-        sd[k] = _merge(k, [s[k] for s in shards], full.get(k), args.n_kv_heads, args.head_dim, source)
-    # Meta's format has no tying: a tied model (Llama 3.2 1B/3B) stores output = tok_embeddings.
-    out, emb = sd.get("output.weight"), sd.get("tok_embeddings.weight")
-    tied = out is None or (emb is not None and out.shape == emb.shape and torch.equal(out, emb))
-    if tied:
-        sd.pop("output.weight", None)
+    if _tied_in_shards(shards):
         factor = args.rope_scale_factor
         if args.use_scaled_rope and not any(k in params for k in _ROPE_FACTOR_KEYS + ("rope_scaling",)):
             factor = _L32_ROPE_FACTOR  # params.json does not record it; 3.2 (the tied models) use 32
         args = args.replace(tie_embeddings=True, rope_scale_factor=factor)
-    return args, sd
+    return args, shards, files
+
+
+def iter_meta_tensors(args: ModelArgs, shards: list[dict[str, torch.Tensor]], files: list[Path]):
+    """Yield (name, merged tensor) one at a time, so that loading never holds a second copy of
+    the model. A tied model's output.weight is skipped (it is the embedding)."""
+    from herd.model.transformer import Transformer
+
+    source = str(files[0]) if len(files) == 1 else f"{files[0].parent}/consolidated.*.pth"
+    full = {k: tuple(v.shape) for k, v in Transformer.build(args, device="meta").state_dict().items()}
+    for k in shards[0]:
+        if k == "rope.freqs" or (k == "output.weight" and args.tie_embeddings):
+            continue  # Llama 2 stored its RoPE table; herd recomputes it
+        yield k, _merge(k, [s[k] for s in shards], full.get(k), args.n_kv_heads, args.head_dim, source)
+
+
+def load_meta_state_dict(path: str | os.PathLike) -> tuple[ModelArgs, dict[str, torch.Tensor]]:
+    """Read params.json and every consolidated.NN.pth, merge the model-parallel shards.
+    -> (ModelArgs, state dict in herd's names, in the stored dtype)."""
+    args, shards, files = open_meta(path)
+    return args, dict(iter_meta_tensors(args, shards, files))
 
 
 def read_meta_args(path: str | os.PathLike) -> ModelArgs:
-    """Just the config of a Meta checkpoint (for `herd info`), with tying read from rank 0's weights."""
-    p = Path(path)
-    params = read_json(p / "params.json", "params.json")
-    files = shard_paths(p)
-    sd = torch_load_tensors(files[0])  # memory-mapped: cheap
-    if params.get("vocab_size") in (-1, None) and "tok_embeddings.weight" in sd:
-        params = dict(params, vocab_size=sd["tok_embeddings.weight"].shape[0] * len(files))
-    args = params_to_args(params, source=str(p / "params.json"))
-    out, emb = sd.get("output.weight"), sd.get("tok_embeddings.weight")
-    if out is None or (emb is not None and out.shape == emb.shape and torch.equal(out, emb)):
-        factor = args.rope_scale_factor
-        if args.use_scaled_rope and not any(k in params for k in _ROPE_FACTOR_KEYS + ("rope_scaling",)):
-            factor = _L32_ROPE_FACTOR
-        args = args.replace(tie_embeddings=True, rope_scale_factor=factor)
-    return args
+    """Just the config of a Meta checkpoint (for `herd info`); rank 0 is memory-mapped to see
+    whether the embeddings are tied."""
+    return open_meta(path, all_shards=False)[0]
 
 
 def load_meta(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """Load a Meta checkpoint directory -> (Transformer, Tokenizer or None). The model is fp32
-    unless `dtype` says otherwise."""
-    from herd.checkpoint.herd_format import load_state_dict_checked
-    from herd.model.transformer import Transformer
+    unless `dtype` says otherwise; tensors are merged and copied in one at a time."""
+    from herd.checkpoint import weights_source
+    from herd.checkpoint.common import build_empty, copy_checked
 
     p = Path(path)
-    args, sd = load_meta_state_dict(p)
-    model = Transformer.build(args, device=device, dtype=dtype or torch.float32, init=False)
-    from herd.checkpoint import weights_source
-
-    load_state_dict_checked(model, sd, source=weights_source(p, "meta"))
+    args, shards, files = open_meta(p)
+    model = build_empty(args, device, dtype or torch.float32)
+    copy_checked(model, iter_meta_tensors(args, shards, files), source=weights_source(p, "meta"))
     return model, load_tokenizer_beside(p)
 
 

@@ -223,3 +223,20 @@ def test_info_on_presets_and_checkpoints(tmp_path, capsys):
     assert d["format"] == "hf" and d["parameters"] == m.num_params() and d["n_kv_heads"] == 2
     assert main(["info", "--list"]) == 0
     assert "herd-5m" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["herd", "hf", "meta"])
+def test_load_in_bf16_is_transformer_build_in_bf16(tmp_path, fmt):
+    """Loaders cast on the meta device (no fp32 copy first); the result is what
+    Transformer.build(dtype=bf16) + the weights gives: same dtypes, tying, RoPE tables, logits."""
+    m = _model(tie_embeddings=True)
+    {"herd": save_herd, "hf": save_hf, "meta": save_meta}[fmt](m, tmp_path / fmt)
+    got, _ = load_model(tmp_path / fmt, dtype=torch.bfloat16)
+    ref = Transformer.build(m.args, dtype=torch.bfloat16, init=False)
+    ref.load_state_dict({k: v.to(torch.bfloat16) for k, v in m.state_dict().items()})
+    assert got.output.weight is got.tok_embeddings.weight
+    _same(ref.state_dict(), got.state_dict())
+    assert got.rope_cos.dtype == ref.rope_cos.dtype and torch.equal(got.rope_cos, ref.rope_cos)
+    tokens = torch.randint(0, 320, (1, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(got(tokens), ref(tokens))
