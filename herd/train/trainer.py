@@ -351,9 +351,12 @@ class Trainer:
             last = ckpt.find_latest(self.ck_root, log=self._log if self.dist.is_main else (lambda s: None))
             if last is not None:
                 self.load_checkpoint(last)
-                resume_step = self.step
                 if self.dist.is_main:
                     self._log(f"herd: resuming from {last} (step {self.step}, {self.tokens:,} tokens)")
+            elif self.dist.is_main:
+                self._log(f"herd: no checkpoint in {self.ck_root} yet; starting from step 0")
+            # Metrics logged after the resumed step by the interrupted run are dropped: those steps run again.
+            resume_step = self.step if (self.out / "metrics.jsonl").exists() else None
         elif existing:
             raise HerdError(f"{self.out} already holds checkpoints; pass --resume to continue that run, "
                             "or choose another --run.out_dir")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from train_helpers import tiny_config
 from safetensors.torch import load_file
 
 from herd.errors import HerdError

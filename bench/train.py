@@ -1,0 +1,133 @@
+"""Training throughput: herd's Transformer against Hugging Face `LlamaForCausalLM` (paper §3.3 MFU).
+
+Both models get the same config and the same weights (herd's converted with
+herd.checkpoint.hf), and run in the same plain PyTorch loop: forward, cross-entropy on fp32
+logits, backward, AdamW step; same batch, sequence length, dtype and threads. Runs alternate
+(herd, HF, herd, HF, ...) so that load from other jobs on a shared machine hits both alike; the
+median step time of each is reported with tokens/s, MFU against a measured fp32 matmul peak
+(CPU) or the datasheet bf16 peak (GPU), and the ratio herd / HF.
+
+    python bench/train.py                                   # herd-20m shape, 32K vocab, 8 x 256, fp32
+    python bench/train.py --preset herd-100m --batch 8 --seq 256
+    python bench/train.py --compile                          # herd with torch.compile (per block)
+    python bench/train.py --device cuda --dtype bfloat16     # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def build_pair(args, device, dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from herd.checkpoint.hf import args_to_hf_config, herd_to_hf_state_dict
+    from herd.model.args import get_preset
+    from herd.model.transformer import Transformer
+
+    over = {"vocab_size": args.vocab} if args.vocab else {}
+    margs = get_preset(args.preset, max_seq_len=max(args.seq, 256), **over)
+    herd = Transformer.build(margs, device=device, seed=0)
+    cfg = args_to_hf_config(margs)
+    cfg.pop("torch_dtype", None)
+    cfg.pop("dtype", None)
+    hf = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa")).to(device)
+    missing = hf.load_state_dict(herd_to_hf_state_dict(herd.state_dict(), margs), strict=False)
+    assert not missing.missing_keys or missing.missing_keys == ["lm_head.weight"], missing
+    return margs, herd, hf
+
+
+def step_fn(model, kind, opt, inputs, targets, amp):
+    ctx = torch.autocast(inputs.device.type, dtype=amp) if amp else torch.autocast(inputs.device.type, enabled=False)
+    with ctx:
+        logits = model(inputs) if kind == "herd" else model(input_ids=inputs).logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="herd-20m")
+    ap.add_argument("--vocab", type=int, default=32768, help="vocab size override (0 = the preset's)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per model")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile herd's blocks (herd.train.parallel)")
+    ap.add_argument("--only", choices=["herd", "hf"], default=None)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    amp = torch.bfloat16 if args.dtype == "bfloat16" else None
+    from herd.train.metrics import peak_flops
+
+    margs, herd, hf = build_pair(args, device, torch.float32)
+    if args.compile:
+        from herd.train.parallel import apply_compile
+
+        apply_compile(herd, doc_mask=False)
+    peak = peak_flops(device, torch.bfloat16 if amp else torch.float32)
+    fused = device.type == "cuda" or hasattr(torch.optim.AdamW, "_step_supports_amp_scaling")
+    opts = {
+        "herd": torch.optim.AdamW(herd.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused),
+        "hf": torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused),
+    }
+    models = {"herd": herd, "hf": hf}
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(0, margs.vocab_size, (args.batch, args.seq + 1), generator=g).to(device)
+    inputs, targets = toks[:, :-1].contiguous(), toks[:, 1:].contiguous()
+    kinds = [args.only] if args.only else ["herd", "hf"]
+    # Same weights: the first losses must agree (proof that the two models compute the same thing).
+    first = {k: step_fn(models[k], k, opts[k], inputs, targets, amp) for k in kinds}
+    times = {k: [] for k in kinds}
+    for i in range(args.warmup - 1 + args.steps):
+        for k in kinds:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            step_fn(models[k], k, opts[k], inputs, targets, amp)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= args.warmup - 1:
+                times[k].append(time.perf_counter() - t)
+    ntok = args.batch * args.seq
+    fpt = margs.flops_per_token(args.seq)
+    res = {"preset": args.preset, "params": margs.num_params(), "vocab": margs.vocab_size, "batch": args.batch,
+           "seq": args.seq, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
+           "compile": args.compile, "peak_flops": peak, "torch": torch.__version__, "machine": platform.machine(),
+           "first_loss": first}
+    for k in kinds:
+        med = statistics.median(times[k])
+        res[k] = {"step_s": med, "tokens_per_s": ntok / med, "mfu": fpt * ntok / med / peak}
+    print(f"{args.preset} ({margs.num_params() / 1e6:.1f}M params, vocab {margs.vocab_size}), batch "
+          f"{args.batch}x{args.seq}, {args.dtype}, {res['threads']} threads, peak {peak / 1e9:.0f} GFLOP/s"
+          f"{' (measured)' if device.type == 'cpu' else ''}, step-0 loss " +
+          ", ".join(f"{k} {v:.5f}" for k, v in first.items()))
+    for k in kinds:
+        r = res[k]
+        print(f"  {k:5s} {r['step_s'] * 1e3:8.1f} ms/step  {r['tokens_per_s']:9,.0f} tokens/s  MFU {100 * r['mfu']:5.1f}%")
+    if len(kinds) == 2:
+        res["ratio"] = res["herd"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
+        print(f"  herd / HF tokens/s: {res['ratio']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
