@@ -77,6 +77,7 @@ def main() -> None:
     import torch
 
     from herd.tokenizer import Tokenizer
+    from herd.tokenizer.tokenizer import ParallelEncoder
     from herd.tokenizer.train import train_bpe, train_hf_bpe
     from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
@@ -103,6 +104,12 @@ def main() -> None:
         t_np, _ = best_of(lambda: ours.encode_batch(texts, num_threads=n, numpy=True), args.repeat)
         print(f"herd encode_batch {n:2d} threads     {mb / t_n:7.1f} MB/s   x{t_herd / t_n:.2f} vs encode;"
               f"  numpy=True {mb / t_np:7.1f} MB/s   x{t_herd / t_np:.2f}")
+    for n in args.threads:
+        with ParallelEncoder(ours, processes=n) as pe:
+            pe.encode_batch(texts[:50])  # start the workers
+            t_p, ids_p = best_of(lambda: pe.encode_batch(texts), args.repeat)
+        assert [a.tolist() for a in ids_p] == ids_herd
+        print(f"herd ParallelEncoder {n:2d} procs    {mb / t_p:7.1f} MB/s   x{t_herd / t_p:.2f} vs encode")
 
     # 2. training speed
     train = take(old[::-1], int(args.train_mb * 1e6))

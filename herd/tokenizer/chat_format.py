@@ -474,5 +474,5 @@ def custom_tools_prompt(tools: Sequence[dict], tool_prompt_format: str = "json")
     raise HerdError(f"unknown tool_prompt_format {tool_prompt_format!r}; use one of {', '.join(TOOL_PROMPT_FORMATS)}")
 
 
-__all__ = ["ChatFormat", "EncodedDialog", "encode_tool_call", "extract_custom_tool_call", "extract_builtin_tool_call",
-           "system_prompt", "custom_tools_prompt", "ROLES", "BUILTIN_TOOLS", "TOOL_PROMPT_FORMATS"]
+__all__ = ["ChatFormat", "EncodedDialog", "encode_tool_call", "extract_custom_tool_call",
+           "extract_builtin_tool_call", "system_prompt", "custom_tools_prompt", "ROLES", "BUILTIN_TOOLS", "TOOL_PROMPT_FORMATS"]

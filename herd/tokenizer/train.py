@@ -47,7 +47,7 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".c", ".h", ".cc", ".cpp", ".js",
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map, the alphabet of HF's ByteLevel."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -261,4 +261,5 @@ def train_bpe(texts: Iterable[str] | Iterable[str | os.PathLike] | None = None, 
     return (tok, hf) if return_hf else tok
 
 
-__all__ = ["train_bpe", "train_hf_bpe", "hf_merges", "merges_to_ranks", "check_merges", "iter_texts", "count_files", "bytes_to_unicode", "MIN_VOCAB_SIZE", "MergeCheck"]
+__all__ = ["train_bpe", "train_hf_bpe", "hf_merges", "merges_to_ranks", "check_merges", "iter_texts",
+           "count_files", "bytes_to_unicode", "MIN_VOCAB_SIZE", "MergeCheck"]

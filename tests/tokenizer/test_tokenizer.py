@@ -9,7 +9,7 @@ import pytest
 from corpus import EMOJI, SPECIAL_LOOKING, long_runs, multilingual_text, varied_corpus
 from herd.errors import HerdError
 from herd.tokenizer import SPECIAL_TOKENS, Tokenizer
-from herd.tokenizer.tokenizer import split_long_runs
+from herd.tokenizer.tokenizer import ParallelEncoder, split_long_runs
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,9 @@ def test_encode_batch_equals_encode(tok, docs):
     assert all(a.dtype.name == "uint32" for a in arrays)
     assert [a.tolist() for a in arrays] == [tok.encode(d, bos=True) for d in docs[::4] + ["", "lone surrogate \ud800 here"]]
     assert tok.encode_batch([]) == []
+    with ParallelEncoder(tok, processes=2, chunk_chars=100_000) as pe:
+        part = docs[-30:]  # small documents and the long runs, over several tasks
+        assert [a.tolist() for a in pe.encode_batch(part, eos=True)] == [e + [tok.eos_id] for e in expected[-30:]]
     with pytest.raises(HerdError):
         tok.encode_batch(["ok", 3])
 
