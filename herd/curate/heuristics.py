@@ -147,7 +147,9 @@ def token_counts(text: str, tokenizer, vocab: int) -> np.ndarray:
 def check(text: str, cfg, lang: str, domain: str, kl: KLScorer | None = None) -> tuple[str | None, dict]:
     """First failing heuristic (a drop reason such as 'dup_ngram_5') or None, and the values."""
     words = words_of(text)
-    vals: dict = {}
+    vals: dict = {"n_words": len(words)}
+    if len(words) > cfg.max_words:  # before the costly rules: a giant document is judged by size
+        return "too_many_words", vals
     prose = domain in cfg.prose_domains
     scale = 1.0 if prose else cfg.nonprose_rep_scale
     dl, dc = dup_line_stats(text)
@@ -180,8 +182,6 @@ def check(text: str, cfg, lang: str, domain: str, kl: KLScorer | None = None) ->
     if reason is None and prose:
         if s["n_words"] < cfg.min_words:
             reason = "too_few_words"
-        elif s["n_words"] > cfg.max_words:
-            reason = "too_many_words"
         elif not cfg.min_mean_word_len <= s["mean_word_len"] <= cfg.max_mean_word_len:
             reason = "mean_word_len"
         elif s["symbol_word_ratio"] > cfg.max_symbol_word_ratio:

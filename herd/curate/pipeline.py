@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,14 @@ def config_from_dict(d: dict) -> CurateConfig:
     return cfg
 
 
+@lru_cache(maxsize=2)
+def cached_tokenizer(spec: str):
+    """One tokenizer per worker process (loading the 128K-rank Llama 3 BPE takes seconds)."""
+    from herd.tokenizer.tokenizer import Tokenizer
+
+    return Tokenizer.from_spec(spec)
+
+
 def nbytes(s: str | None) -> int:
     return len(s.encode("utf-8", "surrogatepass")) if s else 0
 
@@ -176,9 +185,7 @@ def phase_a(task_id: int, files: list[str], cfg_dict: dict, work: str) -> None:
     blocked = load_blocked_domains(cfg.pii.blocked_domains, cfg.pii.blocked_domains_file)
     tok, tok_counts = None, None
     if cfg.heuristics.enabled and cfg.heuristics.kl:
-        from herd.tokenizer.tokenizer import Tokenizer
-
-        tok = Tokenizer.from_spec(cfg.heuristics.tokenizer)
+        tok = cached_tokenizer(cfg.heuristics.tokenizer)
         tok_counts = np.zeros(tok.n_words, dtype=np.int64)
     langid = None
     if cfg.langid.enabled:
@@ -393,9 +400,7 @@ def phase_c(task_id: int, cfg_dict: dict, work: str) -> None:
     hc = cfg.heuristics
     kl = None
     if hc.enabled and hc.kl and (work_p / "b" / "token_counts.npy").exists():
-        from herd.tokenizer.tokenizer import Tokenizer
-
-        kl = H.KLScorer(np.load(work_p / "b" / "token_counts.npy"), Tokenizer.from_spec(hc.tokenizer))
+        kl = H.KLScorer(np.load(work_p / "b" / "token_counts.npy"), cached_tokenizer(hc.tokenizer))
     quality = None
     if cfg.quality.enabled and cfg.quality.model:
         from herd.curate.quality import cached_scorer

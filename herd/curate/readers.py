@@ -191,6 +191,9 @@ def read_warc(path: Path, source: str) -> Iterator[dict]:
     try:
         with open(path, "rb") as f:
             for record in ArchiveIterator(f):
+                if record.rec_type is None or not record.rec_headers.get_header("WARC-Type"):
+                    yield _error(f"{source}#{n}", source, "corrupt_file: WARC record without a WARC-Type header")
+                    return
                 if record.rec_type not in ("response", "resource", "conversion"):
                     continue  # request/metadata/warcinfo records are not documents
                 doc_id = f"{source}#{n}"

@@ -112,7 +112,7 @@ def write_report(cfg, out: Path, work: Path, files, a_markers, b, c_markers, e_m
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "bad_records_sample": bad[:20],
     }
-    report["histograms"] = _histograms(work, out, cfg)
+    report["histograms"] = _histograms(work, out, cfg) if cfg.output.histograms else None
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(render_markdown(report))
     return report
