@@ -30,7 +30,22 @@ def hf_config(a, attn="sdpa"):
 
 
 def to_hf(model, attn="sdpa"):
-    """A LlamaForCausalLM (fp32, eval) with `model`'s weights."""
+    """A LlamaForCausalLM (fp32, eval) with `model`'s weights: through herd's own HF export
+    (`save_hf`) when it exists, else through the conversion below."""
+    from transformers import LlamaForCausalLM
+
+    try:
+        from herd.checkpoint.hf import save_hf
+    except ImportError:
+        return _to_hf_here(model, attn)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        save_hf(model, d)
+        return LlamaForCausalLM.from_pretrained(d, attn_implementation=attn, dtype=torch.float32).eval()
+
+
+def _to_hf_here(model, attn="sdpa"):
     from transformers import LlamaForCausalLM
 
     a = model.args

@@ -163,3 +163,22 @@ def test_other_model_shapes_greedy_match_hf():
     m = tiny_model(seed=3, n_kv_heads=4, tie_embeddings=True, use_scaled_rope=False)
     outs = Generator(m).generate(PROMPTS[:3], max_new_tokens=16)
     assert [o.tokens for o in outs] == hf_greedy(to_hf(m), PROMPTS[:3], 16)
+
+
+@pytest.mark.slow
+def test_compiled_decode_matches_eager(model):
+    """torch.compile'd decode step (static shapes, whole cache under a mask): same greedy ids."""
+    eager = Generator(model).generate(PROMPTS, max_new_tokens=12)
+    comp = Generator(model, compile=True).generate(PROMPTS, max_new_tokens=12)
+    assert [o.tokens for o in comp] == [o.tokens for o in eager]
+
+
+@pytest.mark.gpu
+def test_gpu_generation_matches_cpu(model):
+    import copy
+
+    cpu = Generator(model).generate(PROMPTS, max_new_tokens=12)
+    gpu_model = copy.deepcopy(model).cuda()
+    for comp in (False, True):
+        outs = Generator(gpu_model, compile=comp).generate(PROMPTS, max_new_tokens=12)
+        assert [o.tokens for o in outs] == [o.tokens for o in cpu]

@@ -1,0 +1,242 @@
+"""Benchmark of herd's generation engine (paper §6, inference) against Hugging Face `generate`.
+
+Same random-init weights (herd -> HF through herd's own HF export), same prompts, same threads,
+one process, interleaved repeats (the best of N is reported: this machine is shared, and the
+least-disturbed repeat is the closest to the machine's real speed; ratios come from one run).
+
+    python bench/generate.py                 # CPU, 2 threads, the ~35M-param 32K-vocab model
+    python bench/generate.py --compile       # also torch.compile'd decode (and its compile time)
+    python bench/generate.py --int8          # also int8 vs fp32 decode on herd-100m
+    python bench/generate.py --device cuda   # GPU figures (bf16)
+
+Figures: prefill tokens/s (1 x 1024 prompt), decode tokens/s at batch 1 and 8 (32-token prompts,
+128 new tokens; decode rate = 127 steps / (time of 128 new tokens - time of 1 new token)), and
+the memory bandwidth decode achieves: bytes read per step (every weight but the embedding table,
+plus the live KV cache) x steps/s, against the machine's read bandwidth measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from herd.inference import Generator  # noqa: E402
+from herd.model.args import get_preset, scaled_preset  # noqa: E402
+from herd.model.transformer import Transformer  # noqa: E402
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device):
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def read_bandwidth(device, mb=512, reps=5) -> float:
+    """GB/s of reading a large fp32 buffer (a sum over it), the bound a memory-bound decode sees."""
+    x = torch.ones(mb * 2**20 // 4, device=device)
+    x.sum()
+    best = min(timeit(lambda: x.sum(), device) for _ in range(reps))
+    return x.numel() * 4 / best / 1e9
+
+
+def to_hf(model, device, dtype):
+    from transformers import LlamaForCausalLM
+
+    from herd.checkpoint.hf import save_hf
+
+    with tempfile.TemporaryDirectory() as d:
+        save_hf(model, d)
+        hf = LlamaForCausalLM.from_pretrained(d, attn_implementation="sdpa", dtype=dtype)
+    return hf.to(device).eval()
+
+
+def hf_generate(hf, ids, n):
+    with torch.no_grad():
+        return hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=0, eos_token_id=None)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of every weight a decode step reads (the embedding table contributes only B rows)."""
+    emb = model.tok_embeddings.weight
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t is emb or t.data_ptr() in seen or t.dim() < 2:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    if model.args.tie_embeddings:
+        total += emb.numel() * emb.element_size()  # the tied output layer reads the whole table
+    return total
+
+
+def kv_bytes_per_step(args, batch, prompt, new, elem) -> float:
+    avg_len = prompt + new / 2
+    return 2 * args.n_layers * batch * args.n_kv_heads * args.head_dim * avg_len * elem
+
+
+def decode_rate(run, steps, device, reps):
+    """(best tok/s, median tok/s) of `run(n_new)` over `reps` repeats; `steps` = new tokens."""
+    rates = []
+    for _ in range(reps):
+        t1 = timeit(lambda: run(1), device)
+        tn = timeit(lambda: run(steps), device)
+        rates.append((steps - 1) / max(tn - t1, 1e-9))
+    return max(rates), statistics.median(rates)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--prefill-len", type=int, default=1024)
+    ap.add_argument("--compile", action="store_true", help="also measure the torch.compile'd decode")
+    ap.add_argument("--int8", action="store_true", help="also int8 vs fp32 decode on herd-100m")
+    ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    dev = a.device
+    dtype = torch.float32 if dev == "cpu" else torch.bfloat16
+    res = {"machine": platform.processor() or platform.machine(), "threads": a.threads, "device": dev,
+           "torch": torch.__version__, "dtype": str(dtype)}
+    if dev.startswith("cuda"):
+        res["gpu"] = torch.cuda.get_device_name()
+    import transformers
+
+    res["transformers"] = transformers.__version__
+    bw = read_bandwidth(dev)
+    res["machine_read_GBps"] = round(bw, 1)
+    print(f"machine read bandwidth: {bw:.1f} GB/s ({a.threads} threads, {dev})", flush=True)
+
+    args = scaled_preset(35e6, 32768)
+    model = Transformer.build(args, device=dev, dtype=dtype, seed=0)
+    res["model"] = f"{model.num_params() / 1e6:.1f}M params, dim {args.dim}, {args.n_layers} layers, vocab 32768"
+    print("model:", res["model"], flush=True)
+    hf = None if a.skip_hf else to_hf(model, dev, dtype)
+    g = torch.Generator().manual_seed(0)
+    P, N = a.prompt_len, a.new
+    prompts8 = torch.randint(0, args.vocab_size, (8, P), generator=g).to(dev)
+    long = torch.randint(0, args.vocab_size, (1, a.prefill_len), generator=g).to(dev)
+    gen = Generator(model, max_batch=8)
+
+    # greedy outputs agree (same weights), so both do the same work
+    if hf is not None:
+        ours = gen.generate(prompts8[:1].tolist(), max_new_tokens=16)[0].tokens
+        theirs = hf_generate(hf, prompts8[:1], 16)[0, P:].tolist()
+        res["greedy_ids_equal_hf"] = ours == theirs
+        print("greedy ids equal to HF:", ours == theirs, flush=True)
+
+    # prefill: time to the first token of a 1024-token prompt
+    def prefill_rate(fn):
+        fn()
+        return a.prefill_len / min(timeit(fn, dev) for _ in range(a.reps))
+
+    res["prefill_tok_s"] = {"herd": prefill_rate(lambda: gen.generate(long.tolist(), max_new_tokens=1))}
+    if hf is not None:
+        res["prefill_tok_s"]["hf"] = prefill_rate(lambda: hf_generate(hf, long, 1))
+    print("prefill tok/s:", _fmt(res["prefill_tok_s"]), flush=True)
+
+    wb = weight_bytes(model)
+    elem = torch.finfo(dtype).bits // 8
+    for B in (1, 8):
+        ids = prompts8[:B]
+        lst = ids.tolist()
+        gen.generate(lst, max_new_tokens=4)
+        r = {}
+        best, med = decode_rate(lambda n: gen.generate(lst, max_new_tokens=n), N, dev, a.reps)
+        r["herd"], r["herd_median"] = best, med
+        if hf is not None:
+            hf_generate(hf, ids, 4)
+            best, med = decode_rate(lambda n: hf_generate(hf, ids, n), N, dev, a.reps)
+            r["hf"], r["hf_median"] = best, med
+        steps_s = r["herd"] / B
+        r["herd_GBps"] = (wb + kv_bytes_per_step(args, B, P, N, elem)) * steps_s / 1e9
+        r["herd_bw_fraction"] = r["herd_GBps"] / bw
+        res[f"decode_b{B}_tok_s"] = r
+        print(f"decode batch {B} tok/s:", _fmt(r), flush=True)
+
+    if a.compile:
+        cg = Generator(model, max_batch=8, compile=True)
+        lst = prompts8[:1].tolist()
+        t = time.perf_counter()
+        cg.generate(lst, max_new_tokens=4)
+        res["compile_s"] = time.perf_counter() - t
+        best, med = decode_rate(lambda n: cg.generate(lst, max_new_tokens=n), N, dev, a.reps)
+        steps_s = best
+        res["decode_b1_compiled"] = {"herd_compiled": best, "herd_compiled_median": med,
+                                     "GBps": (wb + kv_bytes_per_step(args, 1, P, N, elem)) * steps_s / 1e9}
+        print(f"compiled decode batch 1: {best:.1f} tok/s (compile {res['compile_s']:.0f}s)", flush=True)
+
+    if a.int8:
+        from herd.inference.quant import quantize_int8
+
+        del hf
+        big = Transformer.build(get_preset("herd-100m"), device=dev, dtype=dtype, seed=0)
+        big8 = copy.deepcopy(big)
+        quantize_int8(big8)
+        lst = prompts8[:1].tolist()
+        r = {}
+        for name, mm in (("fp32", big), ("int8", big8)):
+            gg = Generator(mm, max_batch=1)
+            gg.generate(lst, max_new_tokens=4)
+            r[name], r[name + "_median"] = decode_rate(lambda n: gg.generate(lst, max_new_tokens=n), N, dev, a.reps)
+            r[name + "_weight_MB"] = weight_bytes(mm) / 1e6
+        res["int8_herd100m_b1_tok_s"] = r
+        print("herd-100m decode batch 1 tok/s:", _fmt(r), flush=True)
+
+    print()
+    _report(res)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def _fmt(d):
+    return ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
+
+
+def _report(res):
+    def ratio(d, a, b):
+        return f"{d[a] / d[b]:.2f}x" if b in d and a in d else "n/a"
+
+    p = res["prefill_tok_s"]
+    print(f"prefill 1x1024: herd {p['herd']:.0f} tok/s, HF {p.get('hf', float('nan')):.0f} tok/s, "
+          f"ratio {ratio(p, 'herd', 'hf')}")
+    for B in (1, 8):
+        d = res[f"decode_b{B}_tok_s"]
+        print(f"decode batch {B}: herd {d['herd']:.1f} tok/s, HF {d.get('hf', float('nan')):.1f} tok/s, "
+              f"ratio {ratio(d, 'herd', 'hf')}; {d['herd_GBps']:.1f} GB/s = {100 * d['herd_bw_fraction']:.0f}% of "
+              f"{res['machine_read_GBps']} GB/s")
+    if "decode_b1_compiled" in res:
+        d = res["decode_b1_compiled"]
+        print(f"compiled decode batch 1: {d['herd_compiled']:.1f} tok/s, {d['GBps']:.1f} GB/s; compile "
+              f"{res['compile_s']:.0f}s")
+    if "int8_herd100m_b1_tok_s" in res:
+        d = res["int8_herd100m_b1_tok_s"]
+        print(f"herd-100m batch 1: int8 {d['int8']:.1f} tok/s vs fp32 {d['fp32']:.1f} tok/s = {ratio(d, 'int8', 'fp32')}")
+
+
+if __name__ == "__main__":
+    main()
