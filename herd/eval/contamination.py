@@ -136,30 +136,52 @@ class NgramIndex:
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """Bool mask: which hashes occur in any shard."""
-        found = np.zeros(len(hashes), dtype=bool)
+        order = np.argsort(hashes, kind="stable")
+        q = hashes[order]  # sorted keys: searchsorted walks the table once instead of jumping around
+        found = np.zeros(len(q), dtype=bool)
         for t in self.tables:
             if len(t) == 0:
                 continue
-            k = np.searchsorted(t, hashes)
+            k = np.searchsorted(t, q)
             k[k == len(t)] = 0
-            found |= np.asarray(t[k]) == hashes
-        return found
+            found |= np.asarray(t[k]) == q
+        out = np.empty_like(found)
+        out[order] = found
+        return out
 
     def covered(self, tokens: Sequence[int]) -> np.ndarray:
         """Bool mask over `tokens`: inside some n-gram that occurs in the corpus."""
-        tokens = np.asarray(tokens)
-        mask = np.zeros(len(tokens), dtype=bool)
-        hit = self.contains(hash_ngrams(tokens, self.n))
-        for j in np.flatnonzero(hit):
-            mask[j:j + self.n] = True
-        return mask
+        return self.covered_many([tokens])[0]
+
+    def covered_many(self, token_lists: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """`covered` for many examples with one hashing pass and one lookup per shard."""
+        n = self.n
+        arrs = [np.asarray(t, dtype=np.int64).reshape(-1) for t in token_lists]
+        lengths = np.array([len(a) for a in arrs], dtype=np.int64)
+        if len(arrs) == 0 or lengths.sum() == 0:
+            return [np.zeros(len(a), dtype=bool) for a in arrs]
+        flat = np.concatenate(arrs)
+        h = hash_ngrams(flat, n)
+        owner = np.repeat(np.arange(len(arrs)), lengths)
+        # an n-gram starting at i is an example's own only if it ends in the same example
+        valid = owner[:len(h)] == owner[n - 1:] if len(h) else np.zeros(0, dtype=bool)
+        hit = np.zeros(len(h), dtype=bool)
+        hit[valid] = self.contains(h[valid])
+        # token j is covered when an n-gram starting in [j - n + 1, j] is a hit
+        starts = np.zeros(len(flat) + 1, dtype=np.int64)
+        starts[1:len(h) + 1] = np.cumsum(hit)
+        starts[len(h) + 1:] = starts[len(h)]
+        j = np.arange(len(flat))
+        cov = (starts[j + 1] - starts[np.maximum(j - n + 1, 0)]) > 0
+        return np.split(cov, np.cumsum(lengths)[:-1])
 
 
-def contamination(index: NgramIndex, token_lists: Iterable[Sequence[int]]) -> list[float]:
+def contamination(index: NgramIndex, token_lists: Iterable[Sequence[int]], batch: int = 4096) -> list[float]:
     """Fraction of each example's tokens covered by corpus n-grams (0 for examples shorter than n)."""
-    out = []
-    for toks in token_lists:
-        out.append(float(index.covered(toks).mean()) if len(toks) else 0.0)
+    lists = list(token_lists)
+    out: list[float] = []
+    for b in range(0, len(lists), batch):
+        out += [float(c.mean()) if len(c) else 0.0 for c in index.covered_many(lists[b:b + batch])]
     return out
 
 
