@@ -17,7 +17,7 @@ the merge list) and saved in tiktoken's file format, so encoding always runs thr
 `check_merges` proves the conversion right for every merge: both parts rank below the token, and
 tiktoken's own rank-greedy BPE, run on the token's bytes with ranks below it, rebuilds exactly the
 trainer's pair. The tests also compare tiktoken's ids with the trained HF tokenizer's ids on
-held-out text (tests/tokenizer/test_train.py).
+held-out text (tests/tokenizer/test_tokenizer_train.py).
 
     tok = train_bpe(texts_or_files, vocab_size=4096)      # -> herd Tokenizer (tiktoken)
     tok.save("tokenizer.model")

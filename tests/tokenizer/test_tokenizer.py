@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from corpus import EMOJI, SPECIAL_LOOKING, long_runs, multilingual_text, varied_corpus
+from tokenizer_corpus import EMOJI, SPECIAL_LOOKING, long_runs, multilingual_text, varied_corpus
 from herd.errors import HerdError
 from herd.tokenizer import SPECIAL_TOKENS, Tokenizer
 from herd.tokenizer.tokenizer import ParallelEncoder, split_long_runs

@@ -1,6 +1,6 @@
 """`herd tokenizer train|encode|decode|stats` end to end, and its errors (exit 2, one line)."""
 
-from corpus import english, multilingual_text
+from tokenizer_corpus import english, multilingual_text
 from herd.cli import main
 from herd.tokenizer import Tokenizer
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import tiktoken.load
 
-from corpus import EMOJI, SPECIAL_LOOKING, english, long_runs, multilingual_text, python_code, random_text
+from tokenizer_corpus import EMOJI, SPECIAL_LOOKING, english, long_runs, multilingual_text, python_code, random_text
 from herd.errors import HerdError
 from herd.tokenizer import Tokenizer
 from herd.tokenizer.train import (MIN_VOCAB_SIZE, bytes_to_unicode, check_merges, hf_merges, iter_texts,
