@@ -124,11 +124,12 @@ def shape_stats(text: str, words: list[str]) -> dict:
 
 
 class KLScorer:
-    """KL(p_doc || p_corpus) in nats over a herd Tokenizer's ids, corpus counts add-one smoothed."""
+    """KL(p_doc || p_corpus) in nats over a herd Tokenizer's ids; corpus counts get add-alpha
+    smoothing (a small alpha, so a small corpus is not drowned by 128K unseen ids)."""
 
-    def __init__(self, corpus_counts: np.ndarray, tokenizer):
+    def __init__(self, corpus_counts: np.ndarray, tokenizer, alpha: float = 0.01):
         self.tok = tokenizer
-        c = corpus_counts.astype(np.float64) + 1.0
+        c = corpus_counts.astype(np.float64) + alpha
         self.log_q = np.log(c / c.sum())
 
     def __call__(self, text: str) -> tuple[float, int]:
