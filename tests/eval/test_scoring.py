@@ -99,3 +99,17 @@ def test_empty_continuation_is_an_error(tiny):
     model, _ = tiny
     with pytest.raises(HerdError):
         loglikelihood_tokens(model, [([1, 2], [])])
+
+
+@pytest.mark.gpu
+def test_scoring_on_cuda_matches_cpu(tiny):
+    import copy
+
+    model, tok = tiny
+    reqs = [("The capital of France is", " Paris"), ("1, 2, 3,", " 4, 5")]
+    cpu = loglikelihood(model, tok, reqs)
+    gpu_model = copy.deepcopy(model).cuda()
+    gpu = loglikelihood(gpu_model, tok, reqs)
+    assert [g[0] for g in gpu] == pytest.approx([c[0] for c in cpu], abs=1e-3)
+    assert perplexity(gpu_model, tok, ["Some text."])["perplexity"] == pytest.approx(
+        perplexity(model, tok, ["Some text."])["perplexity"], rel=1e-3)
