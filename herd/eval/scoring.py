@@ -54,6 +54,9 @@ def loglikelihood_tokens(model, pairs: Sequence[tuple[Sequence[int], Sequence[in
             raise HerdError(f"loglikelihood: request {i} has an empty continuation")
         if len(ctx) == 0:
             raise HerdError(f"loglikelihood: request {i} has an empty context (start it with BOS)")
+        if len(cont) > L:
+            raise HerdError(f"loglikelihood: request {i} has a {len(cont)}-token continuation, longer than the "
+                            f"model's context ({L})")
         full = list(ctx) + list(cont)
         inp = full[-(L + 1):][:-1]  # keep the last tokens that fit
         rows.append((i, inp, list(cont)))

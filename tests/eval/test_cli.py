@@ -48,6 +48,12 @@ def test_eval_run_on_checkpoint(tiny_ckpt, tmp_path, capsys, tokenizer):
     rows = {(r["task"], r["metric"]) for r in res["table"]}
     assert ("humaneval", "pass@1") in rows and ("ppl", "bits per byte") in rows
     assert "95% CI" in printed and "humaneval" in printed and "±" in printed
+    # the robustness study from the command line
+    rob = tmp_path / "rob.json"
+    assert main(["eval", str(tiny_ckpt), "--task", "mc-robustness", "--mc", str(mc), "--mc-shots", str(mc),
+                 "--mc-n-shot", "2", "--out", str(rob)]) == 0
+    r = json.loads(rob.read_text())["tasks"]["mc-robustness"]
+    assert len(r["label_sets"]) == 5 and len(r["permutations"]) == 4 and len(r["label_bias"]) == 4
     # --resume keeps what is done
     rc = main(["eval", str(tiny_ckpt), "--task", "ppl", "--text", str(text), "--out", str(out), "--resume"])
     assert rc == 0 and "skipped" in capsys.readouterr().out
