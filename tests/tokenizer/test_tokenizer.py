@@ -140,3 +140,15 @@ def test_bad_tokenizer_files(tmp_path):
         Tokenizer.load(_write(tmp_path / "nobyte.model", good[:-1] + [base64.b64encode(b"ab") + b" 255"]))
     with pytest.raises(HerdError):
         Tokenizer.load(_write(tmp_path / "truncated.model", good[:100] + [good[100][:5]]))
+
+
+@pytest.mark.slow
+def test_ids_identical_to_llama_models_on_whole_corpora(tok, meta):
+    """All 249 State of the Union addresses and the whole CPython standard library (~40 MB)."""
+    from tokenizer_corpus import english, python_code, wiki_summaries
+
+    docs = english(10**9) + python_code(10**9) + wiki_summaries("fr-fr", 10**9) + wiki_summaries("es-es", 10**9)
+    assert sum(map(len, docs)) > 10_000_000
+    ours = tok.encode_batch(docs)
+    for i, d in enumerate(docs):
+        assert ours[i] == meta.encode(d, bos=False, eos=False), f"document {i} ({d[:40]!r}) differs"
