@@ -58,9 +58,10 @@ class DemoConfig:
 
 def demo_tokenizer():
     """A small BPE tokenizer in herd's (tiktoken) format: the 256 bytes, plus one token for each
-    word of the task's templates and of the chat headers (built from the word's prefixes, so BPE
-    reaches it by merges). Digits stay single bytes, which makes arithmetic learnable by a tiny
-    model; vocab = ranks + 256 specials."""
+    word of the task's templates and of the chat headers, and one for each number below 200 (built
+    from prefixes, so BPE reaches them by merges). With a number as one token, a sum is one
+    prediction from two operand tokens, which a tiny model learns in minutes; vocab = ranks + 256
+    specials."""
     from herd.posttrain import tasks
     from herd.tokenizer import Tokenizer
 
@@ -70,6 +71,7 @@ def demo_tokenizer():
             words.add(" " + w)
             words.add(w)
     words |= {"He", " He", "user", "assistant", "system", "ipython", "\n\n", "####", " ####"}
+    words |= {str(n) for n in range(10, 200)}  # each number below 200 is one token
     ranks = {bytes([i]): i for i in range(256)}
     for w in sorted(words, key=lambda w: (len(w), w)):
         b = w.encode()
