@@ -1,6 +1,6 @@
 """Sandbox launcher for model-written code (paper §5 HumanEval; §4.3.1 code rejection sampling).
 
-Run by `herd.eval.sandbox.run_code` as `python -I -S _sandbox_launch.py CONFIG_JSON`, with the
+Run by `herd.eval.sandbox.run_code` as `python -I -S _sandbox_launch.py CONFIG` (marshal, hex), with the
 program to run on fd 3. It uses only the standard library (no site-packages, no herd import), so it
 starts in ~10 ms. It sets up the isolation, forks the process that becomes the untrusted program,
 waits for it and writes its exit status to a file the host reads:
@@ -17,9 +17,12 @@ waits for it and writes its exit status to a file the host reads:
    a uid of our own when root: RLIMIT_NPROC is not enforced for root), file size, no core files.
 4. Drop to an unprivileged uid/gid with no supplementary groups, no new privileges, and a parent-
    death signal so the program dies with the launcher.
-5. exec the interpreter with `-I` (isolated: no user site, no PYTHON* variables; and `-S`, the
-   standard library only, unless site-packages were asked for) and a minimal environment; the bootstrap installs an audit hook that refuses sockets (a second barrier for
-   machines where network namespaces are not permitted), then runs the program as __main__.
+5. Run the program with a minimal environment: in this same interpreter (started `-I -S -B`:
+   isolated, standard library only; one interpreter start saved per program, ~35% more programs/s),
+   or, when site-packages were asked for, in a fresh `python -I -B` exec'd in its place. The
+   bootstrap installs an audit hook that refuses sockets (a second barrier for machines where
+   network namespaces are not permitted), runs the program as __main__, and writes "end" on fd 4
+   when the program ran to its last line.
 """
 
 import ctypes
@@ -174,8 +177,22 @@ def child(cfg, ns, status_file, launcher_pid):
     if "pid" not in ns and os.getppid() != launcher_pid:  # the launcher is already gone
         os._exit(SETUP_FAILED)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    flags = ["-I", "-B"] if cfg["site_packages"] else ["-I", "-B", "-S"]
-    os.execve(cfg["python"], [cfg["python"], *flags, "-c", BOOTSTRAP], env)
+    if cfg["site_packages"]:  # a fresh interpreter that processes site-packages
+        os.execve(cfg["python"], [cfg["python"], "-I", "-B", "-c", BOOTSTRAP], env)
+    # Otherwise this interpreter (already -I -S -B, as the program wants) runs it: one start saved.
+    os.environ.clear()
+    os.environ.update(env)
+    return env
+
+
+def run_in_process():
+    """Run the program here, as __main__, like `python -I -S -c BOOTSTRAP` would."""
+    import types
+
+    main_mod = types.ModuleType("__main__")
+    sys.modules["__main__"] = main_mod
+    sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != os.path.dirname(os.path.realpath(__file__))]
+    exec(compile(BOOTSTRAP, "<herd-sandbox>", "exec"), main_mod.__dict__)
 
 
 def main():
@@ -214,7 +231,9 @@ def main():
             child(cfg, ns, status_file, launcher_pid)
         except BaseException as e:  # setup failed: report it on stderr, never run the program
             os.write(2, f"herd-sandbox: setup failed: {e}\n".encode())
-        os._exit(SETUP_FAILED)
+            os._exit(SETUP_FAILED)
+        run_in_process()  # exceptions and SystemExit end this process as they would end `python -c`
+        return
     if pid > 0:
         # On timeout the host sends SIGTERM: kill the program (and with it its PID namespace), then
         # reap it here, so nothing is left as a zombie for a container's init that may never reap it.

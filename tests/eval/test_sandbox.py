@@ -55,6 +55,9 @@ def test_basic_outcomes():
     assert r.status == "failed" and r.returncode == 3
     r = run_code("print(input())", stdin="from stdin\n")
     assert r.stdout == "from stdin\n"
+    # the standard library only, unless the environment's packages are asked for
+    assert run_code("import numpy").status == "failed"
+    assert run_code("import numpy; print(numpy.ones(3).sum())", site_packages=True).stdout == "3.0\n"
     if ROOT:  # what this machine (root in a container) gives us
         assert {"uid", "netns", "mountns", "pidns", "rlimits"} <= set(r.isolation)
 
