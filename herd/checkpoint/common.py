@@ -137,42 +137,39 @@ def atomic_dir(path: str | os.PathLike):
         os.replace(tmp, out)
 
 
-def build_empty(args, device, dtype: torch.dtype):
-    """An uninitialised Transformer in `dtype` on `device`, as `Transformer.build(..., init=False)`
-    gives, but cast while still on the meta device: an 8B model in bf16 takes 16 GB, never the
-    32 GB of an fp32 copy first."""
+def materialize(args, items, source: str, device="cpu", dtype: torch.dtype = torch.float32):
+    """Build the Transformer `args` describes from (name, tensor) pairs, checking each name and
+    shape (one clear line for an unexpected, misshapen or missing tensor).
+
+    The model is built on the meta device and the checkpoint's tensors become its parameters
+    (`load_state_dict(assign=True)`): no fp32 copy is made first, and on CPU a tensor already in
+    `dtype` is used as it lies in the memory-mapped file (private, copy-on-write), so loading costs
+    no copy at all. Weights, tying and RoPE tables are those of `Transformer.build(args, device,
+    init=False)` with the weights loaded and the parameters in `dtype`; the RoPE tables stay fp32."""
     from herd.model.transformer import Transformer
 
-    model = Transformer.build(args, device="meta").to(dtype)
-    if str(device) == "meta":
-        return model
-    model.to_empty(device=device)
-    if args.tie_embeddings:  # to_empty makes new Parameter objects, which unties them
-        model.output.weight = model.tok_embeddings.weight
-    model.reset_rope()
-    model.rope_cos, model.rope_sin = model.rope_cos.to(dtype), model.rope_sin.to(dtype)  # as build's .to(dtype)
-    return model
-
-
-def copy_checked(model, items, source: str) -> None:
-    """Copy (name, tensor) pairs into `model` one at a time, with one clear line for an
-    unexpected name, a wrong shape, or (at the end) a missing tensor."""
+    model = Transformer.build(args, device="meta")
     own = model.state_dict()
-    tied = model.args.tie_embeddings
-    seen = set()
-    with torch.no_grad():
-        for k, v in items:
-            if k not in own:
-                raise HerdError(f"{source}: unexpected tensor {k}: checkpoint and config do not match")
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "
-                                f"{tuple(own[k].shape)}")
-            own[k].copy_(v)
-            seen.add(k)
-    missing = [k for k in own if k not in seen and not (tied and k == "output.weight")]
+    tied = args.tie_embeddings
+    sd = {}
+    for k, v in items:
+        if k not in own or (tied and k == "output.weight"):
+            raise HerdError(f"{source}: unexpected tensor {k}: checkpoint and config do not match")
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "
+                            f"{tuple(own[k].shape)}")
+        sd[k] = v.to(device=device, dtype=dtype)
+    missing = [k for k in own if k not in sd and not (tied and k == "output.weight")]
     if missing:
         raise HerdError(f"{source}: missing tensor(s) {', '.join(missing[:3])}"
                         f"{' ...' if len(missing) > 3 else ''} for this model config")
+    if tied:
+        sd["output.weight"] = sd["tok_embeddings.weight"]
+    model.load_state_dict(sd, strict=True, assign=True)
+    if tied:
+        model.output.weight = model.tok_embeddings.weight
+    model.reset_rope()  # fp32 tables whatever `dtype` is, as Meta's reference keeps freqs_cis in complex64
+    return model
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:

@@ -100,10 +100,10 @@ def load_herd_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_herd(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """Load a herd checkpoint -> (Transformer, Tokenizer or None); fp32 unless `dtype` says
-    otherwise. Tensors are read and copied one at a time (no second copy of the model)."""
+    otherwise. The memory-mapped tensors become the parameters (no copy)."""
     import torch
 
-    from herd.checkpoint.common import build_empty, copy_checked, iter_safetensors
+    from herd.checkpoint.common import iter_safetensors, materialize
 
     p = Path(path)
     cfg = read_herd_config(p)
@@ -111,8 +111,7 @@ def load_herd(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None =
     f = p / "model.safetensors"
     if not f.is_file():
         raise HerdError(f"{f}: not found (the herd checkpoint is incomplete)")
-    model = build_empty(args, device, dtype or torch.float32)  # cast on the meta device: no fp32 copy first
-    copy_checked(model, iter_safetensors(f), source=str(f))
+    model = materialize(args, iter_safetensors(f), str(f), device, dtype or torch.float32)
     tok = None
     if cfg.get("tokenizer"):
         from herd.tokenizer import Tokenizer

@@ -255,16 +255,15 @@ def read_hf_args(path: str | os.PathLike) -> ModelArgs:
 
 def load_hf(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """Load a Hugging Face LlamaForCausalLM directory -> (Transformer, Tokenizer or None). fp32
-    unless `dtype` says otherwise; tensors are copied in one at a time. The tokenizer is the
+    unless `dtype` says otherwise; the file's tensors become its parameters (no copy). The tokenizer is the
     tiktoken tokenizer.model beside the weights (Meta's HF repos ship it under original/), else a
     Llama 3 style tokenizer.json, if any."""
     from herd.checkpoint import weights_source
-    from herd.checkpoint.common import build_empty, copy_checked
+    from herd.checkpoint.common import materialize
 
     p = Path(path)
     args = read_hf_args(p)
-    model = build_empty(args, device, dtype or torch.float32)
-    copy_checked(model, iter_hf_tensors(p, args), source=weights_source(p, "hf"))
+    model = materialize(args, iter_hf_tensors(p, args), weights_source(p, "hf"), device, dtype or torch.float32)
     tok = None
     if (p / "original" / "tokenizer.model").is_file() and not (p / "tokenizer.model").is_file():
         tok = load_tokenizer_beside(p / "original")

@@ -229,14 +229,14 @@ def read_meta_args(path: str | os.PathLike) -> ModelArgs:
 
 def load_meta(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """Load a Meta checkpoint directory -> (Transformer, Tokenizer or None). The model is fp32
-    unless `dtype` says otherwise; tensors are merged and copied in one at a time."""
+    unless `dtype` says otherwise; the merged tensors become its parameters (no second copy)."""
     from herd.checkpoint import weights_source
-    from herd.checkpoint.common import build_empty, copy_checked
+    from herd.checkpoint.common import materialize
 
     p = Path(path)
     args, shards, files = open_meta(p)
-    model = build_empty(args, device, dtype or torch.float32)
-    copy_checked(model, iter_meta_tensors(args, shards, files), source=weights_source(p, "meta"))
+    model = materialize(args, iter_meta_tensors(args, shards, files), weights_source(p, "meta"), device,
+                        dtype or torch.float32)
     return model, load_tokenizer_beside(p)
 
 
