@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -80,10 +81,28 @@ def parse_timestamp(value) -> float | None:
     raise ValueError(f"timestamp of type {type(value).__name__}")
 
 
-def _decode_html(raw: bytes) -> str:
+_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+
+
+def _decode_html(raw: bytes, declared: str = "") -> str:
+    """HTML bytes -> str: the declared charset (HTTP header or <meta>) when Python knows it, else
+    UTF-8 when the bytes are valid UTF-8, else resiliparse's encoding detection."""
+    import codecs
+
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
-    return bytes_to_str(raw, detect_encoding(raw))
+    m = _CHARSET_RE.search(raw[:4096])
+    for name in (declared, m.group(1).decode("ascii", "ignore") if m else ""):
+        if name:
+            try:
+                codecs.lookup(name)
+                return raw.decode(name, errors="replace")
+            except LookupError:
+                pass
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return bytes_to_str(raw, detect_encoding(raw))
 
 
 def _looks_binary(raw: bytes) -> bool:
@@ -226,7 +245,9 @@ def read_warc(path: Path, source: str) -> Iterator[dict]:
                 if ctype and "html" not in ctype:
                     yield _error(doc_id, source, f"not_html: content type {ctype.split(';')[0]}")
                     continue
-                yield {"id": doc_id, "source": source, "html": _decode_html(payload), "url": url, "timestamp": ts}
+                m = re.search(r"charset=([\w.:-]+)", ctype)
+                yield {"id": doc_id, "source": source, "html": _decode_html(payload, m.group(1) if m else ""),
+                       "url": url, "timestamp": ts}
     except Exception as e:  # warcio raises ArchiveLoadFailed, zlib errors, ... on a corrupt file
         yield _error(f"{source}#{n}", source, f"corrupt_file: {type(e).__name__}: {str(e)[:120]}")
 
