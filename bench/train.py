@@ -52,7 +52,7 @@ def step_fn(model, kind, opt, inputs, targets, amp):
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def main():
@@ -68,7 +68,9 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile herd's blocks (herd.train.parallel)")
     ap.add_argument("--only", choices=["herd", "hf"], default=None)
+    ap.add_argument("--same-optim", action="store_true", help="give HF the fused AdamW too (model-only comparison)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--profile", action="store_true", help="print the top operators of one step of each model")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,10 +84,12 @@ def main():
 
         apply_compile(herd, doc_mask=False)
     peak = peak_flops(device, torch.bfloat16 if amp else torch.float32)
-    fused = device.type == "cuda" or hasattr(torch.optim.AdamW, "_step_supports_amp_scaling")
+    # herd trains with fused AdamW (herd.train.trainer.build_optimizer picks it on one process);
+    # HF gets torch's default AdamW (a per-tensor loop on CPU, foreach on CUDA) unless --same-optim.
     opts = {
-        "herd": torch.optim.AdamW(herd.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused),
-        "hf": torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused),
+        "herd": torch.optim.AdamW(herd.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True),
+        "hf": torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                                **({"fused": True} if args.same_optim else {})),
     }
     models = {"herd": herd, "hf": hf}
     g = torch.Generator().manual_seed(0)
@@ -94,6 +98,14 @@ def main():
     kinds = [args.only] if args.only else ["herd", "hf"]
     # Same weights: the first losses must agree (proof that the two models compute the same thing).
     first = {k: step_fn(models[k], k, opts[k], inputs, targets, amp) for k in kinds}
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for k in kinds:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step_fn(models[k], k, opts[k], inputs, targets, amp)
+            print(f"--- {k}")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     times = {k: [] for k in kinds}
     for i in range(args.warmup - 1 + args.steps):
         for k in kinds:
@@ -109,14 +121,16 @@ def main():
     fpt = margs.flops_per_token(args.seq)
     res = {"preset": args.preset, "params": margs.num_params(), "vocab": margs.vocab_size, "batch": args.batch,
            "seq": args.seq, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
-           "compile": args.compile, "peak_flops": peak, "torch": torch.__version__, "machine": platform.machine(),
+           "compile": args.compile, "same_optim": args.same_optim, "peak_flops": peak, "torch": torch.__version__,
+           "machine": platform.machine(),
            "first_loss": first}
     for k in kinds:
         med = statistics.median(times[k])
         res[k] = {"step_s": med, "tokens_per_s": ntok / med, "mfu": fpt * ntok / med / peak}
     print(f"{args.preset} ({margs.num_params() / 1e6:.1f}M params, vocab {margs.vocab_size}), batch "
           f"{args.batch}x{args.seq}, {args.dtype}, {res['threads']} threads, peak {peak / 1e9:.0f} GFLOP/s"
-          f"{' (measured)' if device.type == 'cpu' else ''}, step-0 loss " +
+          f"{' (measured)' if device.type == 'cpu' else ''}, HF optimizer "
+          f"{'fused AdamW' if args.same_optim else 'torch default AdamW'}, step-0 loss " +
           ", ".join(f"{k} {v:.5f}" for k, v in first.items()))
     for k in kinds:
         r = res[k]
