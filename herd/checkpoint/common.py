@@ -96,17 +96,6 @@ def safetensors_load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(iter_safetensors(path))
 
 
-def safetensors_keys(path: str | os.PathLike) -> list[str]:
-    from safetensors import SafetensorError, safe_open
-
-    p = Path(path)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            return list(f.keys())
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise HerdError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
-
-
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary sibling directory; on success it replaces `path` (rename), so a crash never

@@ -12,7 +12,10 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # torch is imported lazily, so that `herd --help` stays fast
+    import torch
 
 from herd.errors import HerdError
 from herd.model.args import ModelArgs

@@ -181,10 +181,6 @@ def hf_item(k: str, v: torch.Tensor, args: ModelArgs, source: str) -> tuple[str,
     return f"layers.{m.group(1)}.{name}", v
 
 
-def hf_to_herd_state_dict(hf: dict[str, torch.Tensor], args: ModelArgs, source: str) -> dict[str, torch.Tensor]:
-    return dict(item for k, v in hf.items() if (item := hf_item(k, v, args, source)) is not None)
-
-
 def herd_to_hf_state_dict(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
     hf = {}
     for k, v in sd.items():
