@@ -125,8 +125,12 @@ def _encode_chunk(job):
     texts, bos, eos, val_fraction = job
     tok = _TOK
     out = {"train": ([], []), "val": ([], [])}
-    for t in texts:
-        ids = tok.encode(t, bos=bos, eos=eos)
+    if hasattr(tok, "encode_batch"):
+        # uint32 arrays straight from tiktoken (no Python ints); this process is one of the pool's.
+        encoded = tok.encode_batch(texts, bos=bos, eos=eos, num_threads=1, numpy=True)
+    else:
+        encoded = [np.asarray(tok.encode(t, bos=bos, eos=eos), dtype=np.uint32) for t in texts]
+    for t, ids in zip(texts, encoded):
         toks, lens = out["val" if is_val(t, val_fraction) else "train"]
         toks.append(np.asarray(ids, dtype=np.uint32))
         lens.append(len(ids))

@@ -13,7 +13,6 @@ average (Polyak) becomes the final model.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import sys
 import time

@@ -20,8 +20,6 @@ def tiny_config(tok_dir, out_dir, *extra):
 
 def tiny_toml(tok_dir, out_dir, path, *extra) -> str:
     """The same tiny config written as a TOML file (for subprocess runs)."""
-    import tomllib  # noqa: F401  (the file must parse as TOML; checked by load_config in the child)
-
     cfg = tiny_config(tok_dir, out_dir, *extra)
     d = cfg.to_dict()
     lines = []
