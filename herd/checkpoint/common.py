@@ -191,3 +191,10 @@ def load_tokenizer_beside(path: Path):
     except Exception as e:  # a SentencePiece model (Llama 2) or a damaged file
         raise HerdError(f"{f}: not a tiktoken BPE file ({_first_line(e)}); pass --tokenizer PATH "
                         f"to use another tokenizer") from None
+
+
+def check_tokenizer_fits(tokenizer, args) -> None:
+    """A tokenizer saved beside weights must cover exactly the model's vocabulary."""
+    if tokenizer is not None and tokenizer.n_words != args.vocab_size:
+        raise HerdError(f"tokenizer has {tokenizer.n_words} tokens but the model's vocab_size is "
+                        f"{args.vocab_size}; save the model with its own tokenizer")

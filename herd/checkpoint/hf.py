@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from herd.checkpoint.common import (atomic_dir, iter_safetensors, load_tokenizer_beside, read_json,
-                                    torch_load_tensors)
+from herd.checkpoint.common import (atomic_dir, check_tokenizer_fits, iter_safetensors, load_tokenizer_beside,
+                                    read_json, torch_load_tensors)
 from herd.errors import HerdError
 from herd.model.args import ModelArgs
 
@@ -273,6 +273,7 @@ def save_hf_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str |
     tokenizer.json + tokenizer_config.json (~10 s for Llama 3's 128K vocabulary)."""
     from safetensors.torch import save_file
 
+    check_tokenizer_fits(tokenizer, args)
     hf = herd_to_hf_state_dict(sd, args)
     dtype = next(iter(hf.values())).dtype
     shards: list[dict[str, torch.Tensor]] = [{}]

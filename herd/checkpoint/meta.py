@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from herd.checkpoint.common import atomic_dir, load_tokenizer_beside, read_json, torch_load_tensors
+from herd.checkpoint.common import (atomic_dir, check_tokenizer_fits, load_tokenizer_beside, read_json,
+                                    torch_load_tensors)
 from herd.errors import HerdError
 from herd.model.args import ModelArgs
 
@@ -263,6 +264,7 @@ def save_meta_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str
                          tokenizer=None) -> Path:
     """Write params.json + consolidated.NN.pth (+ tokenizer.model) atomically. A tied model gets an
     explicit output.weight (Meta's reference model has no tying)."""
+    check_tokenizer_fits(tokenizer, args)
     if shards < 1:
         raise HerdError(f"shards must be >= 1, got {shards}")
     sd = {k: v.detach().cpu() for k, v in sd.items()}

@@ -163,3 +163,18 @@ def test_bad_convert_options(tmp_path, capsys, model):
                     str(tmp_path / "none.model")], "none.model", "not found")
     assert not (tmp_path / "m").exists() and not (tmp_path / "x").exists()
     _fails(capsys, ["info", "herd-5m", "--seq-len", "0"], "--seq-len")
+
+
+def test_tokenizer_must_fit_the_model(tmp_path, capsys, model):
+    from herd.tokenizer import Tokenizer
+
+    tok = Tokenizer({bytes([i]): i for i in range(256)})  # 512 ids, the model has 64
+    with pytest.raises(HerdError, match="vocab_size is 64"):
+        save_hf(model, tmp_path / "h", tokenizer=tok)
+    with pytest.raises(HerdError, match="vocab_size is 64"):
+        save_meta(model, tmp_path / "m", tokenizer=tok)
+    assert not (tmp_path / "h").exists() and not (tmp_path / "m").exists()
+    save_herd(model, tmp_path / "herd")
+    tok.save(tmp_path / "tok.model")
+    _fails(capsys, ["convert", str(tmp_path / "herd"), str(tmp_path / "x"), "--to", "hf", "--tokenizer",
+                    str(tmp_path / "tok.model")], "512 tokens", "vocab_size is 64")
