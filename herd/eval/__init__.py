@@ -38,11 +38,12 @@ HumanEval — `herd.eval.humaneval`
     score_completions(problems, completions, ks=(1,), workers=2, timeout_s=10.0, memory_mb=1024) -> dict
         completions: {task_id: [completion, ...]} or [{"task_id", "completion"}]; returns
         {"pass@1": ..., "n_problems", "n_samples", "per_task": [{"task_id", "n", "c", "status"}]}.
-    run_humaneval(model, tokenizer, n=1, ks=(1,), limit=None, temperature=None (0 if n == 1 else 0.8), top_p=0.95,
+    run_humaneval(model, tokenizer, n=1, ks=(1,), limit=None, temperature=None (0 if n == 1 else 0.8),
+                  top_p=0.95,
                   max_new_tokens=384, workers=2, seed=0, samples_out=None) -> dict  (generate, then score)
 
 GSM8K — `herd.eval.gsm8k`
-    extract_answer(text) -> str | None        final number of a chain of thought ("#### 18", "The answer is 18")
+    extract_answer(text) -> str | None   final number of a chain of thought ("#### 18", "The answer is 18")
     gsm8k(model, tokenizer, path, n_shot=8, limit=None, max_new_tokens=256, shots=None) -> dict
         8-shot CoT exact match (Wei et al.'s exemplars, or shots from a GSM8K file)
 

@@ -72,7 +72,9 @@ def _check(ret, what):
 
 def mount(src, target, fstype, flags, data=None):
     enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    _check(libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+    _check(
+        libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}"
+    )
 
 
 def unshare(flags):
@@ -145,9 +147,11 @@ def child(cfg, ns, status_file, launcher_pid):
             # The interpreter lives where other users cannot reach it (e.g. under /root) and there is
             # no mount namespace to make it reachable: the program could only run as root.
             if not cfg["allow_root"]:
-                raise OSError(f"cannot drop root: {os.path.realpath(cfg['python'])} is not readable by other "
-                              "users and mount namespaces are unavailable; put Python in a world-readable place, allow "
-                              "namespaces, or set HERD_SANDBOX_ALLOW_ROOT=1 to run code as root (unsafe)")
+                raise OSError(
+                    f"cannot drop root: {os.path.realpath(cfg['python'])} is not readable by other "
+                    "users and mount namespaces are unavailable; put Python in a world-readable place, allow "
+                    "namespaces, or set HERD_SANDBOX_ALLOW_ROOT=1 to run code as root (unsafe)"
+                )
             drop_uid = False
     status_file.write(repr({"uid_dropped": drop_uid}) + "\n")
     status_file.close()  # the program must not be able to write the status
@@ -191,7 +195,9 @@ def run_in_process():
 
     main_mod = types.ModuleType("__main__")
     sys.modules["__main__"] = main_mod
-    sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != os.path.dirname(os.path.realpath(__file__))]
+    sys.path[:] = [
+        p for p in sys.path if p and os.path.realpath(p) != os.path.dirname(os.path.realpath(__file__))
+    ]
     exec(compile(BOOTSTRAP, "<herd-sandbox>", "exec"), main_mod.__dict__)
 
 

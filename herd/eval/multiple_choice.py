@@ -103,8 +103,12 @@ def format_question(ex: dict, labels: str = "A.") -> str:
         raise HerdError(f"unknown label set {labels!r}; choose one of: {', '.join(LABEL_SETS)}")
     labs, line = LABEL_SETS[labels]
     if len(ex["choices"]) > len(labs):
-        raise HerdError(f"label set {labels!r} has {len(labs)} labels; the question has {len(ex['choices'])} choices")
-    lines = [ex["question"].strip()] + [line.format(label=labs[i], text=c) for i, c in enumerate(ex["choices"])]
+        raise HerdError(
+            f"label set {labels!r} has {len(labs)} labels; the question has {len(ex['choices'])} choices"
+        )
+    lines = [ex["question"].strip()] + [
+        line.format(label=labs[i], text=c) for i, c in enumerate(ex["choices"])
+    ]
     return "\n".join(lines) + "\nAnswer:"
 
 
@@ -115,8 +119,9 @@ def build_prompt(ex: dict, shots: Sequence[dict] = (), labels: str = "A.") -> st
 
 
 @torch.no_grad()
-def _choice_logprobs(model, tokenizer, prompts: list[str], n_choices: list[int], labels: str,
-                     batch_size: int = 8) -> list[list[float]]:
+def _choice_logprobs(
+    model, tokenizer, prompts: list[str], n_choices: list[int], labels: str, batch_size: int = 8
+) -> list[list[float]]:
     """log p(" " + label_i | prompt) for each prompt and each of its labels."""
     from herd.eval.scoring import encode_pair, loglikelihood_tokens
 
@@ -135,12 +140,12 @@ def _choice_logprobs(model, tokenizer, prompts: list[str], n_choices: list[int],
     model.eval()
     single.sort(key=lambda r: -len(r[1]))
     for b in range(0, len(single), batch_size):
-        batch = single[b:b + batch_size]
+        batch = single[b : b + batch_size]
         ctxs = [r[1][-L:] for r in batch]
         T = max(len(c) for c in ctxs)
         x = torch.zeros(len(batch), T, dtype=torch.long, device=dev)
         for j, c in enumerate(ctxs):
-            x[j, :len(c)] = torch.tensor(c)
+            x[j, : len(c)] = torch.tensor(c)
         h = model.forward_hidden(x)
         last = torch.stack([h[j, len(c) - 1] for j, c in enumerate(ctxs)])
         logp = F.log_softmax(model.output(last).float(), dim=-1)
@@ -151,9 +156,17 @@ def _choice_logprobs(model, tokenizer, prompts: list[str], n_choices: list[int],
     return out  # type: ignore[return-value]
 
 
-def multiple_choice(model, tokenizer, examples: Sequence[dict], n_shot: int = 0, shots: Sequence[dict] | None = None,
-                    labels: str = "A.", permutation: Sequence[int] | None = None, shot_bias: int | None = None,
-                    batch_size: int = 8) -> dict:
+def multiple_choice(
+    model,
+    tokenizer,
+    examples: Sequence[dict],
+    n_shot: int = 0,
+    shots: Sequence[dict] | None = None,
+    labels: str = "A.",
+    permutation: Sequence[int] | None = None,
+    shot_bias: int | None = None,
+    batch_size: int = 8,
+) -> dict:
     """Accuracy by log-likelihood of the answer label. shots: the pool of few-shot examples (their
     first n_shot are used); permutation: reorder every test example's choices; shot_bias: give every
     shot its answer at this position (few-shot label bias)."""
@@ -168,12 +181,21 @@ def multiple_choice(model, tokenizer, examples: Sequence[dict], n_shot: int = 0,
     if permutation is not None:
         examples = [permute(e, permutation) for e in examples]
     prompts = [build_prompt(e, shots, labels) for e in examples]
-    lps = _choice_logprobs(model, tokenizer, prompts, [len(e["choices"]) for e in examples], labels, batch_size)
+    lps = _choice_logprobs(
+        model, tokenizer, prompts, [len(e["choices"]) for e in examples], labels, batch_size
+    )
     per = []
     for e, lp in zip(examples, lps):
         pred = max(range(len(lp)), key=lp.__getitem__)
-        per.append({"pred": pred, "answer": e["answer"], "correct": pred == e["answer"], "logprobs": lp,
-                    "text": e["question"] + " " + " ".join(e["choices"])})
+        per.append(
+            {
+                "pred": pred,
+                "answer": e["answer"],
+                "correct": pred == e["answer"],
+                "logprobs": lp,
+                "text": e["question"] + " " + " ".join(e["choices"]),
+            }
+        )
     acc = sum(p["correct"] for p in per) / len(per)
     res = {"accuracy": acc, "n": len(per), "labels": labels, "n_shot": n_shot, "examples": per}
     if shot_bias is not None:
@@ -184,8 +206,15 @@ def multiple_choice(model, tokenizer, examples: Sequence[dict], n_shot: int = 0,
     return res
 
 
-def robustness(model, tokenizer, examples: Sequence[dict], shots: Sequence[dict] | None = None, n_shot: int = 0,
-               label_sets: Sequence[str] = ("A.", "A)", "1.", "symbols", "rare"), batch_size: int = 8) -> dict:
+def robustness(
+    model,
+    tokenizer,
+    examples: Sequence[dict],
+    shots: Sequence[dict] | None = None,
+    n_shot: int = 0,
+    label_sets: Sequence[str] = ("A.", "A)", "1.", "symbols", "rare"),
+    batch_size: int = 8,
+) -> dict:
     """Accuracy under each label set, each cyclic shift of the answer order, and each few-shot label
     bias (when there are shots); the spread (max - min) of each family measures sensitivity."""
     examples = [_check_record(e, f"example {i}") for i, e in enumerate(examples)]
@@ -197,17 +226,29 @@ def robustness(model, tokenizer, examples: Sequence[dict], shots: Sequence[dict]
         out["label_sets"][ls] = multiple_choice(model, tokenizer, examples, labels=ls, **kw)["accuracy"]
     for s in range(n):
         perm = [(j + s) % n for j in range(n)]
-        out["permutations"]["".join(map(str, perm))] = multiple_choice(model, tokenizer, examples, permutation=perm,
-                                                                       **kw)["accuracy"]
+        out["permutations"]["".join(map(str, perm))] = multiple_choice(
+            model, tokenizer, examples, permutation=perm, **kw
+        )["accuracy"]
     if shots and n_shot:
         for pos in range(n):
             r = multiple_choice(model, tokenizer, examples, shot_bias=pos, **kw)
-            out["label_bias"][LABEL_SETS["A."][0][pos]] = {"accuracy": r["accuracy"], "bias_rate": r["bias_rate"]}
+            out["label_bias"][LABEL_SETS["A."][0][pos]] = {
+                "accuracy": r["accuracy"],
+                "bias_rate": r["bias_rate"],
+            }
     for fam in ("label_sets", "permutations"):
         v = list(out[fam].values())
         out[f"{fam}_spread"] = max(v) - min(v) if v else 0.0
     return out
 
 
-__all__ = ["LABEL_SETS", "load_mc", "permute", "move_answer_to", "format_question", "build_prompt",
-           "multiple_choice", "robustness"]
+__all__ = [
+    "LABEL_SETS",
+    "load_mc",
+    "permute",
+    "move_answer_to",
+    "format_question",
+    "build_prompt",
+    "multiple_choice",
+    "robustness",
+]

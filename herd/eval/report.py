@@ -36,11 +36,18 @@ def format_table(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         ci = r.get("ci95")
-        lines.append((r["task"], r["metric"], f"{r['score']:.4f}",
-                      f"± {ci:.4f}" if ci is not None and not math.isnan(ci) else "-", str(r["n"])))
-    w = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
+        lines.append(
+            (
+                r["task"],
+                r["metric"],
+                f"{r['score']:.4f}",
+                f"± {ci:.4f}" if ci is not None and not math.isnan(ci) else "-",
+                str(r["n"]),
+            )
+        )
+    w = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = lambda cols: "  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cols))  # noqa
-    return "\n".join([fmt(head), fmt(["-" * x for x in w])] + [fmt(l) for l in lines])
+    return "\n".join([fmt(head), fmt(["-" * x for x in w])] + [fmt(row) for row in lines])
 
 
 def write_results(results: dict, path: str | os.PathLike) -> Path:

@@ -52,8 +52,15 @@ class Result:
     isolation: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return dict(passed=self.passed, status=self.status, returncode=self.returncode, stdout=self.stdout,
-                    stderr=self.stderr, wall_s=round(self.wall_s, 3), isolation=self.isolation)
+        return dict(
+            passed=self.passed,
+            status=self.status,
+            returncode=self.returncode,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            wall_s=round(self.wall_s, 3),
+            isolation=self.isolation,
+        )
 
 
 def _uid_mapped(uid: int) -> bool:
@@ -136,9 +143,18 @@ def _kill_uid(uid: int) -> None:
         if i < 10:  # the PID namespace usually takes them down by itself within a few ms
             time.sleep(0.02)
             continue
-        subprocess.run([sys.executable, "-I", "-S", "-c",
-                        f"import os,signal; os.setgid({uid}); os.setuid({uid}); os.kill(-1, signal.SIGKILL)"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                f"import os,signal; os.setgid({uid}); os.setuid({uid}); os.kill(-1, signal.SIGKILL)",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
         time.sleep(0.01)
 
 
@@ -213,9 +229,19 @@ def _hidden_paths(hide) -> list[str]:
     return out
 
 
-def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: float | None = None,
-             max_procs: int = 4, max_file_mb: int = 16, tmpfs_mb: int = 64, stdin: str | None = None,
-             hide: tuple[str, ...] = (), site_packages: bool = False, require_end: bool = False) -> Result:
+def run_code(
+    code: str,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+    cpu_s: float | None = None,
+    max_procs: int = 4,
+    max_file_mb: int = 16,
+    tmpfs_mb: int = 64,
+    stdin: str | None = None,
+    hide: tuple[str, ...] = (),
+    site_packages: bool = False,
+    require_end: bool = False,
+) -> Result:
     """Run the Python program `code` in the sandbox and report how it ended.
 
     timeout_s: wall-clock limit; memory_mb: address-space limit; cpu_s: CPU-seconds limit (default
@@ -245,7 +271,9 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
             nproc = _count_user_processes(uid) + max_procs
         mb = 1 << 20
         cfg = {
-            "uid": uid, "gid": gid, "drop_uid": root,
+            "uid": uid,
+            "gid": gid,
+            "drop_uid": root,
             "python": sys.executable,
             "workdir": "/tmp/sandbox",  # inside the private /tmp of the mount namespace
             "host_workdir": str(base / "work"),  # used when there is no mount namespace
@@ -254,28 +282,57 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
             "allow_root": os.environ.get("HERD_SANDBOX_ALLOW_ROOT", "0") == "1",
             "status_path": str(base / "status.txt"),
             "hide": _hidden_paths(hide),
-            "keep": sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
-                                                          os.path.dirname(os.path.realpath(sys.executable)))}),
+            "keep": sorted(
+                {
+                    os.path.realpath(p)
+                    for p in (
+                        sys.base_prefix,
+                        sys.prefix,
+                        sys.exec_prefix,
+                        os.path.dirname(os.path.realpath(sys.executable)),
+                    )
+                }
+            ),
             "tmpfs_mb": tmpfs_mb,
             "site_packages": bool(site_packages),
-            "limits": {"as": memory_mb * mb, "cpu": int(cpu_s or timeout_s + 1), "fsize": max_file_mb * mb,
-                       "nproc": nproc},
-            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp/sandbox", "TMPDIR": "/tmp/sandbox",
-                    "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1",
-                    "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            "limits": {
+                "as": memory_mb * mb,
+                "cpu": int(cpu_s or timeout_s + 1),
+                "fsize": max_file_mb * mb,
+                "nproc": nproc,
+            },
+            "env": {
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": "/tmp/sandbox",
+                "TMPDIR": "/tmp/sandbox",
+                "LANG": "C.UTF-8",
+                "PYTHONIOENCODING": "utf-8",
+                "OMP_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+            },
         }
         out_path, err_path = base / "stdout", base / "stderr"
         t0 = time.perf_counter()
         end_path = base / "end"
-        with open(prog, "rb") as progf, open(out_path, "wb") as out, open(err_path, "wb") as err, \
-                open(end_path, "wb") as endf:
+        with (
+            open(prog, "rb") as progf,
+            open(out_path, "wb") as out,
+            open(err_path, "wb") as err,
+            open(end_path, "wb") as endf,
+        ):
             cfg["prog_fd"] = progf.fileno()  # the launcher moves it to fd 3 for the bootstrap
             cfg["end_fd"] = endf.fileno()  # ... and this one to fd 4
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-B", LAUNCHER, marshal.dumps(cfg).hex()],
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err,
-                pass_fds=(cfg["prog_fd"], cfg["end_fd"]), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, start_new_session=True,
-                preexec_fn=None, cwd=str(base),
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                pass_fds=(cfg["prog_fd"], cfg["end_fd"]),
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                start_new_session=True,
+                preexec_fn=None,
+                cwd=str(base),
             )
             timed_out = False
             try:
@@ -310,8 +367,11 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
         if not status.get("uid_dropped", False):
             _kill_session(proc.pid)
         stdout_t, stderr_t = _tail(out_path), _tail(err_path)
-        isolation = (["rlimits"] + (["uid"] if status.get("uid_dropped") else [])
-                     + [n + "ns" for n in status.get("namespaces", [])])
+        isolation = (
+            ["rlimits"]
+            + (["uid"] if status.get("uid_dropped") else [])
+            + [n + "ns" for n in status.get("namespaces", [])]
+        )
         rc = status.get("exit", -status["signal"] if "signal" in status else None)
         try:
             ended = end_path.read_bytes()
@@ -331,8 +391,15 @@ def run_code(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: f
             st = "timeout"
         else:
             st = "failed"
-        return Result(passed=st == "passed", status=st, returncode=rc, stdout=stdout_t, stderr=stderr_t,
-                      wall_s=wall, isolation=isolation)
+        return Result(
+            passed=st == "passed",
+            status=st,
+            returncode=rc,
+            stdout=stdout_t,
+            stderr=stderr_t,
+            wall_s=wall,
+            isolation=isolation,
+        )
     finally:
         if lease is not None:
             lease.release()

@@ -37,12 +37,13 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
         context = context[:-n_spaces]
     whole = tokenizer.encode(context + continuation, bos=True)
     ctx = tokenizer.encode(context, bos=True)
-    return whole[:len(ctx)], whole[len(ctx):]
+    return whole[: len(ctx)], whole[len(ctx) :]
 
 
 @torch.no_grad()
-def loglikelihood_tokens(model, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
-                         batch_size: int = 8) -> list[tuple[float, bool]]:
+def loglikelihood_tokens(
+    model, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int = 8
+) -> list[tuple[float, bool]]:
     """For each (context ids, continuation ids): (sum of log p(continuation | context), whether the
     continuation is the greedy choice at every position)."""
     model.eval()
@@ -55,23 +56,25 @@ def loglikelihood_tokens(model, pairs: Sequence[tuple[Sequence[int], Sequence[in
         if len(ctx) == 0:
             raise HerdError(f"loglikelihood: request {i} has an empty context (start it with BOS)")
         if len(cont) > L:
-            raise HerdError(f"loglikelihood: request {i} has a {len(cont)}-token continuation, longer than the "
-                            f"model's context ({L})")
+            raise HerdError(
+                f"loglikelihood: request {i} has a {len(cont)}-token continuation, longer than the "
+                f"model's context ({L})"
+            )
         full = list(ctx) + list(cont)
-        inp = full[-(L + 1):][:-1]  # keep the last tokens that fit
+        inp = full[-(L + 1) :][:-1]  # keep the last tokens that fit
         rows.append((i, inp, list(cont)))
     out: list[tuple[float, bool] | None] = [None] * len(rows)
     rows.sort(key=lambda r: -len(r[1]))  # similar lengths share a batch
     for b in range(0, len(rows), batch_size):
-        batch = rows[b:b + batch_size]
+        batch = rows[b : b + batch_size]
         T = max(len(r[1]) for r in batch)
         x = torch.zeros(len(batch), T, dtype=torch.long, device=dev)
         for j, (_, inp, _) in enumerate(batch):
-            x[j, :len(inp)] = torch.tensor(inp)  # right padding: causal attention never sees it
+            x[j, : len(inp)] = torch.tensor(inp)  # right padding: causal attention never sees it
         h = model.forward_hidden(x)
         for j, (i, inp, cont) in enumerate(batch):
             n = len(cont)
-            logits = model.output(h[j, len(inp) - n:len(inp)]).float()
+            logits = model.output(h[j, len(inp) - n : len(inp)]).float()
             logp = F.log_softmax(logits, dim=-1)
             tgt = torch.tensor(cont, device=dev)
             ll = logp.gather(-1, tgt[:, None]).sum().item()
@@ -85,7 +88,9 @@ def loglikelihood(model, tokenizer, requests: Sequence[tuple[str, str]], batch_s
 
 
 @torch.no_grad()
-def token_logprobs(model, tokens: Sequence[int], max_len: int | None = None, chunk: int = 512) -> torch.Tensor:
+def token_logprobs(
+    model, tokens: Sequence[int], max_len: int | None = None, chunk: int = 512
+) -> torch.Tensor:
     """log p(tokens[j] | tokens[:j]) for j = 1..N-1, in disjoint prediction windows of at most
     `max_len` tokens, each with as much preceding context as fits (lm-eval's rolling windows)."""
     model.eval()
@@ -98,12 +103,12 @@ def token_logprobs(model, tokens: Sequence[int], max_len: int | None = None, chu
     while s < N:
         e = min(s + L, N)
         a = max(0, e - 1 - L)
-        h = model.forward_hidden(full[a:e - 1][None])[0]
-        h = h[s - 1 - a:]
+        h = model.forward_hidden(full[a : e - 1][None])[0]
+        h = h[s - 1 - a :]
         tgt = full[s:e]
         for c in range(0, len(tgt), chunk):  # the vocab projection in chunks bounds memory
-            logp = F.log_softmax(model.output(h[c:c + chunk]).float(), dim=-1)
-            out[s - 1 + c:s - 1 + c + len(logp)] = logp.gather(-1, tgt[c:c + chunk, None])[:, 0].cpu()
+            logp = F.log_softmax(model.output(h[c : c + chunk]).float(), dim=-1)
+            out[s - 1 + c : s - 1 + c + len(logp)] = logp.gather(-1, tgt[c : c + chunk, None])[:, 0].cpu()
         s = e
     return out
 
@@ -129,8 +134,14 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_len: int | None = Non
     nll = -sum(r[0] for r in rows)
     n_tok = sum(r[1] for r in rows)
     n_bytes = sum(r[2] for r in rows)
-    return {"perplexity": math.exp(nll / n_tok), "nll_per_token": nll / n_tok,
-            "bits_per_byte": nll / math.log(2) / n_bytes, "tokens": n_tok, "bytes": n_bytes, "texts": len(texts)}
+    return {
+        "perplexity": math.exp(nll / n_tok),
+        "nll_per_token": nll / n_tok,
+        "bits_per_byte": nll / math.log(2) / n_bytes,
+        "tokens": n_tok,
+        "bytes": n_bytes,
+        "texts": len(texts),
+    }
 
 
 def bits_per_byte(model, tokenizer, texts: Sequence[str], max_len: int | None = None) -> float:
@@ -148,9 +159,19 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 256, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int | None = 0, num_samples: int = 1, stop: Sequence[str] = ("\n\n",),
-             max_batch: int = 8, progress: bool = False) -> list[list[str]]:
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+    num_samples: int = 1,
+    stop: Sequence[str] = ("\n\n",),
+    max_batch: int = 8,
+    progress: bool = False,
+) -> list[list[str]]:
     """Sample `num_samples` completions per prompt with herd.inference; texts cut at `stop`.
     progress: a tqdm bar over generated tokens (upper bound: every row runs to max_new_tokens)."""
     from tqdm import tqdm
@@ -162,12 +183,21 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 256
     for p in prompts:
         t = tokenizer.encode(p, bos=True)
         if len(t) + max_new_tokens > L:  # keep the end of an over-long prompt (few-shot examples go first)
-            t = [tokenizer.bos_id] + t[-(L - max_new_tokens - 1):]
+            t = [tokenizer.bos_id] + t[-(L - max_new_tokens - 1) :]
         ids.append(t)
     gen = Generator(model, tokenizer, max_batch=max_batch)
-    bar = tqdm(total=len(ids) * num_samples * max_new_tokens, desc="generate", unit="tok", disable=not progress)
-    outs = gen.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                        num_samples=num_samples, on_token=lambda *_: bar.update(1))
+    bar = tqdm(
+        total=len(ids) * num_samples * max_new_tokens, desc="generate", unit="tok", disable=not progress
+    )
+    outs = gen.generate(
+        ids,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        num_samples=num_samples,
+        on_token=lambda *_: bar.update(1),
+    )
     bar.close()
     res: list[list[str]] = [[] for _ in prompts]
     for o in sorted(outs, key=lambda o: (o.prompt_index, o.sample_index)):
@@ -175,5 +205,14 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 256
     return res
 
 
-__all__ = ["encode_pair", "loglikelihood_tokens", "loglikelihood", "token_logprobs", "rolling_loglikelihood",
-           "perplexity", "bits_per_byte", "generate", "cut_at_stop"]
+__all__ = [
+    "encode_pair",
+    "loglikelihood_tokens",
+    "loglikelihood",
+    "token_logprobs",
+    "rolling_loglikelihood",
+    "perplexity",
+    "bits_per_byte",
+    "generate",
+    "cut_at_stop",
+]

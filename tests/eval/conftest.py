@@ -19,8 +19,15 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny(tokenizer):
-    args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tokenizer.n_words, multiple_of=32,
-                     max_seq_len=1024)
+    args = ModelArgs(
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        vocab_size=tokenizer.n_words,
+        multiple_of=32,
+        max_seq_len=1024,
+    )
     model = Transformer.build(args, seed=0).eval()
     return model, tokenizer
 

@@ -5,14 +5,21 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from herd.errors import HerdError
-from herd.eval.contamination import (NgramIndex, contamination, hash_ngrams, memorization, sample_spans,
-                                     split_by_contamination)
+from herd.eval.contamination import (
+    NgramIndex,
+    contamination,
+    hash_ngrams,
+    memorization,
+    sample_spans,
+    split_by_contamination,
+)
 
-WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
-         "upsilon phi chi psi omega apple river stone cloud maple orbit violet copper harbor").split()
+WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+    "upsilon phi chi psi omega apple river stone cloud maple orbit violet copper harbor"
+).split()
 
 
 def random_doc(rng, n=200):
@@ -24,8 +31,8 @@ def test_hashes_match_ngrams():
     t = rng.integers(0, 5000, size=1000)
     h = hash_ngrams(t, 8)
     assert len(h) == 993
-    lookup = {tuple(t[i:i + 8]): h[i] for i in range(993)}
-    assert all(lookup[tuple(t[i:i + 8])] == h[i] for i in range(993))
+    lookup = {tuple(t[i : i + 8]): h[i] for i in range(993)}
+    assert all(lookup[tuple(t[i : i + 8])] == h[i] for i in range(993))
     assert len(set(h.tolist())) == len(lookup)  # distinct n-grams, distinct hashes
 
 
@@ -38,8 +45,16 @@ def test_planted_overlaps_in_token_shards(tmp_path, tokenizer):
     docs[17] = docs[17] + " " + planted + " " + random_doc(rng, 30)
     src = tmp_path / "train.jsonl"
     src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    tokenize_files([src], tokenizer, tmp_path / "tokens", val_fraction=0.0, workers=1, shard_tokens=3000, chunk_docs=4,
-                   progress=False)
+    tokenize_files(
+        [src],
+        tokenizer,
+        tmp_path / "tokens",
+        val_fraction=0.0,
+        workers=1,
+        shard_tokens=3000,
+        chunk_docs=4,
+        progress=False,
+    )
     index = NgramIndex.build(tmp_path / "tokens", out_dir=tmp_path / "index")
     assert len(index.tables) > 1  # several shards
 
@@ -55,9 +70,9 @@ def test_planted_overlaps_in_token_shards(tmp_path, tokenizer):
     # exactly the planted tokens are covered in the half-contaminated example
     mask = index.covered(ids[2])
     planted_ids = tokenizer.encode(" " + planted)
-    start = next(i for i in range(len(ids[2])) if ids[2][i:i + len(planted_ids)] == planted_ids)
-    assert mask[start + 1:start + len(planted_ids) - 1].all()
-    assert not mask[:start].any() and not mask[start + len(planted_ids) + 1:].any()
+    start = next(i for i in range(len(ids[2])) if ids[2][i : i + len(planted_ids)] == planted_ids)
+    assert mask[start + 1 : start + len(planted_ids) - 1].all()
+    assert not mask[:start].any() and not mask[start + len(planted_ids) + 1 :].any()
     assert 0.3 < fr[2] < 0.8
 
     # the saved index gives the same answers

@@ -6,8 +6,17 @@ import json
 import pytest
 
 from herd.errors import HerdError
-from herd.eval.gsm8k import (WEI_SHOTS, build_prompt, cot_from_solution, extract_answer, gold_answer, gsm8k,
-                             load_gsm8k, make_shots, normalize_number)
+from herd.eval.gsm8k import (
+    WEI_SHOTS,
+    build_prompt,
+    cot_from_solution,
+    extract_answer,
+    gold_answer,
+    gsm8k,
+    load_gsm8k,
+    make_shots,
+    normalize_number,
+)
 
 DATA = "/work/shared/data/gsm8k"
 

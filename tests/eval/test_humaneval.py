@@ -24,7 +24,9 @@ def test_pass_at_k_closed_form():
 
     ns, cs = np.array([20, 20, 200, 17]), np.array([0, 5, 37, 17])
     for k in (1, 5, 10):
-        assert [pass_at_k(int(n), int(c), k) for n, c in zip(ns, cs)] == pytest.approx(estimate_pass_at_k(ns, cs, k))
+        assert [pass_at_k(int(n), int(c), k) for n, c in zip(ns, cs)] == pytest.approx(
+            estimate_pass_at_k(ns, cs, k)
+        )
     with pytest.raises(HerdError):
         pass_at_k(3, 4, 1)
     with pytest.raises(HerdError):
@@ -34,11 +36,16 @@ def test_pass_at_k_closed_form():
 def _check(problems):
     comps = {p["task_id"]: [p["canonical_solution"], "    return None\n"] for p in problems}
     res = score_completions(problems, comps, ks=(1, 2), workers=2)
-    bad = [(pt["task_id"], pt["status"]) for pt in res["per_task"] if pt["status"][0] != "passed"
-           or pt["status"][1] == "passed"]
+    bad = [
+        (pt["task_id"], pt["status"])
+        for pt in res["per_task"]
+        if pt["status"][0] != "passed" or pt["status"][1] == "passed"
+    ]
     assert bad == []
     assert res["pass@1"] == 0.5 and res["pass@2"] == 1.0 and res["n_problems"] == len(problems)
-    canon = score_completions(problems, {p["task_id"]: [p["canonical_solution"]] for p in problems}, workers=2)
+    canon = score_completions(
+        problems, {p["task_id"]: [p["canonical_solution"]] for p in problems}, workers=2
+    )
     assert canon["pass@1"] == 1.0
 
 

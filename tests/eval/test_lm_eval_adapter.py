@@ -34,8 +34,12 @@ def test_registered():
 
 def test_loglikelihood_equals_herd(adapter, tiny):
     model, tok = tiny
-    reqs = [("Question: what is the capital of France?\nAnswer:", " Paris"), ("2 + 2 =", " 4"),
-            ("Trailing space ", "moves"), ("", "An empty context is BOS alone")]
+    reqs = [
+        ("Question: what is the capital of France?\nAnswer:", " Paris"),
+        ("2 + 2 =", " 4"),
+        ("Trailing space ", "moves"),
+        ("", "An empty context is BOS alone"),
+    ]
     got = adapter.loglikelihood([inst("loglikelihood", r) for r in reqs])
     ours = loglikelihood(model, tok, reqs[:3])
     for (a, ga), (b, gb) in zip(got[:3], ours):
@@ -55,7 +59,9 @@ def test_rolling_and_generate(adapter, tiny):
     text = "A held-out paragraph for perplexity. It has two sentences."
     (r,) = adapter.loglikelihood_rolling([inst("loglikelihood_rolling", (text,))])
     assert r == pytest.approx(float(token_logprobs(model, tok.encode(text, bos=True)).sum()), abs=1e-4)
-    (g,) = adapter.generate_until([inst("generate_until", ("Once upon a time", {"until": ["\n"], "max_gen_toks": 6}))])
+    (g,) = adapter.generate_until(
+        [inst("generate_until", ("Once upon a time", {"until": ["\n"], "max_gen_toks": 6}))]
+    )
     from herd.eval.scoring import generate
 
     assert g == generate(model, tok, ["Once upon a time"], max_new_tokens=6, stop=["\n"])[0][0]
@@ -68,9 +74,11 @@ def test_simple_evaluate_local_task(adapter, tmp_path):
     from lm_eval.tasks import TaskManager
 
     data = tmp_path / "qa.jsonl"
-    rows = [{"q": "What is 2 + 2?", "choices": ["3", "4", "5"], "gold": 1},
-            {"q": "Capital of France?", "choices": ["Paris", "Rome", "Oslo"], "gold": 0},
-            {"q": "Color of the sky?", "choices": ["green", "blue", "red"], "gold": 1}]
+    rows = [
+        {"q": "What is 2 + 2?", "choices": ["3", "4", "5"], "gold": 1},
+        {"q": "Capital of France?", "choices": ["Paris", "Rome", "Oslo"], "gold": 0},
+        {"q": "Color of the sky?", "choices": ["green", "blue", "red"], "gold": 1},
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "herd_local_qa.yaml").write_text(
         "task: herd_local_qa\n"
@@ -78,19 +86,30 @@ def test_simple_evaluate_local_task(adapter, tmp_path):
         f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
         "test_split: test\n"
         "output_type: multiple_choice\n"
-        "doc_to_text: \"Question: {{q}}\\nAnswer:\"\n"
-        "doc_to_choice: \"{{choices}}\"\n"
+        'doc_to_text: "Question: {{q}}\\nAnswer:"\n'
+        'doc_to_choice: "{{choices}}"\n'
         "doc_to_target: gold\n"
-        "metric_list:\n  - metric: acc\n")
-    out = simple_evaluate(model=adapter, tasks=["herd_local_qa"], task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
-                          log_samples=True)
+        "metric_list:\n  - metric: acc\n"
+    )
+    out = simple_evaluate(
+        model=adapter,
+        tasks=["herd_local_qa"],
+        task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
+        log_samples=True,
+    )
     res = out["results"]["herd_local_qa"]
     # recompute the accuracy from herd's own scores
     from herd.eval.scoring import loglikelihood as ll
 
     correct = 0
     for r in rows:
-        scores = [s for s, _ in ll(adapter.model, adapter.tokenizer,
-                                   [(f"Question: {r['q']}\nAnswer:", " " + c) for c in r["choices"]])]
+        scores = [
+            s
+            for s, _ in ll(
+                adapter.model,
+                adapter.tokenizer,
+                [(f"Question: {r['q']}\nAnswer:", " " + c) for c in r["choices"]],
+            )
+        ]
         correct += max(range(3), key=scores.__getitem__) == r["gold"]
     assert res["acc,none"] == pytest.approx(correct / 3)

@@ -5,8 +5,16 @@ import json
 import pytest
 
 from herd.errors import HerdError
-from herd.eval.multiple_choice import (LABEL_SETS, build_prompt, format_question, load_mc, move_answer_to,
-                                       multiple_choice, permute, robustness)
+from herd.eval.multiple_choice import (
+    LABEL_SETS,
+    build_prompt,
+    format_question,
+    load_mc,
+    move_answer_to,
+    multiple_choice,
+    permute,
+    robustness,
+)
 from herd.eval.scoring import loglikelihood
 
 EXAMPLES = [
@@ -39,9 +47,13 @@ def test_permutation_and_bias_move_the_answer():
     assert p["choices"] == ["22", "5", "4", "3"] and p["choices"][p["answer"]] == "4"
     for pos in range(4):
         m = move_answer_to(e, pos)
-        assert m["answer"] == pos and m["choices"][pos] == "4" and sorted(m["choices"]) == sorted(e["choices"])
-    shots = [move_answer_to({**x, "answer": int(x["answer"]) if str(x["answer"]).isdigit() else 2}, 0)
-             for x in EXAMPLES[2:]]
+        assert (
+            m["answer"] == pos and m["choices"][pos] == "4" and sorted(m["choices"]) == sorted(e["choices"])
+        )
+    shots = [
+        move_answer_to({**x, "answer": int(x["answer"]) if str(x["answer"]).isdigit() else 2}, 0)
+        for x in EXAMPLES[2:]
+    ]
     prompt = build_prompt(EXAMPLES[0], shots)
     assert prompt.count("Answer: A\n\n") == 2
 

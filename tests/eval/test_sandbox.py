@@ -9,7 +9,7 @@ import time
 import pytest
 
 from herd.eval.humaneval import load_problems, score_completions
-from herd.eval.sandbox import UID_BASE, _pids_of_uid, run_code, run_many
+from herd.eval.sandbox import run_code, run_many
 
 ROOT = os.geteuid() == 0
 
@@ -64,15 +64,26 @@ def test_basic_outcomes():
 
 def test_environment_is_minimal_and_cwd_private(monkeypatch):
     monkeypatch.setenv("HERD_TEST_API_KEY", "sk-very-secret")
-    r = run_code("import os, json; print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(), "
-                 "'files': os.listdir('.'), 'uid': os.getuid()}))")
+    r = run_code(
+        "import os, json; print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(), "
+        "'files': os.listdir('.'), 'uid': os.getuid()}))"
+    )
     assert r.passed
     import json
 
     info = json.loads(r.stdout)
     assert "HERD_TEST_API_KEY" not in info["env"] and "sk-very-secret" not in r.stdout
-    assert set(info["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONIOENCODING", "OMP_NUM_THREADS",
-                                "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LC_CTYPE"}
+    assert set(info["env"]) <= {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "PYTHONIOENCODING",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "LC_CTYPE",
+    }
     assert info["files"] == []
     if ROOT:
         assert info["uid"] >= 60000
@@ -92,13 +103,15 @@ def test_memory_bomb_is_contained():
 
 def test_fork_bomb_is_contained_and_cleaned_up():
     before = len(my_descendants())
-    bomb = ("import os, time\n"
-            "while True:\n"
-            "    try:\n"
-            "        if os.fork() == 0:\n"
-            "            os.setsid()\n"  # try to escape the process group too
-            "    except OSError:\n"
-            "        time.sleep(0.01)\n")
+    bomb = (
+        "import os, time\n"
+        "while True:\n"
+        "    try:\n"
+        "        if os.fork() == 0:\n"
+        "            os.setsid()\n"  # try to escape the process group too
+        "    except OSError:\n"
+        "        time.sleep(0.01)\n"
+    )
     r = run_code(bomb, timeout_s=1.0)
     assert not r.passed and r.status in ("timeout", "failed")
     time.sleep(0.2)
@@ -108,7 +121,9 @@ def test_fork_bomb_is_contained_and_cleaned_up():
     assert run_code("print(1)").passed
 
 
-@pytest.mark.skipif(not ROOT, reason="file isolation from the user's own files needs root (own uid + mount ns)")
+@pytest.mark.skipif(
+    not ROOT, reason="file isolation from the user's own files needs root (own uid + mount ns)"
+)
 def test_files_outside_are_safe(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -122,7 +137,7 @@ def test_files_outside_are_safe(tmp_path):
 import os, shutil, glob
 hits = []
 for fn in [lambda: os.remove({str(victim)!r}), lambda: shutil.rmtree({str(tmp_path)!r}),
-           lambda: open({str(tmp_path / 'new.txt')!r}, 'w').write('x'),
+           lambda: open({str(tmp_path / "new.txt")!r}, 'w').write('x'),
            lambda: open({repo_file!r}, 'w').write('x'),
            lambda: open('/etc/herd-pwned', 'w').write('x'),
            lambda: hits.append(open({str(secret)!r}).read()),
@@ -166,13 +181,16 @@ def test_network_is_unreachable():
     th = threading.Thread(target=accept)
     th.start()
     try:
-        plain = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.send(b'leak')\n"
+        plain = (
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+            "s.send(b'leak')\n"
+        )
         # bypass Python's socket module (and its audit events) with raw libc calls
         raw = f"""
 import ctypes, struct
 libc = ctypes.CDLL(None, use_errno=True)
 fd = libc.socket(2, 1, 0)
-addr = struct.pack('<HH4s8x', 2, __import__('socket').htons({port}) if False else (({port} >> 8) | (({port} & 255) << 8)), bytes([127, 0, 0, 1]))
+addr = struct.pack('<H', 2) + struct.pack('>H', {port}) + bytes([127, 0, 0, 1]) + bytes(8)  # sockaddr_in
 rc = libc.connect(fd, addr, len(addr)) if fd >= 0 else -1
 assert fd < 0 or rc != 0, 'connected'
 if fd >= 0:
@@ -194,11 +212,13 @@ def test_hostile_completions_score_as_failures():
     prob = load_problems(limit=1)
     body = {
         "loop": "    while True:\n        pass\n",
-        "fork": "    import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n",
+        "fork": "    import os\n    while True:\n        try:\n            os.fork()\n"
+        "        except OSError:\n            pass\n",
         "memory": "    x = ' ' * (2 ** 40)\n    return x\n",
-        "network": "    import socket\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n    return True\n",
+        "network": "    import socket\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n"
+        "    return True\n",
         "delete": "    import shutil, os\n    shutil.rmtree(os.path.expanduser('~'), ignore_errors=True)\n"
-                  "    os.system('rm -rf /work /tmp/*')\n    return 1\n",
+        "    os.system('rm -rf /work /tmp/*')\n    return 1\n",
         "exit0": "    import os\n    os._exit(0)\n",  # exit 0 before the checks ran
         "sysexit0": "    raise SystemExit(0)\n",
     }

@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from herd.errors import HerdError
-from herd.eval.scoring import (bits_per_byte, cut_at_stop, encode_pair, loglikelihood, loglikelihood_tokens,
-                               perplexity, rolling_loglikelihood, token_logprobs)
+from herd.eval.scoring import (
+    bits_per_byte,
+    cut_at_stop,
+    encode_pair,
+    loglikelihood,
+    loglikelihood_tokens,
+    perplexity,
+    rolling_loglikelihood,
+    token_logprobs,
+)
 
 
 def manual_ll(model, ctx, cont):
@@ -16,13 +24,19 @@ def manual_ll(model, ctx, cont):
     with torch.no_grad():
         logp = F.log_softmax(model(full[:, :-1]).double(), -1)[0]
     pos = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
-    return sum(float(logp[p, t]) for p, t in zip(pos, cont)), all(int(logp[p].argmax()) == t for p, t in zip(pos, cont))
+    return sum(float(logp[p, t]) for p, t in zip(pos, cont)), all(
+        int(logp[p].argmax()) == t for p, t in zip(pos, cont)
+    )
 
 
 def test_loglikelihood_equals_logits(tiny):
     model, tok = tiny
-    reqs = [("The capital of France is", " Paris"), ("Question: 2+2=\nAnswer:", " 4"),
-            ("a b c ", "d e f g"), ("x", " a much longer continuation with several tokens in it")]
+    reqs = [
+        ("The capital of France is", " Paris"),
+        ("Question: 2+2=\nAnswer:", " 4"),
+        ("a b c ", "d e f g"),
+        ("x", " a much longer continuation with several tokens in it"),
+    ]
     got = loglikelihood(model, tok, reqs, batch_size=3)
     for (c, x), (ll, greedy) in zip(reqs, got):
         ctx, cont = encode_pair(tok, c, x)
@@ -45,9 +59,9 @@ def test_greedy_flag(tiny):
     ctx = tok.encode("hello world", bos=True)
     with torch.no_grad():
         nxt = int(model(torch.tensor([ctx]))[0, -1].argmax())
-    (ll, greedy), = loglikelihood_tokens(model, [(ctx, [nxt])])
+    ((ll, greedy),) = loglikelihood_tokens(model, [(ctx, [nxt])])
     assert greedy
-    (_, greedy2), = loglikelihood_tokens(model, [(ctx, [(nxt + 1) % tok.n_words])])
+    ((_, greedy2),) = loglikelihood_tokens(model, [(ctx, [(nxt + 1) % tok.n_words])])
     assert not greedy2
 
 
@@ -57,7 +71,9 @@ def test_rolling_windows(tiny):
     ids = tok.encode(text, bos=True)
     full = token_logprobs(model, ids)
     with torch.no_grad():
-        ref = F.log_softmax(model(torch.tensor([ids[:-1]])), -1)[0].gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+        ref = F.log_softmax(model(torch.tensor([ids[:-1]])), -1)[0].gather(
+            -1, torch.tensor(ids[1:])[:, None]
+        )[:, 0]
     assert torch.allclose(full, ref, atol=1e-4)
     # With a 16-token window every prediction is made from the (up to) 16 tokens before it.
     win = token_logprobs(model, ids, max_len=16)
@@ -66,11 +82,11 @@ def test_rolling_windows(tiny):
         e = min(s + 16, len(ids))
         a = max(0, e - 1 - 16)
         with torch.no_grad():
-            lp = F.log_softmax(model(torch.tensor([ids[a:e - 1]])), -1)[0]
+            lp = F.log_softmax(model(torch.tensor([ids[a : e - 1]])), -1)[0]
         for j in range(s, e):
             assert float(win[j - 1]) == pytest.approx(float(lp[j - 1 - a, ids[j]]), abs=1e-4)
         s = e
-    (ll, n_tok, n_bytes), = rolling_loglikelihood(model, tok, [text])
+    ((ll, n_tok, n_bytes),) = rolling_loglikelihood(model, tok, [text])
     assert ll == pytest.approx(float(full.sum()), abs=1e-3) and n_tok == len(ids) - 1 and n_bytes == len(text)
 
 
@@ -82,7 +98,9 @@ def test_perplexity_and_bits_per_byte(tiny):
     nll = -sum(x[0] for x in rows)
     assert r["tokens"] == sum(x[1] for x in rows)
     assert r["perplexity"] == pytest.approx(math.exp(nll / r["tokens"]), rel=1e-6)
-    assert r["bits_per_byte"] == pytest.approx(nll / math.log(2) / sum(len(t.encode()) for t in texts), rel=1e-6)
+    assert r["bits_per_byte"] == pytest.approx(
+        nll / math.log(2) / sum(len(t.encode()) for t in texts), rel=1e-6
+    )
     assert bits_per_byte(model, tok, texts) == pytest.approx(r["bits_per_byte"])
     # a random model is near-uniform over 128K tokens: ~17 bits per token
     assert 10 < r["nll_per_token"] / math.log(2) < 25
@@ -112,4 +130,5 @@ def test_scoring_on_cuda_matches_cpu(tiny):
     gpu = loglikelihood(gpu_model, tok, reqs)
     assert [g[0] for g in gpu] == pytest.approx([c[0] for c in cpu], abs=1e-3)
     assert perplexity(gpu_model, tok, ["Some text."])["perplexity"] == pytest.approx(
-        perplexity(model, tok, ["Some text."])["perplexity"], rel=1e-3)
+        perplexity(model, tok, ["Some text."])["perplexity"], rel=1e-3
+    )
