@@ -43,10 +43,9 @@ def _check(problems):
     ]
     assert bad == []
     assert res["pass@1"] == 0.5 and res["pass@2"] == 1.0 and res["n_problems"] == len(problems)
-    canon = score_completions(
-        problems, {p["task_id"]: [p["canonical_solution"]] for p in problems}, workers=2
-    )
-    assert canon["pass@1"] == 1.0
+    # the canonical solutions alone: pass@1 = 1.0
+    canon = [pass_at_k(1, int(pt["status"][0] == "passed"), 1) for pt in res["per_task"]]
+    assert float(np.mean(canon)) == 1.0
 
 
 def test_canonical_subset_passes_and_wrong_fails():
