@@ -45,7 +45,7 @@ from torch import nn
 
 from herd.errors import HerdError
 from herd.inference.sampling import check_sampling, sample
-from herd.model.transformer import KVCache
+from herd.model.transformer import KVCache, apply_rope
 
 CACHE_ROUND = 256
 
@@ -126,14 +126,21 @@ class Generator:
         m = self.model
         B, T = tokens.shape
         fp32 = self.dtype == torch.float32
-        fc = self._freqs_cis()[pos].unsqueeze(2)  # [B, T, 1, D/2] complex
+        if torch.compiler.is_compiling():  # inductor does not fuse complex ops: the real form
+            cos, sin = m.rope_cos[pos], m.rope_sin[pos]
+            fc = None
+        else:
+            fc = self._freqs_cis()[pos].unsqueeze(2)  # [B, T, 1, D/2] complex
         h = F.embedding(tokens, m.tok_embeddings.weight)
         for i, layer in enumerate(m.layers):
             a = layer.attention
             H, Hkv, D = a.n_heads, a.n_kv_heads, a.head_dim
             x = _norm(layer.attention_norm, h, fp32)
-            q = _rope(_linear(a.wq, x).view(B, T, H, D), fc, fp32).transpose(1, 2)
-            k = _rope(_linear(a.wk, x).view(B, T, Hkv, D), fc, fp32).transpose(1, 2)
+            q, k = _linear(a.wq, x).view(B, T, H, D), _linear(a.wk, x).view(B, T, Hkv, D)
+            if fc is None:
+                q, k = apply_rope(q, cos, sin).transpose(1, 2), apply_rope(k, cos, sin).transpose(1, 2)
+            else:
+                q, k = _rope(q, fc, fp32).transpose(1, 2), _rope(k, fc, fp32).transpose(1, 2)
             v = _linear(a.wv, x).view(B, T, Hkv, D).transpose(1, 2)
             ck, cv = cache.k[i, :B], cache.v[i, :B]
             if isinstance(slot, int):
