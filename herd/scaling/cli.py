@@ -31,6 +31,8 @@ def register(sub) -> None:
                                    "(resumable: finished runs are skipped) and fits them.")
     iso.add_argument("--data", required=True, action="append",
                      help="tokenized data directory (from `herd tokenize`); repeat for a mix")
+    iso.add_argument("--val-data", default="",
+                     help="tokenized directory held out whole for the validation loss (default: the val split)")
     iso.add_argument("--budgets", required=True, help="compute budgets in FLOPs, e.g. 3e13,1e14,3e14")
     iso.add_argument("--sizes", default="",
                      help="non-embedding parameter counts to try at every budget, e.g. 2e5,5e5,1e6 "
@@ -72,7 +74,7 @@ def register(sub) -> None:
 def _isoflop(args) -> int:
     from herd.scaling.isoflop import IsoFLOPConfig, run_isoflop
 
-    cfg = IsoFLOPConfig(data=args.data, budgets=_floats(args.budgets),
+    cfg = IsoFLOPConfig(data=args.data, val_data=args.val_data, budgets=_floats(args.budgets),
                         sizes=_floats(args.sizes) if args.sizes else [], n_sizes=args.n_sizes,
                         spread=args.spread, seq_len=args.seq_len, lr=args.lr, min_steps=args.min_steps,
                         out_dir=args.out, device=args.device, seed=args.seed)

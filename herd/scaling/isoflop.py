@@ -33,6 +33,7 @@ CONVENTION = "N = non-embedding params (output layer included); C = D * ModelArg
 class IsoFLOPConfig:
     data: list[str]  # tokenized data directories (herd tokenize), mixed with equal weight
     budgets: list[float]
+    val_data: str = ""  # a tokenized directory held out whole; empty = the 'val' split of `data`
     sizes: list[float] = field(default_factory=list)  # N values to try at every budget; empty = automatic
     n_sizes: int = 5
     spread: float = 4.0  # automatic sizes span guess/spread .. guess*spread
@@ -134,7 +135,7 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
     steps = run["steps"]
     d = {
         "model": {"preset": "herd-5m", "overrides": overrides},
-        "data": {"sources": [{"path": p, "weight": 1.0} for p in cfg.data], "seed": cfg.seed,
+        "data": {"sources": [{"path": p, "weight": 1.0} for p in cfg.data], "seed": cfg.seed, "val": cfg.val_data,
                  "doc_mask": cfg.doc_mask},
         "optim": {"lr": cfg.lr, "weight_decay": 0.1},
         "schedule": {"warmup_steps": max(1, int(cfg.warmup_frac * steps)), "decay_steps": steps,
@@ -150,7 +151,7 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
 
 
 def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_size: int, seed: int = 0,
-                 device=None, doc_mask: bool = True) -> float:
+                 device=None, doc_mask: bool = True, split: str | None = None) -> float:
     """Mean next-token loss (nats) over fixed rows of the data's 'val' split (the same rows for
     every model: the loader is deterministic in its seed), with the document mask."""
     import torch
@@ -159,7 +160,11 @@ def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_si
     from herd.data import IGNORE, MixtureLoader
     from herd.data.shards import has_split
 
-    split = "val" if all(has_split(p, "val") for p in data) else "train"
+    if split is None:
+        if not all(has_split(p, "val") for p in data):
+            raise HerdError(f"{data[0]}: no 'val' split to measure held-out loss on; tokenize with a val "
+                            "fraction or give a held-out directory")
+        split = "val"
     loader = MixtureLoader([(p, 1.0) for p in data], split=split, seed=seed + 12345)
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -226,7 +231,9 @@ def run_isoflop(cfg: IsoFLOPConfig):
         t0 = time.time()
         run_dir = out / "runs" / run["name"]
         model = _train_one(cfg, run, run_dir)
-        loss = heldout_loss(model, cfg.data, seq_len=cfg.seq_len, batches=cfg.val_batches,
+        val = [cfg.val_data] if cfg.val_data else cfg.data
+        loss = heldout_loss(model, val, split="train" if cfg.val_data else None, seq_len=cfg.seq_len,
+                            batches=cfg.val_batches,
                             batch_size=cfg.val_batch_size, seed=cfg.seed, doc_mask=cfg.doc_mask)
         m: ModelArgs = run["model"]
         rec = {"name": run["name"], "flops": run["flops"], "n_params": run["n_params"], "tokens": run["tokens"],

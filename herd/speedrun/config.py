@@ -36,7 +36,9 @@ class SpeedrunConfig:
     curate_workers: int = 0  # 0 = all cores
     # 2. tokenizer
     vocab_size: int = 1024
-    val_fraction: float = 0.03
+    val_fraction: float = 0.03  # held-out share of the text pieces (bits per byte, validation loss)
+    min_heldout: int = 8
+    chunk_chars: int = 6000  # long documents are cut at paragraph breaks into pieces of about this size
     # 3. IsoFLOP sweep (C = D * ModelArgs.flops_per_token(seq_len); N = non-embedding params)
     seq_len: int = 256
     budgets: list = field(default_factory=lambda: [1e11, 3e11, 1e12])
@@ -62,6 +64,7 @@ class SpeedrunConfig:
     # 5. post-training on the arithmetic task
     task_train: int = 3000
     task_test: int = 200
+    task_max_value: int = 20  # operands 1..20 (a model of a few 100K parameters can learn these)
     sft_steps: int = 150
     sft_lr: float = 1e-3
     sft_batch: int = 32
@@ -102,7 +105,7 @@ def preset(name: str, **overrides) -> SpeedrunConfig:
                   "arithmetic": 40_000, "wiki-fr-es": 10_000},
             math_problems=1200, vocab_size=768, seq_len=128, budgets=[3e10, 1e11], n_sizes=3, spread=2.0,
             min_steps=10, max_batch=8, val_batches=2, val_batch_size=8, flagship_flops=3e11, batch_size=8,
-            anneal_checkpoints=2, task_train=300, task_test=24, sft_steps=12, sft_batch=16, rs_prompts=24, rs_k=4,
+            anneal_checkpoints=2, task_train=300, task_test=24, sft_steps=30, sft_batch=16, rs_prompts=24, rs_k=4,
             rs_sft_steps=8, dpo_steps=8, dpo_batch=8, task_max_new_tokens=16, bpb_docs=6, bpb_max_chars=1500,
             sample_tokens=16, sample_prompts=["The President", "ROMEO:"])
     elif name == "gpu":

