@@ -22,14 +22,15 @@ Scoring — `herd.eval.scoring`
 
 Sandbox — `herd.eval.sandbox` (also used for code rejection sampling in post-training)
     run_code(code, timeout_s=10.0, memory_mb=1024, cpu_s=None, max_procs=4, max_file_mb=16, tmpfs_mb=64,
-             stdin=None, hide=(), site_packages=False, require_end=False)
+             stdin=None, hide=(), site_packages=False, require_end=True)
         -> Result(passed, status, returncode, stdout, stderr, wall_s, isolation)
         runs `code` with `python -I -S` in a fresh process: PID/mount/network namespaces where
         permitted (killed as a whole), rlimits (AS, CPU, NPROC, FSIZE, CORE), its own unprivileged
         uid when started as root, a private tmpfs /tmp as cwd and HOME, homes and the working
         directory hidden, a minimal environment, a socket-refusing audit hook. status is "passed",
         "failed", "timeout", "memory" or "error"; stdout/stderr are tails; isolation lists the
-        layers in force. require_end: pass only if the program ran to its last line.
+        layers in force. require_end (default): pass only if the program ran to its last line, so
+        code that exits 0 before the appended tests run (os._exit(0), sys.exit(0)) fails.
     run_many(codes, workers=2, **kw) -> list[Result]
 
 HumanEval — `herd.eval.humaneval`

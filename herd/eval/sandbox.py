@@ -240,7 +240,7 @@ def run_code(
     stdin: str | None = None,
     hide: tuple[str, ...] = (),
     site_packages: bool = False,
-    require_end: bool = False,
+    require_end: bool = True,
 ) -> Result:
     """Run the Python program `code` in the sandbox and report how it ended.
 
@@ -249,8 +249,9 @@ def run_code(
     may write; tmpfs_mb: size of its private /tmp; stdin: text fed to it; hide: more directories to
     make invisible to it; site_packages: let it import the environment's installed packages (by
     default it gets the standard library only, which starts 3x faster and is all HumanEval needs);
-    require_end: pass only if the program ran to its last line (a test script that calls
-    os._exit(0) or sys.exit(0) before its checks have run must not pass; HumanEval sets this)."""
+    require_end (default True): pass only if the program ran to its last line, so a solution that
+    exits 0 (os._exit(0), sys.exit(0)) before the tests appended to it have run does not pass;
+    False judges by the exit status alone (programs that legitimately end with sys.exit(0))."""
     if not isinstance(code, str):
         raise HerdError(f"sandbox: code must be a string, got {type(code).__name__}")
     base = Path(tempfile.mkdtemp(prefix="herd-sbx-"))

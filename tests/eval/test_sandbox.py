@@ -231,10 +231,13 @@ def test_hostile_completions_score_as_failures():
 
 
 def test_require_end():
-    assert run_code("import os\nos._exit(0)\nprint('unreached')").passed
-    assert not run_code("import os\nos._exit(0)\nprint('unreached')", require_end=True).passed
-    assert not run_code("import sys\nsys.exit(0)", require_end=True).passed
-    assert run_code("x = 1\n", require_end=True).passed
+    # default: exiting 0 before the end (before appended tests could run) is a failure
+    assert not run_code("import os\nos._exit(0)\nassert False, 'tests'").passed
+    assert not run_code("import sys\nsys.exit(0)\nassert False, 'tests'").passed
+    assert run_code("x = 1\n").passed
+    # programs that legitimately end with sys.exit(0) are judged by their exit status alone
+    assert run_code("import sys\nsys.exit(0)", require_end=False).passed
+    assert not run_code("import sys\nsys.exit(1)", require_end=False).passed
 
 
 def test_run_many_is_ordered():
