@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from herd.errors import HerdError
+
 # Dense bf16 tensor-core peaks from the vendors' datasheets, FLOP/s.
 GPU_BF16_PEAK = {
     "H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12,
@@ -82,7 +84,11 @@ class MetricsWriter:
         self.f = open(self.path, "a")
         self.tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise HerdError("run.tensorboard = true needs the tensorboard package: pip install tensorboard") \
+                    from None
 
             self.tb = SummaryWriter(str(out_dir / "tensorboard"))
 

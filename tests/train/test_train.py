@@ -9,7 +9,7 @@ from train_helpers import tiny_config
 from safetensors.torch import load_file
 
 from herd.errors import HerdError
-from herd.train import pretrain
+from herd.train import LongContextStage, pretrain
 from herd.train import trainer as trainer_mod
 
 
@@ -23,12 +23,15 @@ def _records(out, kind="train"):
 
 def test_run_anneal_polyak_and_export(para_tok_dir, tmp_path):
     out = tmp_path / "run"
-    cfg = tiny_config(para_tok_dir, out, "--run.steps", "16", "--eval.interval", "8", "--checkpoint.interval", "8",
+    cfg = tiny_config(para_tok_dir, out, "--run.steps", "14", "--eval.interval", "8", "--checkpoint.interval", "8",
                       "--anneal.tokens", "768", "--anneal.checkpoints", "3")
+    cfg.long_context = [LongContextStage(seq_len=128, tokens=512)]  # 2 steps of 2 x 128
     res = pretrain(cfg)
     assert res["steps"] == 19 and res["tokens"] == 19 * 256 and res["skipped_steps"] == 0
     train = _records(out)
     assert [r["step"] for r in train] == list(range(1, 20))
+    assert [(r["phase"], r["batch_size"], r["seq_len"]) for r in train][13:16] == [
+        ("stage0", 4, 64), ("long_context0", 2, 128), ("long_context0", 2, 128)]
     assert train[-1]["loss"] < train[0]["loss"] - 1.0  # it learns
     for k in ("tokens", "loss", "lr", "tokens_per_s", "mfu", "mem_gib", "grad_norm"):
         assert all(k in r for r in train)
@@ -140,3 +143,43 @@ def test_bad_inputs_one_line(para_tok_dir, tmp_path):
         pretrain(tiny_config(para_tok_dir, tmp_path / "y", "--run.steps", "2", "--model.vocab_size", "300"))
     with pytest.raises(HerdError, match="exceeds the model's max_seq_len"):
         pretrain(tiny_config(para_tok_dir, tmp_path / "z", "--run.steps", "2", "--stages.0.seq_len", "4096"))
+
+
+def test_activation_checkpointing_and_micro_batches_change_nothing(para_tok_dir, tmp_path):
+    base = ["--run.steps", "4", "--eval.batches", "0"]
+    a = pretrain(tiny_config(para_tok_dir, tmp_path / "a", *base))
+    b = pretrain(tiny_config(para_tok_dir, tmp_path / "b", *base, "--run.activation_checkpointing", "true",
+                             "--run.micro_batch_tokens", "128"))
+    la, lb = [r["loss"] for r in _records(tmp_path / "a")], [r["loss"] for r in _records(tmp_path / "b")]
+    assert max(abs(x - y) for x, y in zip(la, lb)) < 1e-5  # only the order of the sums differs
+    assert a["steps"] == b["steps"] == 4
+
+
+def test_tensorboard_option(para_tok_dir, tmp_path):
+    import importlib.util
+
+    cfg = tiny_config(para_tok_dir, tmp_path / "tb", "--run.steps", "2", "--eval.batches", "0",
+                      "--run.tensorboard", "true")
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(HerdError, match="needs the tensorboard package: pip install tensorboard"):
+            pretrain(cfg)
+    else:
+        pretrain(cfg)
+        assert any((tmp_path / "tb" / "tensorboard").iterdir())
+
+
+@pytest.mark.slow
+def test_export_converts_to_transformers(para_tok_dir, tmp_path):
+    """The final model goes through herd's HF export (what `herd convert` writes) into transformers."""
+    from transformers import LlamaForCausalLM
+
+    from herd.checkpoint import load_model
+    from herd.checkpoint.hf import save_hf
+
+    res = pretrain(tiny_config(para_tok_dir, tmp_path / "run", "--run.steps", "3", "--eval.batches", "0"))
+    model, tok = load_model(res["model_dir"])
+    save_hf(model, tmp_path / "hf", tok, hf_tokenizer=False)
+    hf = LlamaForCausalLM.from_pretrained(tmp_path / "hf")
+    x = torch.randint(0, 512, (1, 50))
+    with torch.no_grad():
+        assert torch.allclose(hf(x).logits, model(x), atol=1e-4)
