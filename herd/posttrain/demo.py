@@ -7,7 +7,8 @@
 2. SFT on chat-formatted train problems (loss on the assistant's answer only).
 3. Rejection sampling: K samples per train prompt, scored by the exact-answer verifier; the
    correct samples become SFT data for a second SFT from the SFT model (the paper's RS -> SFT).
-4. DPO on (correct, wrong) pairs from the same samples, from the RS model.
+4. DPO from the RS model on (correct, wrong) pairs sampled from the RS model itself on other train
+   prompts (the paper collects preference data with the latest, best model).
 
 Held-out accuracy (greedy, exact "#### N") is measured on test problems that never appear in
 training. `herd posttrain demo OUT` and `run_demo(out)` run it; the slow test asserts that the
@@ -39,20 +40,22 @@ class DemoConfig:
     n_layers: int = 3
     n_heads: int = 4
     n_kv_heads: int = 2
-    pretrain_steps: int = 400
+    pretrain_steps: int = 500
     pretrain_lr: float = 3e-3
-    sft_steps: int = 60
-    sft_lr: float = 1e-3
+    sft_steps: int = 80
+    sft_lr: float = 0.002
     batch_size: int = 32
     seq_len: int = 128
     rs_prompts: int = 400
     k: int = 8
     temperature: float = 1.0
-    rs_sft_steps: int = 40
-    rs_sft_lr: float = 5e-4
+    rs_sft_steps: int = 60
+    rs_sft_lr: float = 0.002
     dpo_steps: int = 40
-    dpo_lr: float = 2e-4
+    dpo_lr: float = 3e-05
     dpo_batch: int = 16
+    dpo_prompts: int = 400
+    dpo_lora_rank: int = 0
     quiet: bool = True
 
 
@@ -186,14 +189,22 @@ def run_demo(out: str | Path | None = None, cfg: DemoConfig | None = None, log=p
     timings["rejection_sampling"] = time.time() - t
     evaluate("rs", o / "rs_sft")
 
+    # DPO on preference pairs sampled from the current best policy (paper §4.2.1: preference data
+    # is collected with the best models of the previous round), on train prompts not used above.
     t = time.time()
-    m_dpo = dpo(DPOConfig(model=str(o / "rs_sft"), data=str(o / "rs" / "pairs.jsonl"), out=str(o / "dpo"),
+    write_jsonl(o / "task" / "dpo_prompts.jsonl",
+                (p.prompt_record() for p in train[cfg.rs_prompts: cfg.rs_prompts + cfg.dpo_prompts]))
+    rs2 = rejection_sample(RSConfig(model=str(o / "rs_sft"), prompts=str(o / "task" / "dpo_prompts.jsonl"),
+                                    out=str(o / "dpo_samples"), scorer="math", k=cfg.k, max_new_tokens=24,
+                                    temperature=cfg.temperature, seed=cfg.seed, quiet=cfg.quiet, chunk=200))
+    log(f"posttrain demo: preference pairs from the RS model: {rs2['pairs']} (pass@1 {rs2['pass@1']:.3f})")
+    m_dpo = dpo(DPOConfig(model=str(o / "rs_sft"), data=str(o / "dpo_samples" / "pairs.jsonl"), out=str(o / "dpo"),
                           lr=cfg.dpo_lr, steps=cfg.dpo_steps, batch_size=cfg.dpo_batch, max_len=cfg.seq_len,
-                          seed=cfg.seed, quiet=cfg.quiet, warmup=5, save_every=0))
+                          lora_rank=cfg.dpo_lora_rank, seed=cfg.seed, quiet=cfg.quiet, warmup=5, save_every=0))
     timings["dpo"] = time.time() - t
     evaluate("dpo", o / "dpo")
 
-    res = {"accuracy": acc, "rejection_sampling": rs, "sft": m_sft, "rs_sft": m_rs, "dpo": m_dpo,
+    res = {"accuracy": acc, "rejection_sampling": rs, "dpo_sampling": rs2, "sft": m_sft, "rs_sft": m_rs, "dpo": m_dpo,
            "seconds": timings, "total_seconds": time.time() - t0, "params": args.num_params(),
            "config": asdict(cfg)}
     (o / "results.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
