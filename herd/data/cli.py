@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per shard file (default 2^28)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.epilog = ("An interrupted run (Ctrl-C, crash) resumes when the same command is run again: shards already "
+                "written are kept (OUT.tmp-tokenize/progress.json).")
     p.set_defaults(func=run)
 
 

@@ -141,9 +141,9 @@ def _encode_chunk(job):
 
 
 class _ShardWriter:
-    def __init__(self, root: Path, split: str, shard_tokens: int):
+    def __init__(self, root: Path, split: str, shard_tokens: int, shards: list[dict] | None = None):
         self.root, self.split, self.shard_tokens = root, split, shard_tokens
-        self.shards: list[dict] = []
+        self.shards: list[dict] = list(shards or [])
         self.f = None
         self._open()
 
@@ -154,13 +154,21 @@ class _ShardWriter:
         self.lengths: list[np.ndarray] = []
         self.n = 0
 
-    def add(self, tokens: np.ndarray, lengths: np.ndarray):
+    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> bool:
+        """Append documents; True when this closed a full shard."""
         if not len(lengths):
-            return
+            return False
         self.f.write(tokens.astype(np.uint32, copy=False).tobytes())
         self.lengths.append(lengths)
         self.n += int(tokens.size)
         if self.n >= self.shard_tokens:
+            self.roll()
+            return True
+        return False
+
+    def roll(self):
+        """Close the current shard (if it holds anything) and start the next."""
+        if self.n:
             self._close()
             self._open()
 
@@ -191,18 +199,40 @@ def _file_sha256(path) -> str:
     return h.hexdigest()
 
 
+def _identity(files: list[Path], tok_sha: str, **params) -> dict:
+    """What a resumable tokenization depends on: the inputs (path, size, mtime), tokenizer, options."""
+    return {"inputs": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files], "tokenizer": tok_sha,
+            **params}
+
+
+def _write_json_atomic(path: Path, obj: dict):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj) + "\n")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_fraction: float = 0.005,
                    bos: bool = True, eos: bool = True, workers: int = 0, shard_tokens: int = 1 << 28,
-                   chunk_docs: int = 64, overwrite: bool = False, progress: bool = True) -> dict:
+                   chunk_docs: int = 64, overwrite: bool = False, progress: bool = True, log=None) -> dict:
     """Tokenize documents into a token directory (see herd/data/shards.py) and return its meta.
 
     inputs: files or directories (.jsonl[.gz|.zst] with a `text_field`, .parquet, .txt/.md one
     document per file). tokenizer: a herd Tokenizer, or a path to a tiktoken file, or "llama3".
-    workers: processes (0 = all cores). val_fraction: share of documents held out (by text hash)."""
+    workers: processes (0 = all cores). val_fraction: share of documents held out (by text hash).
+
+    Interrupted (Ctrl-C, crash), the same call resumes: every time a shard is full, the shards
+    written so far and the number of documents they hold are recorded in OUT.tmp-tokenize/
+    progress.json; a re-run with the same inputs (paths, sizes, mtimes), tokenizer and options
+    continues from there and produces the same output as an uninterrupted run."""
+    import sys
+
     from tqdm import tqdm
 
     from herd.tokenizer import Tokenizer
 
+    log = log or (lambda m: print(m, file=sys.stderr))
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = Tokenizer.llama3() if str(tokenizer) == "llama3" else Tokenizer.load(tokenizer)
     if not 0 <= val_fraction < 1:
@@ -213,29 +243,61 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
         if not overwrite:
             raise HerdError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
     tmp = out.with_name(out.name + ".tmp-tokenize")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(tmp / "tokenizer.model")
+    ident = _identity(files, _file_sha256(tmp / "tokenizer.model"), text_field=text_field,
+                      val_fraction=val_fraction, bos=bos, eos=eos, shard_tokens=shard_tokens, chunk_docs=chunk_docs)
+    prog_file = tmp / "progress.json"
+    prog = None
+    if prog_file.is_file():
+        try:
+            prog = json.loads(prog_file.read_text())
+        except ValueError:
+            prog = None
+        if prog is not None and prog.get("identity") != ident:
+            log(f"herd: {tmp} holds an interrupted tokenization of other inputs or options; starting over")
+            prog = None
+    if prog is None:
+        prog = {"identity": ident, "docs": 0, "empty": 0, "shards": {"train": [], "val": []}}
+    else:
+        log(f"herd: resuming the interrupted tokenization after {prog['docs']:,} documents")
+    keep = {"tokenizer.model", "progress.json"} | {x for sh in prog["shards"].values() for d in sh
+                                                    for x in (d["tokens"], d["index"])}
+    for f in tmp.iterdir():  # shards written after the last record are redone
+        if f.name not in keep:
+            f.unlink() if f.is_file() else shutil.rmtree(f)
     workers = workers or os.cpu_count() or 1
-    writers = {s: _ShardWriter(tmp, s, shard_tokens) for s in ("train", "val")}
+    writers = {s: _ShardWriter(tmp, s, shard_tokens, prog["shards"][s]) for s in ("train", "val")}
     total_bytes = sum(f.stat().st_size for f in files)
-    n_empty = 0
+    n_empty = prog["empty"]
+    ends: list[tuple[int, int]] = []  # (documents read, empty documents) at the end of each job, in order
 
     def jobs():
         nonlocal n_empty
         buf: list[str] = []
+        seen = 0
         for f in files:
             for t in read_documents(f, text_field):
+                seen += 1
+                if seen <= prog["docs"]:
+                    continue
                 if not t.strip():
                     n_empty += 1
                     continue
                 buf.append(t)
                 if len(buf) >= chunk_docs:
+                    ends.append((seen, n_empty))
                     yield buf, bos, eos, val_fraction
                     buf = []
             bar.update(f.stat().st_size)
+        ends.append((seen, n_empty))
         if buf:
             yield buf, bos, eos, val_fraction
+
+    def record(docs: int, empty: int):
+        writers["val"].roll()  # both splits end at the same document
+        _write_json_atomic(prog_file, {"identity": ident, "docs": docs, "empty": empty,
+                                       "shards": {s: w.shards for s, w in writers.items()}})
 
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize", disable=not progress)
     ranks, name = tokenizer.mergeable_ranks, getattr(tokenizer.model, "name", "herd")
@@ -252,9 +314,13 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
             results = pool.imap(_encode_chunk, jobs(), chunksize=1)
         n_tok = 0
         for res in results:  # imap keeps the input order: the output is deterministic
+            docs, empty = ends.pop(0)
+            full = False
             for split, (toks, lens) in res.items():
-                writers[split].add(toks, lens)
+                full |= writers[split].add(toks, lens) and split == "train"
                 n_tok += int(toks.size)
+            if full:
+                record(docs, empty)
             bar.set_postfix(tokens=f"{n_tok:,}")
         if pool is not None:
             pool.close()
@@ -263,22 +329,25 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
         if pool is not None:
             pool.terminate()
         bar.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        for w in writers.values():
+            w.f.close()
+        if not prog_file.exists():  # nothing worth resuming
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     bar.close()
     splits = {s: w.finish() for s, w in writers.items()}
     if splits["train"]["n_docs"] == 0 and splits["val"]["n_docs"] == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise HerdError(f"no non-empty documents in {', '.join(map(str, inputs))}")
-    tokenizer.save(tmp / "tokenizer.model")
     meta = {
         "format": FORMAT, "version": VERSION, "dtype": "uint32",
         "tokenizer": {"file": "tokenizer.model", "n_words": tokenizer.n_words, "bos_id": tokenizer.bos_id,
-                      "eos_id": tokenizer.eos_id, "sha256": _file_sha256(tmp / "tokenizer.model")},
+                      "eos_id": tokenizer.eos_id, "sha256": ident["tokenizer"]},
         "bos": bos, "eos": eos, "val_fraction": val_fraction, "text_field": text_field,
         "inputs": [str(f) for f in files], "empty_documents_skipped": n_empty, "splits": splits,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    prog_file.unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -94,3 +94,33 @@ def test_cli_tokenize(tmp_path, byte_tok, capsys):
     assert np.asarray(TokenData(tmp_path / "o").doc(0)).tolist() == byte_tok.encode("document number 0", bos=True,
                                                                                      eos=True)
     assert main(["tokenize", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_interrupted_tokenization_resumes_to_the_same_output(tmp_path, byte_tok, text_files, monkeypatch):
+    import herd.data.tokenize as tk
+
+    kw = dict(val_fraction=0.2, workers=1, shard_tokens=20_000, chunk_docs=2, progress=False)
+    ref = tokenize_files(text_files[:20], byte_tok, tmp_path / "ref", **kw)
+    orig, n = tk.read_documents, {"docs": 0}
+
+    def dying(path, field="text"):
+        for t in orig(path, field):
+            n["docs"] += 1
+            if n["docs"] == 13:
+                raise KeyboardInterrupt
+            yield t
+
+    monkeypatch.setattr(tk, "read_documents", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_files(text_files[:20], byte_tok, tmp_path / "out", **kw)
+    prog = json.loads((tmp_path / "out.tmp-tokenize" / "progress.json").read_text())
+    assert 0 < prog["docs"] < 13 and prog["shards"]["train"]
+    monkeypatch.undo()
+    msgs = []
+    meta = tokenize_files(text_files[:20], byte_tok, tmp_path / "out", log=msgs.append, **kw)
+    assert any(f"after {prog['docs']} documents" in m for m in msgs)
+    assert not (tmp_path / "out.tmp-tokenize").exists()
+    for split in ("train", "val"):
+        a, b = TokenData(tmp_path / "ref", split), TokenData(tmp_path / "out", split)
+        assert meta["splits"][split]["n_tokens"] == ref["splits"][split]["n_tokens"] > 0
+        assert a.n_docs == b.n_docs and all(np.array_equal(a.doc(i), b.doc(i)) for i in range(a.n_docs))
