@@ -35,6 +35,7 @@ shapes (cache lengths are rounded up to a multiple of 256 so few shapes occur).
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -208,15 +209,24 @@ class Generator:
         if not isinstance(prompts, (list, tuple)) or not prompts:
             raise HerdError("prompts must be a non-empty list of token-id lists")
         V = self.args.vocab_size
+        out = []
         for i, p in enumerate(prompts):
+            if hasattr(p, "tolist") and not isinstance(p, (list, tuple)):  # a tensor or numpy array
+                p = p.tolist()
             if not isinstance(p, (list, tuple)) or not p:
                 raise HerdError(f"prompt {i} is empty or not a list of token ids")
             if len(p) >= self.max_seq_len:
                 raise HerdError(f"prompt {i} has {len(p)} tokens but the context is {self.max_seq_len} tokens; "
                                 "shorten the prompt (room for at least one new token is needed)")
-            bad = [t for t in p if not isinstance(t, int) or not 0 <= t < V]
+            try:
+                p = [operator.index(t) for t in p]  # ints, numpy ints, 0-d integer tensors
+            except TypeError:
+                raise HerdError(f"prompt {i} holds something other than integer token ids") from None
+            bad = [t for t in p if not 0 <= t < V]
             if bad:
                 raise HerdError(f"prompt {i} has token id {bad[0]!r} outside the model's vocabulary [0, {V})")
+            out.append(p)
+        return out
 
     def stop_reason(self, token: int) -> str:
         tok = self.tokenizer
@@ -234,7 +244,7 @@ class Generator:
                  top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                  stop_tokens: Sequence[int] | None = None, num_samples: int = 1,
                  on_token: Callable[[int, int, int], object] | None = None) -> list[Completion]:
-        self._check(prompts, max_new_tokens, temperature, top_p, top_k, num_samples)
+        prompts = self._check(prompts, max_new_tokens, temperature, top_p, top_k, num_samples)
         if stop_tokens is None:
             stop_tokens = list(self.tokenizer.stop_tokens) if self.tokenizer is not None else []
         gen = torch.Generator(device=self.device)

@@ -78,7 +78,7 @@ class SpeculativeGenerator:
                  top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                  stop_tokens: Sequence[int] | None = None, num_samples: int = 1,
                  on_token: Callable[[int, int, int], object] | None = None) -> list[Completion]:
-        self.target._check(prompts, max_new_tokens, temperature, top_p, top_k, num_samples)
+        prompts = self.target._check(prompts, max_new_tokens, temperature, top_p, top_k, num_samples)
         if stop_tokens is None:
             stop_tokens = list(self.tokenizer.stop_tokens) if self.tokenizer is not None else []
         stops = set(int(t) for t in stop_tokens)

@@ -132,6 +132,13 @@ def test_bad_prompts(model):
         gen.generate([[]])
     with pytest.raises(HerdError, match="non-empty"):
         gen.generate([])
+    with pytest.raises(HerdError, match="integer"):
+        gen.generate([[1.5, 2]])
+    # numpy / tensor ids are fine
+    import numpy as np
+
+    a = gen.generate([torch.tensor([5, 6, 7]), np.array([5, 6, 7])], max_new_tokens=3)
+    assert a[0].tokens == a[1].tokens == gen.generate([[5, 6, 7]], max_new_tokens=3)[0].tokens
 
 
 def test_stream_never_splits_utf8(small_tokenizer):
