@@ -30,9 +30,9 @@ class SpeedrunConfig:
     threads: int = 0
     # 1. corpus: characters per source (0 = leave the source out)
     caps: dict = field(default_factory=lambda: {
-        "wiki-en": 1_200_000, "sotu": 900_000, "shakespeare": 900_000, "python-stdlib": 700_000,
-        "arithmetic": 500_000, "wiki-fr-es": 150_000})
-    math_problems: int = 12_000
+        "wiki-en": 700_000, "sotu": 500_000, "shakespeare": 500_000, "python-stdlib": 400_000,
+        "arithmetic": 350_000, "wiki-fr-es": 80_000})
+    math_problems: int = 8_000
     curate_workers: int = 0  # 0 = all cores
     # 2. tokenizer
     vocab_size: int = 1024
@@ -41,8 +41,8 @@ class SpeedrunConfig:
     chunk_chars: int = 6000  # long documents are cut at paragraph breaks into pieces of about this size
     # 3. IsoFLOP sweep (C = D * ModelArgs.flops_per_token(seq_len); N = non-embedding params)
     seq_len: int = 256
-    budgets: list = field(default_factory=lambda: [1e11, 3e11, 1e12])
-    n_sizes: int = 5
+    budgets: list = field(default_factory=lambda: [5e10, 1.5e11, 5e11])
+    n_sizes: int = 4
     spread: float = 3.0
     iso_lr: float = 3e-3
     min_steps: int = 30
@@ -52,7 +52,7 @@ class SpeedrunConfig:
     doc_mask: bool = True
     # 4. the herd: the flagship at `flagship_flops`, sized by the fit; small and medium are
     # N*/small_div and N*/medium_div on the flagship's token count (like 8B/70B/405B on 15T tokens).
-    flagship_flops: float = 3e12
+    flagship_flops: float = 1.5e12
     small_div: float = 8.0
     medium_div: float = 2.8
     lr: float = 3e-3

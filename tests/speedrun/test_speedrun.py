@@ -126,3 +126,13 @@ def test_quick_speedrun_end_to_end(tmp_path):
     assert "data:image/png;base64," in html
     # a rerun skips every stage
     assert main(["speedrun", "--quick", "--out", str(out)]) == 0
+
+
+def test_chunks_cut_at_paragraphs():
+    text = "\n\n".join(f"paragraph {i} " + "word " * 50 for i in range(40))
+    parts = sr._chunks(text, 1000)
+    assert len(parts) > 5 and all(len(p) <= 2000 for p in parts)
+    assert "\n\n".join(parts) == text  # nothing lost, nothing added
+    assert sr._chunks("short", 1000) == ["short"]
+    huge = "x" * 5000
+    assert "".join(sr._chunks(huge, 1000)) == huge
