@@ -189,6 +189,7 @@ class Trainer:
     # ---- checkpoints ----
     def train_state(self) -> dict:
         st = {"step": self.step, "tokens": self.tokens, "skipped": self.skipped, "rollbacks": self.rollbacks,
+              "last_loss": self.last_loss,
               "spikes": self.spikes, "loss_ema": self.loss_ema, "train_time": self.train_time,
               "lr": self.lr(max(0, self.step - 1)), "world": self.dist.world,
               "data": {"main": self.main_loader.state_dict()},
@@ -239,6 +240,7 @@ class Trainer:
             set_optimizer_state_dict(self.model, self.optim, state["optim"])
         for k in ("step", "tokens", "loss_ema", "train_time"):
             setattr(self, k, ts[k])
+        self.last_loss = ts.get("last_loss", float("nan"))
         if data:  # a resume; a rollback keeps counting its events
             self.skipped, self.spikes, self.rollbacks = ts["skipped"], ts["spikes"], ts["rollbacks"]
             self.main_loader.load_state_dict(ts["data"]["main"])
@@ -496,7 +498,15 @@ class Trainer:
 
 def pretrain(cfg: TrainConfig, log=None) -> dict:
     """Run (or with cfg.run.resume, continue) a pretraining run; see herd/train/__init__.py."""
-    return Trainer(cfg, log=log).run()
+    import torch.distributed as dist
+
+    owned = not (dist.is_available() and dist.is_initialized())
+    try:
+        return Trainer(cfg, log=log).run()
+    finally:
+        # Leave the process group as we found it (torchrun workers exit cleanly; callers keep theirs).
+        if owned and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 __all__ = ["pretrain", "Trainer", "loss_sum", "build_optimizer", "resolve_device"]

@@ -82,6 +82,9 @@ def test_interrupt_and_resume_is_bit_identical(para_tok_dir, tmp_path, monkeypat
     la = [r["loss"] for r in _records(tmp_path / "a")]
     lb = [r["loss"] for r in _records(tmp_path / "b")]
     assert la == lb  # the log was rewound to the checkpoint: one record per step
+    again = pretrain(tiny_config(para_tok_dir, tmp_path / "b", *extra, "--run.resume", "true"))
+    assert again["steps"] == 12 and again["train_loss"] == ref["train_loss"]  # a finished run: nothing to do
+    assert [r["loss"] for r in _records(tmp_path / "b")] == la
 
 
 def test_corrupt_latest_checkpoint_falls_back(para_tok_dir, tmp_path):
