@@ -57,14 +57,21 @@ def _add(sub):
 
 
 def parse(args, extra: list[str]):
+    from herd.errors import HerdError
     from herd.train.config import Source, load_config
 
     cfg = load_config(args.config, extra)
     if args.data:
         srcs = []
         for d in args.data:
-            path, _, w = d.rpartition(":") if ":" in d else (d, "", "1")
-            srcs.append(Source(path=path, weight=float(w)))
+            path, _, w = d.rpartition(":")
+            try:
+                weight = float(w)
+            except ValueError:  # no weight given (or a ':' inside the path)
+                path, weight = d, 1.0
+            if not path or weight <= 0:
+                raise HerdError(f"--data {d}: expected DIR or DIR:WEIGHT with a positive weight")
+            srcs.append(Source(path=path, weight=weight))
         cfg.data.sources = srcs
     if args.resume:
         cfg.run.resume = True

@@ -93,5 +93,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     empty.mkdir()
     assert main(["pretrain", "--config", "herd-5m", "--data", str(empty), "--run.out_dir", str(tmp_path / "o")]) == 2
     assert "empty data directory" in capsys.readouterr().err
-    assert main(["pretrain", "--config", "herd-5m", "--print-config"]) == 0
-    assert "stage1: steps" in capsys.readouterr().out
+    assert main(["pretrain", "--config", "herd-5m", "--print-config", "--data", "a:3", "--data", "b"]) == 0
+    out = capsys.readouterr().out
+    assert "stage1: steps" in out and '"weight": 3.0' in out and '"path": "b"' in out
+    assert main(["pretrain", "--config", "herd-5m", "--data", "a:0"]) == 2
+    assert "positive weight" in capsys.readouterr().err
