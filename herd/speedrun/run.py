@@ -119,6 +119,10 @@ def stage_curate(ctx: Context) -> dict:
     # The quality classifier needs a set of known low-quality documents to learn from; the speedrun's
     # sources are all curated text, so it is left untrained (documents get no quality score).
     cfg.quality.model = ""
+    # Math goes through its own pipeline in the paper (§3.1.1 "code and reasoning data"): like code, it
+    # is not judged by the prose-shape rules (a worked sum is mostly numbers and symbols, which the
+    # alpha-word and symbol ratios would drop). The repetition and other filters still apply.
+    cfg.heuristics.prose_domains = [d for d in cfg.heuristics.prose_domains if d != "math-reasoning"]
     cfg.mix.seed = ctx.cfg.seed
     if ctx.cfg.curate_workers:
         cfg.run.workers = ctx.cfg.curate_workers
