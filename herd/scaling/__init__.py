@@ -12,10 +12,46 @@ predictions, and the two-stage benchmark prediction (FLOPs -> task NLL -> accura
 The plots (`herd.scaling.plot.plot_all`) need matplotlib; the sigmoid fit needs scipy.
 """
 
-from herd.scaling.fit import (Linear, Parabola, PowerLaw, ScalingFit, Sigmoid, fit_linear_log10, fit_parabola,
-                              fit_power_law, fit_runs, fit_sigmoid, group_by_budget, load_runs)
-from herd.scaling.isoflop import CONVENTION, IsoFLOPConfig, heldout_loss, model_for_size, plan_runs, run_isoflop
+from herd.scaling.fit import (
+    Linear,
+    Parabola,
+    PowerLaw,
+    ScalingFit,
+    Sigmoid,
+    fit_linear_log10,
+    fit_parabola,
+    fit_power_law,
+    fit_runs,
+    fit_sigmoid,
+    group_by_budget,
+    load_runs,
+)
+from herd.scaling.isoflop import (
+    CONVENTION,
+    IsoFLOPConfig,
+    heldout_loss,
+    model_for_size,
+    plan_runs,
+    run_isoflop,
+)
 
-__all__ = ["ScalingFit", "Parabola", "PowerLaw", "Sigmoid", "Linear", "fit_runs", "load_runs", "fit_parabola",
-           "fit_power_law", "fit_sigmoid", "fit_linear_log10", "group_by_budget", "IsoFLOPConfig", "run_isoflop",
-           "model_for_size", "plan_runs", "heldout_loss", "CONVENTION"]
+__all__ = [
+    "ScalingFit",
+    "Parabola",
+    "PowerLaw",
+    "Sigmoid",
+    "Linear",
+    "fit_runs",
+    "load_runs",
+    "fit_parabola",
+    "fit_power_law",
+    "fit_sigmoid",
+    "fit_linear_log10",
+    "group_by_budget",
+    "IsoFLOPConfig",
+    "run_isoflop",
+    "model_for_size",
+    "plan_runs",
+    "heldout_loss",
+    "CONVENTION",
+]

@@ -18,28 +18,48 @@ def _floats(text: str) -> list[float]:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("scaling", help="scaling laws: IsoFLOP sweeps, fits, compute-optimal predictions (§3.2.1)",
-                       description="Scaling laws (paper §3.2.1): run IsoFLOP sweeps, fit parabolas and power "
-                                   "laws, predict the compute-optimal model for a budget.")
+    p = sub.add_parser(
+        "scaling",
+        help="scaling laws: IsoFLOP sweeps, fits, compute-optimal predictions (§3.2.1)",
+        description="Scaling laws (paper §3.2.1): run IsoFLOP sweeps, fit parabolas and power "
+        "laws, predict the compute-optimal model for a budget.",
+    )
     s = p.add_subparsers(dest="scaling_cmd", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
-    iso = s.add_parser("isoflop", help="train small models at several compute budgets",
-                       description="Train a family of models at each compute budget C; each model of N "
-                                   "non-embedding parameters sees D = C / flops_per_token tokens, with a "
-                                   "cosine schedule (warmup, decay to 0.1x peak). Writes OUT/runs.jsonl "
-                                   "(resumable: finished runs are skipped) and fits them.")
-    iso.add_argument("--data", required=True, action="append",
-                     help="tokenized data directory (from `herd tokenize`); repeat for a mix")
-    iso.add_argument("--val-data", default="",
-                     help="tokenized directory held out whole for the validation loss (default: the val split)")
+    iso = s.add_parser(
+        "isoflop",
+        help="train small models at several compute budgets",
+        description="Train a family of models at each compute budget C; each model of N "
+        "non-embedding parameters sees D = C / flops_per_token tokens, with a "
+        "cosine schedule (warmup, decay to 0.1x peak). Writes OUT/runs.jsonl "
+        "(resumable: finished runs are skipped) and fits them.",
+    )
+    iso.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="tokenized data directory (from `herd tokenize`); repeat for a mix",
+    )
+    iso.add_argument(
+        "--val-data",
+        default="",
+        help="tokenized directory held out whole for the validation loss (default: the val split)",
+    )
     iso.add_argument("--budgets", required=True, help="compute budgets in FLOPs, e.g. 3e13,1e14,3e14")
-    iso.add_argument("--sizes", default="",
-                     help="non-embedding parameter counts to try at every budget, e.g. 2e5,5e5,1e6 "
-                          "(default: --n-sizes sizes around the Chinchilla guess of each budget)")
+    iso.add_argument(
+        "--sizes",
+        default="",
+        help="non-embedding parameter counts to try at every budget, e.g. 2e5,5e5,1e6 "
+        "(default: --n-sizes sizes around the Chinchilla guess of each budget)",
+    )
     iso.add_argument("--n-sizes", type=int, default=5, help="sizes per budget when --sizes is not given")
-    iso.add_argument("--spread", type=float, default=4.0,
-                     help="automatic sizes span guess/spread .. guess*spread (default 4)")
+    iso.add_argument(
+        "--spread",
+        type=float,
+        default=4.0,
+        help="automatic sizes span guess/spread .. guess*spread (default 4)",
+    )
     iso.add_argument("--seq-len", type=int, default=256)
     iso.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (decays to 0.1x)")
     iso.add_argument("--min-steps", type=int, default=40, help="fewest optimizer steps a run may take")
@@ -48,25 +68,37 @@ def register(sub) -> None:
     iso.add_argument("--seed", type=int, default=0)
     iso.set_defaults(func=_isoflop)
 
-    fit = s.add_parser("fit", help="fit IsoFLOP parabolas and compute-optimal power laws",
-                       description="Fit a parabola of validation loss against ln N (and ln D) at each budget, "
-                                   "then N*(C)=A·C^α, D*(C) and L*(C); with nll/accuracy fields also the "
-                                   "FLOPs->NLL line and NLL->accuracy sigmoid. Prints the fit and residuals.")
-    fit.add_argument("runs", help="runs.jsonl (or its directory) from `herd scaling isoflop`, or a JSON list "
-                                  "of {flops, n_params, tokens, loss[, nll, accuracy]}")
+    fit = s.add_parser(
+        "fit",
+        help="fit IsoFLOP parabolas and compute-optimal power laws",
+        description="Fit a parabola of validation loss against ln N (and ln D) at each budget, "
+        "then N*(C)=A·C^α, D*(C) and L*(C); with nll/accuracy fields also the "
+        "FLOPs->NLL line and NLL->accuracy sigmoid. Prints the fit and residuals.",
+    )
+    fit.add_argument(
+        "runs",
+        help="runs.jsonl (or its directory) from `herd scaling isoflop`, or a JSON list "
+        "of {flops, n_params, tokens, loss[, nll, accuracy]}",
+    )
     fit.add_argument("--out", default="", help="write the fit here (default: fit.json beside the runs)")
     fit.add_argument("--plots", default="", help="directory for PNG plots (default: beside the fit)")
-    fit.add_argument("--chance", type=float, default=None,
-                     help="chance accuracy of the task (fixes the sigmoid's floor)")
+    fit.add_argument(
+        "--chance", type=float, default=None, help="chance accuracy of the task (fixes the sigmoid's floor)"
+    )
     fit.add_argument("--target", type=float, default=None, help="also predict at this budget (FLOPs)")
     fit.set_defaults(func=_fit)
 
-    pr = s.add_parser("predict", help="compute-optimal size, tokens and loss for a budget",
-                      description="Compute-optimal non-embedding parameters, training tokens and validation "
-                                  "loss for a compute budget, from a fit written by `herd scaling fit`.")
+    pr = s.add_parser(
+        "predict",
+        help="compute-optimal size, tokens and loss for a budget",
+        description="Compute-optimal non-embedding parameters, training tokens and validation "
+        "loss for a compute budget, from a fit written by `herd scaling fit`.",
+    )
     pr.add_argument("--flops", required=True, type=float, help="compute budget in FLOPs, e.g. 1e17")
     pr.add_argument("--fit", default="runs/isoflop/fit.json", help="fit.json from `herd scaling fit`")
-    pr.add_argument("--vocab", type=int, default=0, help="also print a model config of that size for this vocab")
+    pr.add_argument(
+        "--vocab", type=int, default=0, help="also print a model config of that size for this vocab"
+    )
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=_predict)
 
@@ -74,10 +106,20 @@ def register(sub) -> None:
 def _isoflop(args) -> int:
     from herd.scaling.isoflop import IsoFLOPConfig, run_isoflop
 
-    cfg = IsoFLOPConfig(data=args.data, val_data=args.val_data, budgets=_floats(args.budgets),
-                        sizes=_floats(args.sizes) if args.sizes else [], n_sizes=args.n_sizes,
-                        spread=args.spread, seq_len=args.seq_len, lr=args.lr, min_steps=args.min_steps,
-                        out_dir=args.out, device=args.device, seed=args.seed)
+    cfg = IsoFLOPConfig(
+        data=args.data,
+        val_data=args.val_data,
+        budgets=_floats(args.budgets),
+        sizes=_floats(args.sizes) if args.sizes else [],
+        n_sizes=args.n_sizes,
+        spread=args.spread,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        min_steps=args.min_steps,
+        out_dir=args.out,
+        device=args.device,
+        seed=args.seed,
+    )
     fit = run_isoflop(cfg)
     print(format_fit(fit))
     print(f"runs: {cfg.out_dir}/runs.jsonl  fit: {cfg.out_dir}/fit.json  plots: {cfg.out_dir}/*.png")
@@ -127,8 +169,10 @@ def format_fit(fit) -> str:
     lines = [f"IsoFLOP fit over {len(fit.budgets)} budgets ({fit.convention or 'convention not stated'})"]
     lines.append(f"{'budget':>10} {'N*':>10} {'D*':>10} {'L*':>8} {'rms res':>8} {'max res':>8} status")
     for pn, pd in zip(fit.parabolas_n, fit.parabolas_d):
-        lines.append(f"{pn.budget:10.3g} {pn.opt:10.3g} {pd.opt:10.3g} {pn.loss_opt:8.4f} "
-                     f"{pn.rms_residual:8.4f} {pn.max_abs_residual:8.4f} {pn.status}/{pd.status}")
+        lines.append(
+            f"{pn.budget:10.3g} {pn.opt:10.3g} {pd.opt:10.3g} {pn.loss_opt:8.4f} "
+            f"{pn.rms_residual:8.4f} {pn.max_abs_residual:8.4f} {pn.status}/{pd.status}"
+        )
     lines.append(f"N*(C) = {fit.n_opt.A:.4g} * C^{fit.n_opt.alpha:.4f}   (R² {fit.n_opt.r2:.4f})")
     lines.append(f"D*(C) = {fit.d_opt.A:.4g} * C^{fit.d_opt.alpha:.4f}   (R² {fit.d_opt.r2:.4f})")
     lines.append(f"L*(C) = {fit.loss_opt.A:.4g} * C^{fit.loss_opt.alpha:.5f}   (R² {fit.loss_opt.r2:.4f})")
@@ -136,14 +180,18 @@ def format_fit(fit) -> str:
         lines.append(f"task NLL(C) = {fit.nll_stage.slope:.4f} * log10 C + {fit.nll_stage.intercept:.4f}")
     if fit.acc_stage:
         s = fit.acc_stage
-        lines.append(f"accuracy(NLL) = {s.lo:.3f} + {s.hi - s.lo:.3f} / (1 + exp({s.k:.3f} (NLL - {s.x0:.3f})))")
+        lines.append(
+            f"accuracy(NLL) = {s.lo:.3f} + {s.hi - s.lo:.3f} / (1 + exp({s.k:.3f} (NLL - {s.x0:.3f})))"
+        )
     lines += [f"note: {n}" for n in fit.notes]
     return "\n".join(lines)
 
 
 def format_prediction(pred: dict) -> str:
-    s = (f"at C = {pred['flops']:.3g} FLOPs: N* = {pred['n_params']:.4g} non-embedding params, "
-         f"D* = {pred['tokens']:.4g} tokens, predicted loss {pred['loss']:.4f}")
+    s = (
+        f"at C = {pred['flops']:.3g} FLOPs: N* = {pred['n_params']:.4g} non-embedding params, "
+        f"D* = {pred['tokens']:.4g} tokens, predicted loss {pred['loss']:.4f}"
+    )
     if pred.get("extrapolation", 1.0) > 1.0:
         s += f" (extrapolated {pred['extrapolation']:.3g}x beyond the largest budget)"
     if "accuracy" in pred:
@@ -153,5 +201,3 @@ def format_prediction(pred: dict) -> str:
     if "model" in pred:
         s += f"\nmodel: {pred['model']} ({pred['model_non_embedding_params']:,} non-embedding params)"
     return s
-
-

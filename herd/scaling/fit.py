@@ -183,7 +183,9 @@ def load_runs(path) -> list[dict]:
     if p.is_dir():
         p = p / "runs.jsonl"
     if not p.is_file():
-        raise HerdError(f"runs file not found: {p} (give the JSONL from `herd scaling isoflop`, or its directory)")
+        raise HerdError(
+            f"runs file not found: {p} (give the JSONL from `herd scaling isoflop`, or its directory)"
+        )
     text = p.read_text()
     try:
         if text.lstrip().startswith("["):
@@ -250,9 +252,18 @@ def fit_parabola(x, y, budget: float = 0.0, variable: str = "n_params") -> Parab
         i = int(np.argmin(y))
         x_opt, loss_opt, status = float(x[i]), float(y[i]), "no-minimum"
     return Parabola(
-        budget=float(budget), variable=variable, a=float(a), b=float(b), c=float(c), x_opt=float(x_opt),
-        loss_opt=float(loss_opt), residuals=[float(v) for v in res], rms_residual=float(np.sqrt(np.mean(res**2))),
-        max_abs_residual=float(np.max(np.abs(res))), n_points=int(len(x)), status=status,
+        budget=float(budget),
+        variable=variable,
+        a=float(a),
+        b=float(b),
+        c=float(c),
+        x_opt=float(x_opt),
+        loss_opt=float(loss_opt),
+        residuals=[float(v) for v in res],
+        rms_residual=float(np.sqrt(np.mean(res**2))),
+        max_abs_residual=float(np.max(np.abs(res))),
+        n_points=int(len(x)),
+        status=status,
     )
 
 
@@ -306,16 +317,34 @@ def fit_sigmoid(nll, acc, *, chance: float | None = None) -> Sigmoid:
     x00 = float(np.median(x))
     if chance is not None:
         f = lambda x, hi, k, x0: _sigmoid(x, chance, hi, k, x0)  # noqa: E731
-        p, _ = curve_fit(f, x, y, p0=[max(float(y.max()), chance + 1e-3), k0, x00],
-                         bounds=([chance, 1e-6, -np.inf], [1.0, np.inf, np.inf]), maxfev=20000)
+        p, _ = curve_fit(
+            f,
+            x,
+            y,
+            p0=[max(float(y.max()), chance + 1e-3), k0, x00],
+            bounds=([chance, 1e-6, -np.inf], [1.0, np.inf, np.inf]),
+            maxfev=20000,
+        )
         lo, (hi, k, x0) = chance, p
     else:
-        p, _ = curve_fit(_sigmoid, x, y, p0=[float(y.min()), float(y.max()), k0, x00],
-                         bounds=([0.0, 0.0, 1e-6, -np.inf], [1.0, 1.0, np.inf, np.inf]), maxfev=20000)
+        p, _ = curve_fit(
+            _sigmoid,
+            x,
+            y,
+            p0=[float(y.min()), float(y.max()), k0, x00],
+            bounds=([0.0, 0.0, 1e-6, -np.inf], [1.0, 1.0, np.inf, np.inf]),
+            maxfev=20000,
+        )
         lo, hi, k, x0 = p
     res = y - _sigmoid(x, lo, hi, k, x0)
-    return Sigmoid(lo=float(lo), hi=float(hi), k=float(k), x0=float(x0),
-                   rms_residual=float(np.sqrt(np.mean(res**2))), n_points=int(len(x)))
+    return Sigmoid(
+        lo=float(lo),
+        hi=float(hi),
+        k=float(k),
+        x0=float(x0),
+        rms_residual=float(np.sqrt(np.mean(res**2))),
+        n_points=int(len(x)),
+    )
 
 
 def fit_runs(runs: list[dict], *, chance: float | None = None, convention: str = "") -> ScalingFit:
@@ -362,7 +391,18 @@ def fit_runs(runs: list[dict], *, chance: float | None = None, convention: str =
             nll_stage = fit_linear_log10([c for c, _ in pts], [v for _, v in pts])
         with_acc = [r for r in with_nll if isinstance(r.get("accuracy"), (int, float))]
         if len(with_acc) >= (3 if chance is not None else 4):
-            acc_stage = fit_sigmoid([r["nll"] for r in with_acc], [r["accuracy"] for r in with_acc], chance=chance)
-    return ScalingFit(budgets=budgets, parabolas_n=pn, parabolas_d=pd, n_opt=n_opt, d_opt=d_opt,
-                      loss_opt=loss_opt, nll_stage=nll_stage, acc_stage=acc_stage, convention=convention,
-                      notes=notes)
+            acc_stage = fit_sigmoid(
+                [r["nll"] for r in with_acc], [r["accuracy"] for r in with_acc], chance=chance
+            )
+    return ScalingFit(
+        budgets=budgets,
+        parabolas_n=pn,
+        parabolas_d=pd,
+        n_opt=n_opt,
+        d_opt=d_opt,
+        loss_opt=loss_opt,
+        nll_stage=nll_stage,
+        acc_stage=acc_stage,
+        convention=convention,
+        notes=notes,
+    )

@@ -73,10 +73,18 @@ def model_for_size(n_nonemb: float, vocab_size: int, seq_len: int = 2048) -> Mod
             n_kv = max(1, n_heads // 2)
             while n_heads % n_kv:
                 n_kv -= 1
-            a = ModelArgs(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv, vocab_size=vocab_size,
-                          multiple_of=32, max_seq_len=seq_len)
+            a = ModelArgs(
+                dim=dim,
+                n_layers=n_layers,
+                n_heads=n_heads,
+                n_kv_heads=n_kv,
+                vocab_size=vocab_size,
+                multiple_of=32,
+                max_seq_len=seq_len,
+            )
             err = abs(math.log(a.num_params(exclude_embedding=True) / n_nonemb)) + 0.1 * abs(
-                math.log(dim / (64 * n_layers)))
+                math.log(dim / (64 * n_layers))
+            )
             if best is None or err < best[0]:
                 best = (err, a)
     return best[1]
@@ -119,9 +127,17 @@ def plan_runs(cfg: IsoFLOPConfig, vocab_size: int) -> list[dict]:
         batch = max(1, min(cfg.max_batch, int(d_min // (cfg.min_steps * cfg.seq_len))))
         for m, tokens in models:
             steps = max(1, round(tokens / (batch * cfg.seq_len)))
-            plan.append({"flops": float(C), "model": m, "tokens": steps * batch * cfg.seq_len, "steps": steps,
-                         "batch_size": batch, "n_params": m.num_params(exclude_embedding=True),
-                         "name": f"C{C:.2e}_d{m.dim}_l{m.n_layers}"})
+            plan.append(
+                {
+                    "flops": float(C),
+                    "model": m,
+                    "tokens": steps * batch * cfg.seq_len,
+                    "steps": steps,
+                    "batch_size": batch,
+                    "n_params": m.num_params(exclude_embedding=True),
+                    "name": f"C{C:.2e}_d{m.dim}_l{m.n_layers}",
+                }
+            )
     return plan
 
 
@@ -130,28 +146,57 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
     from herd.train.config import TrainConfig
 
     m: ModelArgs = run["model"]
-    overrides = {k: getattr(m, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
-                                              "multiple_of", "max_seq_len")}
+    overrides = {
+        k: getattr(m, k)
+        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len")
+    }
     steps = run["steps"]
     d = {
         "model": {"preset": "herd-5m", "overrides": overrides},
-        "data": {"sources": [{"path": p, "weight": 1.0} for p in cfg.data], "seed": cfg.seed, "val": cfg.val_data,
-                 "doc_mask": cfg.doc_mask},
+        "data": {
+            "sources": [{"path": p, "weight": 1.0} for p in cfg.data],
+            "seed": cfg.seed,
+            "val": cfg.val_data,
+            "doc_mask": cfg.doc_mask,
+        },
         "optim": {"lr": cfg.lr, "weight_decay": 0.1},
-        "schedule": {"warmup_steps": max(1, int(cfg.warmup_frac * steps)), "decay_steps": steps,
-                     "final_lr": 0.1 * cfg.lr, "decay": "cosine"},
+        "schedule": {
+            "warmup_steps": max(1, int(cfg.warmup_frac * steps)),
+            "decay_steps": steps,
+            "final_lr": 0.1 * cfg.lr,
+            "decay": "cosine",
+        },
         "stages": [{"after_tokens": 0, "batch_size": run["batch_size"], "seq_len": cfg.seq_len}],
         "eval": {"interval": 0, "batches": 2, "batch_size": cfg.val_batch_size},
         "checkpoint": {"interval": 0, "keep": 1},
-        "run": {"out_dir": str(out_dir), "steps": steps, "device": cfg.device, "dtype": cfg.dtype,
-                "seed": cfg.seed, "progress": False, "log_interval": max(1, steps // 5), "resume": True,
-                "peak_flops": cfg.peak_flops, "threads": cfg.threads},
+        "run": {
+            "out_dir": str(out_dir),
+            "steps": steps,
+            "device": cfg.device,
+            "dtype": cfg.dtype,
+            "seed": cfg.seed,
+            "progress": False,
+            "log_interval": max(1, steps // 5),
+            "resume": True,
+            "peak_flops": cfg.peak_flops,
+            "threads": cfg.threads,
+        },
     }
     return TrainConfig.from_dict(d).validate()
 
 
-def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_size: int, seed: int = 0,
-                 device=None, doc_mask: bool = True, split: str | None = None) -> float:
+def heldout_loss(
+    model,
+    data: list[str],
+    *,
+    seq_len: int,
+    batches: int,
+    batch_size: int,
+    seed: int = 0,
+    device=None,
+    doc_mask: bool = True,
+    split: str | None = None,
+) -> float:
     """Mean next-token loss (nats) over fixed rows of the data's 'val' split (the same rows for
     every model: the loader is deterministic in its seed), with the document mask."""
     import torch
@@ -162,8 +207,10 @@ def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_si
 
     if split is None:
         if not all(has_split(p, "val") for p in data):
-            raise HerdError(f"{data[0]}: no 'val' split to measure held-out loss on; tokenize with a val "
-                            "fraction or give a held-out directory")
+            raise HerdError(
+                f"{data[0]}: no 'val' split to measure held-out loss on; tokenize with a val "
+                "fraction or give a held-out directory"
+            )
         split = "val"
     loader = MixtureLoader([(p, 1.0) for p in data], split=split, seed=seed + 12345)
     device = device or next(model.parameters()).device
@@ -174,8 +221,9 @@ def heldout_loss(model, data: list[str], *, seq_len: int, batches: int, batch_si
         for _ in range(batches):
             b = loader.next_batch(batch_size, seq_len).to(device)
             logits = model(b.inputs, doc_ids=b.doc_ids if doc_mask else None)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), b.targets.flatten(), ignore_index=IGNORE,
-                                   reduction="sum")
+            loss = F.cross_entropy(
+                logits.float().flatten(0, 1), b.targets.flatten(), ignore_index=IGNORE, reduction="sum"
+            )
             total += float(loss)
             count += int((b.targets != IGNORE).sum())
     model.train(was_training)
@@ -232,22 +280,46 @@ def run_isoflop(cfg: IsoFLOPConfig):
         run_dir = out / "runs" / run["name"]
         model = _train_one(cfg, run, run_dir)
         val = [cfg.val_data] if cfg.val_data else cfg.data
-        loss = heldout_loss(model, val, split="train" if cfg.val_data else None, seq_len=cfg.seq_len,
-                            batches=cfg.val_batches,
-                            batch_size=cfg.val_batch_size, seed=cfg.seed, doc_mask=cfg.doc_mask)
+        loss = heldout_loss(
+            model,
+            val,
+            split="train" if cfg.val_data else None,
+            seq_len=cfg.seq_len,
+            batches=cfg.val_batches,
+            batch_size=cfg.val_batch_size,
+            seed=cfg.seed,
+            doc_mask=cfg.doc_mask,
+        )
         m: ModelArgs = run["model"]
-        rec = {"name": run["name"], "flops": run["flops"], "n_params": run["n_params"], "tokens": run["tokens"],
-               "loss": loss, "steps": run["steps"], "batch_size": run["batch_size"], "seq_len": cfg.seq_len,
-               "model": {"dim": m.dim, "n_layers": m.n_layers, "n_heads": m.n_heads, "n_kv_heads": m.n_kv_heads,
-                         "vocab_size": m.vocab_size},
-               "total_params": m.num_params(), "lr": cfg.lr, "seconds": round(time.time() - t0, 2),
-               "convention": CONVENTION}
+        rec = {
+            "name": run["name"],
+            "flops": run["flops"],
+            "n_params": run["n_params"],
+            "tokens": run["tokens"],
+            "loss": loss,
+            "steps": run["steps"],
+            "batch_size": run["batch_size"],
+            "seq_len": cfg.seq_len,
+            "model": {
+                "dim": m.dim,
+                "n_layers": m.n_layers,
+                "n_heads": m.n_heads,
+                "n_kv_heads": m.n_kv_heads,
+                "vocab_size": m.vocab_size,
+            },
+            "total_params": m.num_params(),
+            "lr": cfg.lr,
+            "seconds": round(time.time() - t0, 2),
+            "convention": CONVENTION,
+        }
         with open(runs_file, "a") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
         done[run["name"]] = rec
-        print(f"isoflop [{len(plan) - len(todo) + i + 1}/{len(plan)}] C={run['flops']:.2e} N={run['n_params']:,} "
-              f"D={run['tokens']:,} loss={loss:.4f} ({rec['seconds']:.1f}s)")
+        print(
+            f"isoflop [{len(plan) - len(todo) + i + 1}/{len(plan)}] C={run['flops']:.2e} N={run['n_params']:,} "
+            f"D={run['tokens']:,} loss={loss:.4f} ({rec['seconds']:.1f}s)"
+        )
     runs = [done[r["name"]] for r in plan]
     fit = fit_runs(runs, convention=CONVENTION)
     fit.save(out / "fit.json")
@@ -255,5 +327,12 @@ def run_isoflop(cfg: IsoFLOPConfig):
     return fit
 
 
-__all__ = ["IsoFLOPConfig", "CONVENTION", "model_for_size", "plan_runs", "train_config", "heldout_loss",
-           "run_isoflop"]
+__all__ = [
+    "IsoFLOPConfig",
+    "CONVENTION",
+    "model_for_size",
+    "plan_runs",
+    "train_config",
+    "heldout_loss",
+    "run_isoflop",
+]

@@ -56,14 +56,26 @@ def plot_power_laws(fit: ScalingFit, path, target: float | None = None) -> Path:
     for ax, law, pts, label in (
         (axes[0], fit.n_opt, [p.opt for p in fit.parabolas_n], "compute-optimal N*"),
         (axes[1], fit.d_opt, [p.opt for p in fit.parabolas_d], "compute-optimal tokens D*"),
-        (axes[2], fit.loss_opt, [(a.loss_opt + b.loss_opt) / 2 for a, b in zip(fit.parabolas_n, fit.parabolas_d)],
-         "compute-optimal loss L*"),
+        (
+            axes[2],
+            fit.loss_opt,
+            [(a.loss_opt + b.loss_opt) / 2 for a, b in zip(fit.parabolas_n, fit.parabolas_d)],
+            "compute-optimal loss L*",
+        ),
     ):
         ax.scatter(C, pts, color="C0", zorder=3, label="IsoFLOP minima")
         ax.plot(cs, law(cs), color="C1", label=f"{law.A:.3g}·C^{law.alpha:.3f}")
         if target:
-            ax.scatter([target], [law(target)], marker="*", s=140, color="C3", edgecolor="k", zorder=4,
-                       label=f"prediction at {target:.2g}")
+            ax.scatter(
+                [target],
+                [law(target)],
+                marker="*",
+                s=140,
+                color="C3",
+                edgecolor="k",
+                zorder=4,
+                label=f"prediction at {target:.2g}",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("compute C (FLOPs)")
@@ -115,8 +127,10 @@ def _save(fig, path) -> Path:
 
 def plot_all(fit: ScalingFit, runs: list[dict], out_dir, target: float | None = None) -> list[Path]:
     out = Path(out_dir)
-    paths = [plot_isoflops(fit, runs, out / "isoflop_params.png", "n_params"),
-             plot_isoflops(fit, runs, out / "isoflop_tokens.png", "tokens"),
-             plot_power_laws(fit, out / "power_laws.png", target)]
+    paths = [
+        plot_isoflops(fit, runs, out / "isoflop_params.png", "n_params"),
+        plot_isoflops(fit, runs, out / "isoflop_tokens.png", "tokens"),
+        plot_power_laws(fit, out / "power_laws.png", target),
+    ]
     p = plot_benchmark_stages(fit, runs, out / "benchmark_prediction.png")
     return paths + ([p] if p else [])

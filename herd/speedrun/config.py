@@ -29,9 +29,16 @@ class SpeedrunConfig:
     # 1 thread avoids OpenMP oversubscription, which can make tiny models several times slower.
     threads: int = 0
     # 1. corpus: characters per source (0 = leave the source out)
-    caps: dict = field(default_factory=lambda: {
-        "wiki-en": 700_000, "sotu": 500_000, "shakespeare": 500_000, "python-stdlib": 400_000,
-        "arithmetic": 350_000, "wiki-fr-es": 80_000})
+    caps: dict = field(
+        default_factory=lambda: {
+            "wiki-en": 700_000,
+            "sotu": 500_000,
+            "shakespeare": 500_000,
+            "python-stdlib": 400_000,
+            "arithmetic": 350_000,
+            "wiki-fr-es": 80_000,
+        }
+    )
     math_problems: int = 8_000
     curate_workers: int = 0  # 0 = all cores
     # 2. tokenizer
@@ -80,9 +87,15 @@ class SpeedrunConfig:
     bpb_docs: int = 40
     bpb_max_chars: int = 4000  # per held-out document
     sample_tokens: int = 48
-    sample_prompts: list = field(default_factory=lambda: [
-        "The President of the United States", "ROMEO:", "def read_file(path):", "The capital of France is",
-        "Question: Mia has 12 apples. She buys 7 more. How many apples does Mia have now?\nAnswer:"])
+    sample_prompts: list = field(
+        default_factory=lambda: [
+            "The President of the United States",
+            "ROMEO:",
+            "def read_file(path):",
+            "The capital of France is",
+            "Question: Mia has 12 apples. She buys 7 more. How many apples does Mia have now?\nAnswer:",
+        ]
+    )
 
     def hash(self) -> str:
         d = dataclasses.asdict(self)
@@ -101,23 +114,83 @@ def preset(name: str, **overrides) -> SpeedrunConfig:
     elif name == "quick":
         cfg = SpeedrunConfig(
             preset="quick",
-            caps={"wiki-en": 60_000, "sotu": 50_000, "shakespeare": 60_000, "python-stdlib": 40_000,
-                  "arithmetic": 40_000, "wiki-fr-es": 10_000},
-            math_problems=1200, vocab_size=768, seq_len=128, budgets=[3e10, 1e11], n_sizes=3, spread=2.0,
-            min_steps=10, max_batch=8, val_batches=2, val_batch_size=8, flagship_flops=3e11, batch_size=8,
-            anneal_checkpoints=2, task_train=300, task_test=24, sft_steps=30, sft_batch=16, rs_prompts=24, rs_k=4,
-            rs_sft_steps=8, dpo_steps=8, dpo_batch=8, task_max_new_tokens=16, bpb_docs=6, bpb_max_chars=1500,
-            sample_tokens=16, sample_prompts=["The President", "ROMEO:"])
+            caps={
+                "wiki-en": 60_000,
+                "sotu": 50_000,
+                "shakespeare": 60_000,
+                "python-stdlib": 40_000,
+                "arithmetic": 40_000,
+                "wiki-fr-es": 10_000,
+            },
+            math_problems=1200,
+            vocab_size=768,
+            seq_len=128,
+            budgets=[3e10, 1e11],
+            n_sizes=3,
+            spread=2.0,
+            min_steps=10,
+            max_batch=8,
+            val_batches=2,
+            val_batch_size=8,
+            flagship_flops=3e11,
+            batch_size=8,
+            anneal_checkpoints=2,
+            task_train=300,
+            task_test=24,
+            sft_steps=30,
+            sft_batch=16,
+            rs_prompts=24,
+            rs_k=4,
+            rs_sft_steps=8,
+            dpo_steps=8,
+            dpo_batch=8,
+            task_max_new_tokens=16,
+            bpb_docs=6,
+            bpb_max_chars=1500,
+            sample_tokens=16,
+            sample_prompts=["The President", "ROMEO:"],
+        )
     elif name == "gpu":
         cfg = SpeedrunConfig(
-            preset="gpu", dtype="auto",
-            caps={"wiki-en": 20_000_000, "sotu": 14_000_000, "shakespeare": 12_000_000,
-                  "python-stdlib": 15_000_000, "arithmetic": 6_000_000, "wiki-fr-es": 3_000_000},
-            math_problems=120_000, vocab_size=16384, seq_len=1024, budgets=[1e16, 3e16, 1e17], n_sizes=5,
-            spread=3.0, iso_lr=1e-3, min_steps=100, max_batch=64, val_batches=32, val_batch_size=16,
-            flagship_flops=1e18, lr=1e-3, batch_size=64, task_train=20_000, task_test=500, sft_steps=600,
-            sft_lr=2e-4, sft_batch=64, rs_prompts=2000, rs_k=16, rs_sft_steps=300, rs_sft_lr=1e-4, dpo_steps=300,
-            dpo_lr=5e-5, dpo_batch=32, bpb_docs=200, sample_tokens=96)
+            preset="gpu",
+            dtype="auto",
+            caps={
+                "wiki-en": 20_000_000,
+                "sotu": 14_000_000,
+                "shakespeare": 12_000_000,
+                "python-stdlib": 15_000_000,
+                "arithmetic": 6_000_000,
+                "wiki-fr-es": 3_000_000,
+            },
+            math_problems=120_000,
+            vocab_size=16384,
+            seq_len=1024,
+            budgets=[1e16, 3e16, 1e17],
+            n_sizes=5,
+            spread=3.0,
+            iso_lr=1e-3,
+            min_steps=100,
+            max_batch=64,
+            val_batches=32,
+            val_batch_size=16,
+            flagship_flops=1e18,
+            lr=1e-3,
+            batch_size=64,
+            task_train=20_000,
+            task_test=500,
+            sft_steps=600,
+            sft_lr=2e-4,
+            sft_batch=64,
+            rs_prompts=2000,
+            rs_k=16,
+            rs_sft_steps=300,
+            rs_sft_lr=1e-4,
+            dpo_steps=300,
+            dpo_lr=5e-5,
+            dpo_batch=32,
+            bpb_docs=200,
+            sample_tokens=96,
+        )
     else:
         raise HerdError(f"unknown speedrun preset {name!r}; choose cpu, gpu or quick")
     names = {f.name for f in dataclasses.fields(cfg)}

@@ -44,8 +44,17 @@ class Doc:
             elif b[0] == "pre":
                 out.append("```\n" + b[1] + "\n```")
             elif b[0] == "table":
-                out.append("| " + " | ".join(b[1]) + " |\n|" + "---|" * len(b[1]) + "\n" + "\n".join(
-                    "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in b[2]))
+                out.append(
+                    "| "
+                    + " | ".join(b[1])
+                    + " |\n|"
+                    + "---|" * len(b[1])
+                    + "\n"
+                    + "\n".join(
+                        "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |"
+                        for r in b[2]
+                    )
+                )
             elif b[0] == "img":
                 try:
                     rel = Path(b[1]).resolve().relative_to(base.resolve())
@@ -56,11 +65,13 @@ class Doc:
 
     def html(self, title: str) -> str:
         e = html.escape
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-               "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-               "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-               "text-align:left;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;"
-               "overflow-x:auto;white-space:pre-wrap}img{max-width:100%}</style></head><body>"]
+        out = [
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+            "text-align:left;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;"
+            "overflow-x:auto;white-space:pre-wrap}img{max-width:100%}</style></head><body>"
+        ]
         for b in self.blocks:
             if b[0] == "h":
                 out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
@@ -69,8 +80,15 @@ class Doc:
             elif b[0] == "pre":
                 out.append(f"<pre>{e(b[1])}</pre>")
             elif b[0] == "table":
-                out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in b[1]) + "</tr>" + "".join(
-                    "<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>" for r in b[2]) + "</table>")
+                out.append(
+                    "<table><tr>"
+                    + "".join(f"<th>{e(h)}</th>" for h in b[1])
+                    + "</tr>"
+                    + "".join(
+                        "<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>" for r in b[2]
+                    )
+                    + "</table>"
+                )
             elif b[0] == "img":
                 data = base64.b64encode(Path(b[1]).read_bytes()).decode()
                 out.append(f"<p><img alt='{e(b[2])}' src='data:image/png;base64,{data}'></p>")
@@ -110,7 +128,11 @@ def _metrics(path) -> list[dict]:
 
 
 def plot_loss_curves(ctx, path: Path) -> Path | None:
-    runs = {n: ctx.outputs[f"pretrain_{n}"] for n in ("small", "medium", "flagship") if f"pretrain_{n}" in ctx.outputs}
+    runs = {
+        n: ctx.outputs[f"pretrain_{n}"]
+        for n in ("small", "medium", "flagship")
+        if f"pretrain_{n}" in ctx.outputs
+    }
     if not runs:
         return None
     from herd.scaling.plot import _plt, _save
@@ -122,15 +144,22 @@ def plot_loss_curves(ctx, path: Path) -> Path | None:
         tr = [(m["tokens"], m["loss"]) for m in rows if m.get("kind") == "train" and "loss" in m]
         va = [(m["tokens"], m.get("loss", m.get("val_loss"))) for m in rows if m.get("kind") == "val"]
         if tr:
-            ax.plot(*zip(*tr), color=f"C{i}", alpha=0.6, lw=1, label=f"{name} train ({r['n_params']:,} params)")
+            ax.plot(
+                *zip(*tr), color=f"C{i}", alpha=0.6, lw=1, label=f"{name} train ({r['n_params']:,} params)"
+            )
         va = [(t, v) for t, v in va if v is not None]
         if va:
             ax.plot(*zip(*va), color=f"C{i}", marker="o", ms=3, lw=1.5, label=f"{name} validation")
         if r.get("anneal_steps"):
             ax.axvline(r["main_steps"] * ctx.cfg.batch_size * ctx.cfg.seq_len, color=f"C{i}", ls=":", lw=0.8)
     if "pretrain_flagship" in ctx.outputs and ctx.outputs["pretrain_flagship"].get("predicted_loss"):
-        ax.axhline(ctx.outputs["pretrain_flagship"]["predicted_loss"], color="k", ls="--", lw=0.8,
-                   label="scaling-law prediction (flagship)")
+        ax.axhline(
+            ctx.outputs["pretrain_flagship"]["predicted_loss"],
+            color="k",
+            ls="--",
+            lw=0.8,
+            label="scaling-law prediction (flagship)",
+        )
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("Pretraining the herd (dotted: annealing starts)")
@@ -170,11 +199,17 @@ def write_report(ctx) -> dict:
     total = sum(v for k, v in ctx.seconds.items() if not k.startswith("_"))
     import torch
 
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    d.p(f"The Llama 3 recipe in miniature: curated real text, a trained tokenizer, an IsoFLOP sweep that sizes the "
+    dev = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    d.p(
+        f"The Llama 3 recipe in miniature: curated real text, a trained tokenizer, an IsoFLOP sweep that sizes the "
         f"flagship, a herd of three models pretrained with annealing and checkpoint averaging, post-training on a "
         f"verifiable task, and evaluation. Device: {dev}, torch {torch.__version__}. Config hash `{c.hash()}`. "
-        f"Total stage time {total / 60:.1f} min.")
+        f"Total stage time {total / 60:.1f} min."
+    )
 
     d.h(2, "Stages and times")
     rows = []
@@ -189,31 +224,45 @@ def write_report(ctx) -> dict:
 
     if "corpus" in o:
         d.h(2, "Data (§3.1)")
-        d.table(["source", "documents", "characters"],
-                [[k, v["docs"], v["chars"]] for k, v in o["corpus"]["sources"].items()])
+        d.table(
+            ["source", "documents", "characters"],
+            [[k, v["docs"], v["chars"]] for k, v in o["corpus"]["sources"].items()],
+        )
     if "curate" in o:
         cur = o["curate"]
-        d.p(f"Curation kept {cur['kept_docs']:,} of {cur['input_docs']:,} documents. Quality classifier: "
-            f"{cur['quality_classifier']}.")
-        d.table(["stage", "docs in", "docs out", "MB in", "MB out"],
-                [[f["stage"], f["docs_in"], f["docs_out"], f["bytes_in"] / 1e6, f["bytes_out"] / 1e6]
-                 for f in cur["funnel"]])
+        d.p(
+            f"Curation kept {cur['kept_docs']:,} of {cur['input_docs']:,} documents. Quality classifier: "
+            f"{cur['quality_classifier']}."
+        )
+        d.table(
+            ["stage", "docs in", "docs out", "MB in", "MB out"],
+            [
+                [f["stage"], f["docs_in"], f["docs_out"], f["bytes_in"] / 1e6, f["bytes_out"] / 1e6]
+                for f in cur["funnel"]
+            ],
+        )
         d.img(plot_funnel(ctx, rdir / "funnel.png"), "curation funnel")
         if cur["dropped"]:
             d.table(["dropped by", "documents"], sorted(cur["dropped"].items(), key=lambda kv: -kv[1]))
         mix = cur.get("mix") or {}
         if mix.get("realised"):
-            d.table(["domain", "target share", "realised share"],
-                    [[k, mix.get("target", {}).get(k, float("nan")), v] for k, v in mix["realised"].items()])
+            d.table(
+                ["domain", "target share", "realised share"],
+                [[k, mix.get("target", {}).get(k, float("nan")), v] for k, v in mix["realised"].items()],
+            )
     if "tokenizer" in o:
         t = o["tokenizer"]
-        d.p(f"Tokenizer: byte-level BPE trained on the curated text, {t['vocab_size']:,} ids (256 special), "
-            f"{t['bytes_per_token']:.2f} bytes per token.")
+        d.p(
+            f"Tokenizer: byte-level BPE trained on the curated text, {t['vocab_size']:,} ids (256 special), "
+            f"{t['bytes_per_token']:.2f} bytes per token."
+        )
     if "tokenize" in o:
         t = o["tokenize"]
-        d.p(f"Tokens: {t['main_tokens']:,} for training, {t.get('heldout_tokens', 0):,} held out "
+        d.p(
+            f"Tokens: {t['main_tokens']:,} for training, {t.get('heldout_tokens', 0):,} held out "
             f"({t['heldout_docs']} of {t['pieces']} text pieces); high-quality anneal mix (code + math) "
-            f"{t.get('hq_tokens', 0):,} tokens.")
+            f"{t.get('hq_tokens', 0):,} tokens."
+        )
 
     if "isoflop" in o:
         iso = o["isoflop"]
@@ -221,41 +270,91 @@ def write_report(ctx) -> dict:
 
         fit = ScalingFit.load(iso["fit"])
         d.h(2, "Scaling laws (§3.2.1)")
-        d.p(f"Convention: {fit.convention}. Each budget's runs: cosine schedule with warmup, decay to 0.1x peak.")
-        d.table(["budget (FLOPs)", "N* (params)", "D* (tokens)", "L* (nats)", "parabola rms residual",
-                 "max |residual|", "status"],
-                [[pn.budget, pn.opt, pd.opt, pn.loss_opt, pn.rms_residual, pn.max_abs_residual,
-                  f"{pn.status}/{pd.status}"] for pn, pd in zip(fit.parabolas_n, fit.parabolas_d)])
-        d.pre(f"N*(C) = {fit.n_opt.A:.4g} * C^{fit.n_opt.alpha:.4f}  (R² {fit.n_opt.r2:.4f})\n"
-              f"D*(C) = {fit.d_opt.A:.4g} * C^{fit.d_opt.alpha:.4f}  (R² {fit.d_opt.r2:.4f})\n"
-              f"L*(C) = {fit.loss_opt.A:.4g} * C^{fit.loss_opt.alpha:.5f}  (R² {fit.loss_opt.r2:.4f})\n"
-              f"paper (tokens): D*(C) = 0.29 * C^0.53")
+        d.p(
+            f"Convention: {fit.convention}. Each budget's runs: cosine schedule with warmup, decay to 0.1x peak."
+        )
+        d.table(
+            [
+                "budget (FLOPs)",
+                "N* (params)",
+                "D* (tokens)",
+                "L* (nats)",
+                "parabola rms residual",
+                "max |residual|",
+                "status",
+            ],
+            [
+                [
+                    pn.budget,
+                    pn.opt,
+                    pd.opt,
+                    pn.loss_opt,
+                    pn.rms_residual,
+                    pn.max_abs_residual,
+                    f"{pn.status}/{pd.status}",
+                ]
+                for pn, pd in zip(fit.parabolas_n, fit.parabolas_d)
+            ],
+        )
+        d.pre(
+            f"N*(C) = {fit.n_opt.A:.4g} * C^{fit.n_opt.alpha:.4f}  (R² {fit.n_opt.r2:.4f})\n"
+            f"D*(C) = {fit.d_opt.A:.4g} * C^{fit.d_opt.alpha:.4f}  (R² {fit.d_opt.r2:.4f})\n"
+            f"L*(C) = {fit.loss_opt.A:.4g} * C^{fit.loss_opt.alpha:.5f}  (R² {fit.loss_opt.r2:.4f})\n"
+            f"paper (tokens): D*(C) = 0.29 * C^0.53"
+        )
         for note in iso.get("notes", []):
             d.p(f"Note: {note}")
         d.img(iso["plots"]["isoflop_params"], "IsoFLOP curves against model size")
         d.img(iso["plots"]["isoflop_tokens"], "IsoFLOP curves against tokens")
         d.img(iso["plots"]["power_laws"], "power-law fits")
         pred = iso["prediction"]
-        d.p(f"Prediction for the flagship budget C = {pred['flops']:.3g} FLOPs "
+        d.p(
+            f"Prediction for the flagship budget C = {pred['flops']:.3g} FLOPs "
             f"({pred['extrapolation']:.3g}x the largest sweep budget): N* = {pred['n_params']:,.0f} non-embedding "
             f"parameters (built: {iso['flagship_n_params']:,}), D* = {pred['tokens']:,.0f} tokens, "
-            f"loss {pred['loss']:.4f}.")
+            f"loss {pred['loss']:.4f}."
+        )
 
     herd = {n: o[f"pretrain_{n}"] for n in ("small", "medium", "flagship") if f"pretrain_{n}" in o}
     ev = o.get("evaluate", {}).get("models", {})
     if herd:
         d.h(2, "The herd (§3.4)")
-        d.table(["model", "non-emb. params", "total params", "shape (dim x layers)", "tokens", "steps (+anneal)",
-                 "held-out loss", "bits per byte", "Polyak-averaged", "time"],
-                [[n, r["n_params"], r["total_params"], f"{r['model']['dim']} x {r['model']['n_layers']}",
-                  r["tokens"], f"{r['main_steps']} + {r['anneal_steps']}", r["heldout_loss"],
-                  ev.get(n, {}).get("bits_per_byte"), r.get("polyak_averaged"), f"{ctx.seconds.get('pretrain_' + n, 0):.0f} s"]
-                 for n, r in herd.items()])
+        d.table(
+            [
+                "model",
+                "non-emb. params",
+                "total params",
+                "shape (dim x layers)",
+                "tokens",
+                "steps (+anneal)",
+                "held-out loss",
+                "bits per byte",
+                "Polyak-averaged",
+                "time",
+            ],
+            [
+                [
+                    n,
+                    r["n_params"],
+                    r["total_params"],
+                    f"{r['model']['dim']} x {r['model']['n_layers']}",
+                    r["tokens"],
+                    f"{r['main_steps']} + {r['anneal_steps']}",
+                    r["heldout_loss"],
+                    ev.get(n, {}).get("bits_per_byte"),
+                    r.get("polyak_averaged"),
+                    f"{ctx.seconds.get('pretrain_' + n, 0):.0f} s",
+                ]
+                for n, r in herd.items()
+            ],
+        )
         if "flagship" in herd and herd["flagship"].get("predicted_loss"):
             f = herd["flagship"]
-            d.p(f"**Flagship: predicted loss {f['predicted_loss']:.4f}, actual held-out loss {f['heldout_loss']:.4f}, "
+            d.p(
+                f"**Flagship: predicted loss {f['predicted_loss']:.4f}, actual held-out loss {f['heldout_loss']:.4f}, "
                 f"relative error {100 * f['relative_error']:+.2f}%.** (The prediction is the IsoFLOP fit's "
-                f"compute-optimal loss; the flagship also had the annealing phase and checkpoint averaging.)")
+                f"compute-optimal loss; the flagship also had the annealing phase and checkpoint averaging.)"
+            )
         d.img(plot_loss_curves(ctx, rdir / "loss_curves.png"), "loss curves")
 
     if "evaluate" in o and o["evaluate"].get("task_accuracy"):
@@ -265,9 +364,11 @@ def write_report(ctx) -> dict:
         d.table(["stage", "accuracy"], [[k, v] for k, v in acc.items()])
         if "posttrain_rs" in o:
             rs = o["posttrain_rs"]["rejection_sampling"]
-            d.p(f"Rejection sampling: pass@1 {rs.get('pass@1', float('nan')):.3f}, pass@{c.rs_k} "
+            d.p(
+                f"Rejection sampling: pass@1 {rs.get('pass@1', float('nan')):.3f}, pass@{c.rs_k} "
                 f"{rs.get('pass@k', float('nan')):.3f}, {rs.get('kept_for_sft', 0)} samples kept for SFT, "
-                f"{rs.get('pairs', 0)} preference pairs for DPO.")
+                f"{rs.get('pairs', 0)} preference pairs for DPO."
+            )
     if ev:
         d.h(2, "Evaluation (§5)")
         d.table(["model", "held-out bits per byte"], [[n, r["bits_per_byte"]] for n, r in ev.items()])
@@ -276,8 +377,14 @@ def write_report(ctx) -> dict:
             d.h(3, n)
             d.pre("\n\n".join(f">>> {s['prompt']}\n{s['completion']}" for s in r["samples"]))
 
-    chat = next((o[k]["model_dir"] for k in ("posttrain_dpo", "posttrain_rs", "posttrain_sft", "pretrain_flagship")
-                 if k in o), None)
+    chat = next(
+        (
+            o[k]["model_dir"]
+            for k in ("posttrain_dpo", "posttrain_rs", "posttrain_sft", "pretrain_flagship")
+            if k in o
+        ),
+        None,
+    )
     if chat:
         d.h(2, "Try it")
         d.pre(f"herd chat {chat}")

@@ -66,7 +66,9 @@ class Context:
 
     def need(self, stage: str) -> dict:
         if stage not in self.outputs:
-            raise Skip(f"needs stage '{stage}', which did not complete ({self.skipped.get(stage, 'not run')})")
+            raise Skip(
+                f"needs stage '{stage}', which did not complete ({self.skipped.get(stage, 'not run')})"
+            )
         return self.outputs[stage]
 
     def path(self, *parts) -> Path:
@@ -87,13 +89,26 @@ def check_manifest(cfg: SpeedrunConfig, out: Path) -> None:
         except json.JSONDecodeError:
             raise HerdError(f"{man} is corrupt; delete {out} or choose another --out") from None
         if old.get("config_hash") != h:
-            raise HerdError(f"{out} holds another speedrun (preset {old.get('preset')}, config hash "
-                            f"{old.get('config_hash')} != {h}); choose another --out or delete that directory")
+            raise HerdError(
+                f"{out} holds another speedrun (preset {old.get('preset')}, config hash "
+                f"{old.get('config_hash')} != {h}); choose another --out or delete that directory"
+            )
         return
     if out.exists() and any(out.iterdir()):
-        raise HerdError(f"{out} is not empty and holds no speedrun manifest; choose another --out or empty it")
-    _atomic_json(man, {"format": "herd-speedrun", "version": 1, "preset": cfg.preset, "config_hash": h,
-                       "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        raise HerdError(
+            f"{out} is not empty and holds no speedrun manifest; choose another --out or empty it"
+        )
+    _atomic_json(
+        man,
+        {
+            "format": "herd-speedrun",
+            "version": 1,
+            "preset": cfg.preset,
+            "config_hash": h,
+            "config": cfg.to_dict(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -103,10 +118,18 @@ def check_manifest(cfg: SpeedrunConfig, out: Path) -> None:
 def stage_corpus(ctx: Context) -> dict:
     from herd.speedrun.corpus import build_corpus
 
-    stats = build_corpus(ctx.path("raw"), ctx.cfg.caps, math_problems=ctx.cfg.math_problems, seed=ctx.cfg.seed,
-                         max_value=ctx.cfg.task_max_value)
-    return {"sources": stats, "docs": sum(s["docs"] for s in stats.values()),
-            "chars": sum(s["chars"] for s in stats.values())}
+    stats = build_corpus(
+        ctx.path("raw"),
+        ctx.cfg.caps,
+        math_problems=ctx.cfg.math_problems,
+        seed=ctx.cfg.seed,
+        max_value=ctx.cfg.task_max_value,
+    )
+    return {
+        "sources": stats,
+        "docs": sum(s["docs"] for s in stats.values()),
+        "chars": sum(s["chars"] for s in stats.values()),
+    }
 
 
 def stage_curate(ctx: Context) -> dict:
@@ -132,9 +155,16 @@ def stage_curate(ctx: Context) -> dict:
         raise HerdError("curation lost documents (kept + dropped != input); see curate/report.md")
     files = sorted(str(ctx.path("curate", "data", f)) for f in rep["output_files"])
     funnel = [{"stage": k, **v} for k, v in rep["stages"].items()]
-    return {"files": files, "input_docs": rep["input_docs"], "kept_docs": rep["kept_docs"],
-            "dropped": rep["dropped"], "funnel": funnel, "mix": rep.get("mix", {}),
-            "report": str(ctx.path("curate", "report.md")), "quality_classifier": "not trained (no low-quality set)"}
+    return {
+        "files": files,
+        "input_docs": rep["input_docs"],
+        "kept_docs": rep["kept_docs"],
+        "dropped": rep["dropped"],
+        "funnel": funnel,
+        "mix": rep.get("mix", {}),
+        "report": str(ctx.path("curate", "report.md")),
+        "quality_classifier": "not trained (no low-quality set)",
+    }
 
 
 def _documents(ctx: Context) -> list[dict]:
@@ -150,8 +180,9 @@ def _documents(ctx: Context) -> list[dict]:
     corpus = ctx.need("corpus")
     docs = []
     for name, s in corpus["sources"].items():
-        dom = {"python-stdlib": "code", "arithmetic": "math-reasoning", "wiki-fr-es": "multilingual"}.get(name,
-                                                                                                       "general")
+        dom = {"python-stdlib": "code", "arithmetic": "math-reasoning", "wiki-fr-es": "multilingual"}.get(
+            name, "general"
+        )
         with open(s["path"]) as f:
             for line in f:
                 d = json.loads(line)
@@ -165,14 +196,23 @@ def stage_tokenizer(ctx: Context) -> dict:
     except ImportError as e:
         raise Skip(f"herd.tokenizer.train is not available ({e})") from None
     docs = _documents(ctx)
-    tok = train_bpe([d["text"] for d in docs], vocab_size=ctx.cfg.vocab_size, allow_smaller=True,
-                    show_progress=False, name="speedrun")
+    tok = train_bpe(
+        [d["text"] for d in docs],
+        vocab_size=ctx.cfg.vocab_size,
+        allow_smaller=True,
+        show_progress=False,
+        name="speedrun",
+    )
     path = ctx.path("tokenizer", "tokenizer.model")
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(path)
     sample = "\n".join(d["text"] for d in docs[:50])[:200_000]
     n_tok = len(tok.encode(sample))
-    return {"path": str(path), "vocab_size": tok.n_words, "bytes_per_token": len(sample.encode()) / max(n_tok, 1)}
+    return {
+        "path": str(path),
+        "vocab_size": tok.n_words,
+        "bytes_per_token": len(sample.encode()) / max(n_tok, 1),
+    }
 
 
 def _chunks(text: str, max_chars: int) -> list[str]:
@@ -205,7 +245,9 @@ def stage_tokenize(ctx: Context) -> dict:
     c = ctx.cfg
     tok_path = ctx.need("tokenizer")["path"]
     pieces = [(p, d.get("domain")) for d in _documents(ctx) for p in _chunks(d["text"], c.chunk_chars)]
-    keyed = sorted(range(len(pieces)), key=lambda i: zlib.crc32(pieces[i][0].encode("utf-8", "surrogatepass")))
+    keyed = sorted(
+        range(len(pieces)), key=lambda i: zlib.crc32(pieces[i][0].encode("utf-8", "surrogatepass"))
+    )
     n_held = max(c.min_heldout, round(c.val_fraction * len(pieces)))
     if len(pieces) < 2 * n_held:
         raise HerdError(f"the curated corpus has only {len(pieces)} pieces of text; raise the corpus caps")
@@ -227,8 +269,15 @@ def stage_tokenize(ctx: Context) -> dict:
         if (work / f"{k}.jsonl").stat().st_size == 0:
             out[k] = None
             continue
-        meta = tokenize_files([work / f"{k}.jsonl"], tok_path, work / k, val_fraction=0.0, workers=1,
-                              overwrite=True, progress=False)
+        meta = tokenize_files(
+            [work / f"{k}.jsonl"],
+            tok_path,
+            work / k,
+            val_fraction=0.0,
+            workers=1,
+            overwrite=True,
+            progress=False,
+        )
         out[k] = str(work / k)
         out[f"{k}_tokens"] = meta["splits"]["train"]["n_tokens"]
     _atomic_json(work / "heldout.json", [pieces[i][0] for i in sorted(held)])
@@ -241,11 +290,26 @@ def stage_isoflop(ctx: Context) -> dict:
 
     c = ctx.cfg
     tk = ctx.need("tokenize")
-    iso = IsoFLOPConfig(data=[tk["main"]], val_data=tk["heldout"], budgets=list(c.budgets), n_sizes=c.n_sizes, spread=c.spread,
-                        seq_len=c.seq_len, lr=c.iso_lr, min_steps=c.min_steps, max_batch=c.max_batch,
-                        val_batches=c.val_batches, val_batch_size=c.val_batch_size, out_dir=str(ctx.path("isoflop")),
-                        device=c.device, dtype=c.dtype, seed=c.seed, doc_mask=c.doc_mask, peak_flops=_peak(c),
-                        threads=c.threads)
+    iso = IsoFLOPConfig(
+        data=[tk["main"]],
+        val_data=tk["heldout"],
+        budgets=list(c.budgets),
+        n_sizes=c.n_sizes,
+        spread=c.spread,
+        seq_len=c.seq_len,
+        lr=c.iso_lr,
+        min_steps=c.min_steps,
+        max_batch=c.max_batch,
+        val_batches=c.val_batches,
+        val_batch_size=c.val_batch_size,
+        out_dir=str(ctx.path("isoflop")),
+        device=c.device,
+        dtype=c.dtype,
+        seed=c.seed,
+        doc_mask=c.doc_mask,
+        peak_flops=_peak(c),
+        threads=c.threads,
+    )
     fit = run_isoflop(iso)
     pred = fit.predict(c.flagship_flops)
     vocab = ctx.need("tokenizer")["vocab_size"]
@@ -254,12 +318,18 @@ def stage_isoflop(ctx: Context) -> dict:
 
     ctx.log(format_fit(fit))
     ctx.log(format_prediction(pred))
-    return {"fit": str(ctx.path("isoflop", "fit.json")), "runs": str(ctx.path("isoflop", "runs.jsonl")),
-            "prediction": pred, "flagship_model": m.to_dict(),
-            "flagship_n_params": m.num_params(exclude_embedding=True),
-            "plots": {p: str(ctx.path("isoflop", f"{p}.png")) for p in ("isoflop_params", "isoflop_tokens",
-                                                                            "power_laws")},
-            "notes": fit.notes}
+    return {
+        "fit": str(ctx.path("isoflop", "fit.json")),
+        "runs": str(ctx.path("isoflop", "runs.jsonl")),
+        "prediction": pred,
+        "flagship_model": m.to_dict(),
+        "flagship_n_params": m.num_params(exclude_embedding=True),
+        "plots": {
+            p: str(ctx.path("isoflop", f"{p}.png"))
+            for p in ("isoflop_params", "isoflop_tokens", "power_laws")
+        },
+        "notes": fit.notes,
+    }
 
 
 def _peak(c: SpeedrunConfig) -> float:
@@ -299,39 +369,92 @@ def _pretrain_model(ctx: Context, name: str) -> dict:
     total_steps = max(10, round(tokens / batch_tokens))
     anneal_steps = max(1, round(c.anneal_frac * total_steps)) if tk.get("hq") else 0
     main_steps = total_steps - anneal_steps
-    overrides = {k: getattr(args, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
-                                                 "multiple_of", "max_seq_len")}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len")
+    }
     d = {
         "model": {"preset": "herd-5m", "overrides": overrides},
-        "data": {"sources": [{"path": tk["main"], "weight": 1.0}], "val": tk["heldout"], "seed": c.seed,
-                 "doc_mask": c.doc_mask},
+        "data": {
+            "sources": [{"path": tk["main"], "weight": 1.0}],
+            "val": tk["heldout"],
+            "seed": c.seed,
+            "doc_mask": c.doc_mask,
+        },
         "optim": {"lr": c.lr, "weight_decay": 0.1},
-        "schedule": {"warmup_steps": max(1, int(c.warmup_frac * main_steps)), "decay_steps": main_steps,
-                     "final_lr": 0.1 * c.lr, "decay": "cosine"},
+        "schedule": {
+            "warmup_steps": max(1, int(c.warmup_frac * main_steps)),
+            "decay_steps": main_steps,
+            "final_lr": 0.1 * c.lr,
+            "decay": "cosine",
+        },
         "stages": [{"after_tokens": 0, "batch_size": c.batch_size, "seq_len": c.seq_len}],
         "eval": {"interval": max(1, main_steps // 8), "batches": 2, "batch_size": c.val_batch_size},
         "checkpoint": {"interval": max(10, total_steps // 5), "keep": 2},
-        "run": {"out_dir": str(ctx.path("pretrain", name)), "steps": main_steps, "device": c.device,
-                "dtype": c.dtype, "seed": c.seed, "progress": True, "log_interval": max(1, total_steps // 10),
-                "resume": True, "peak_flops": _peak(c), "threads": c.threads},
+        "run": {
+            "out_dir": str(ctx.path("pretrain", name)),
+            "steps": main_steps,
+            "device": c.device,
+            "dtype": c.dtype,
+            "seed": c.seed,
+            "progress": True,
+            "log_interval": max(1, total_steps // 10),
+            "resume": True,
+            "peak_flops": _peak(c),
+            "threads": c.threads,
+        },
     }
     if anneal_steps:
-        d["anneal"] = {"tokens": anneal_steps * batch_tokens, "checkpoints": c.anneal_checkpoints,
-                       "sources": [{"path": tk["main"], "weight": 1 - c.anneal_hq_weight},
-                                   {"path": tk["hq"], "weight": c.anneal_hq_weight}]}
+        d["anneal"] = {
+            "tokens": anneal_steps * batch_tokens,
+            "checkpoints": c.anneal_checkpoints,
+            "sources": [
+                {"path": tk["main"], "weight": 1 - c.anneal_hq_weight},
+                {"path": tk["hq"], "weight": c.anneal_hq_weight},
+            ],
+        }
     cfg = TrainConfig.from_dict(d).validate()
     res = pretrain(cfg)
     from herd.checkpoint import load_model
 
     model, _ = load_model(res["model_dir"])
-    loss = heldout_loss(model, [tk["heldout"]], split="train", seq_len=c.seq_len, batches=c.val_batches,
-                        batch_size=c.val_batch_size, seed=c.seed, doc_mask=c.doc_mask)
-    out = {k: res.get(k) for k in ("train_loss", "val_loss", "tokens", "steps", "wall_time", "train_time",
-                                   "params", "polyak_averaged", "anneal_snapshots", "model_dir", "metrics")}
-    out.update({"heldout_loss": loss, "n_params": args.num_params(exclude_embedding=True),
-                "total_params": args.num_params(), "flops": tokens * args.flops_per_token(c.seq_len),
-                "model": {k: getattr(args, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads")},
-                "main_steps": main_steps, "anneal_steps": anneal_steps})
+    loss = heldout_loss(
+        model,
+        [tk["heldout"]],
+        split="train",
+        seq_len=c.seq_len,
+        batches=c.val_batches,
+        batch_size=c.val_batch_size,
+        seed=c.seed,
+        doc_mask=c.doc_mask,
+    )
+    out = {
+        k: res.get(k)
+        for k in (
+            "train_loss",
+            "val_loss",
+            "tokens",
+            "steps",
+            "wall_time",
+            "train_time",
+            "params",
+            "polyak_averaged",
+            "anneal_snapshots",
+            "model_dir",
+            "metrics",
+        )
+    }
+    out.update(
+        {
+            "heldout_loss": loss,
+            "n_params": args.num_params(exclude_embedding=True),
+            "total_params": args.num_params(),
+            "flops": tokens * args.flops_per_token(c.seq_len),
+            "model": {k: getattr(args, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads")},
+            "main_steps": main_steps,
+            "anneal_steps": anneal_steps,
+        }
+    )
     if name == "flagship":
         pred = ctx.need("isoflop")["prediction"]["loss"]
         out["predicted_loss"] = pred
@@ -381,8 +504,9 @@ def _accuracy(ctx: Context, path: str) -> float:
 
 def _common(ctx: Context) -> dict:
     c = ctx.cfg
-    return dict(batch_size=c.sft_batch, seq_len=c.seq_len, seed=c.seed, quiet=True, warmup=5, save_every=0,
-                pack=False)
+    return dict(
+        batch_size=c.sft_batch, seq_len=c.seq_len, seed=c.seed, quiet=True, warmup=5, save_every=0, pack=False
+    )
 
 
 def stage_posttrain_sft(ctx: Context) -> dict:
@@ -394,8 +518,16 @@ def stage_posttrain_sft(ctx: Context) -> dict:
     files = _task_files(ctx)
     acc_base = _accuracy(ctx, base)
     out = str(ctx.path("posttrain", "sft"))
-    m = sft(SFTConfig(model=base, data=files["train"], out=out, lr=ctx.cfg.sft_lr, steps=ctx.cfg.sft_steps,
-                      **_common(ctx)))
+    m = sft(
+        SFTConfig(
+            model=base,
+            data=files["train"],
+            out=out,
+            lr=ctx.cfg.sft_lr,
+            steps=ctx.cfg.sft_steps,
+            **_common(ctx),
+        )
+    )
     acc = _accuracy(ctx, out)
     ctx.log(f"speedrun: task accuracy base {acc_base:.3f} -> SFT {acc:.3f}")
     return {"model_dir": out, "accuracy_base": acc_base, "accuracy": acc, "metrics": m, "files": files}
@@ -407,19 +539,44 @@ def stage_posttrain_rs(ctx: Context) -> dict:
 
     prev = ctx.need("posttrain_sft")
     c = ctx.cfg
-    rs = rejection_sample(RSConfig(model=prev["model_dir"], prompts=prev["files"]["rs_prompts"],
-                                   out=str(ctx.path("posttrain", "rs")), scorer="math", k=c.rs_k,
-                                   max_new_tokens=c.task_max_new_tokens, temperature=1.0, seed=c.seed, quiet=True))
+    rs = rejection_sample(
+        RSConfig(
+            model=prev["model_dir"],
+            prompts=prev["files"]["rs_prompts"],
+            out=str(ctx.path("posttrain", "rs")),
+            scorer="math",
+            k=c.rs_k,
+            max_new_tokens=c.task_max_new_tokens,
+            temperature=1.0,
+            seed=c.seed,
+            quiet=True,
+        )
+    )
     if rs.get("kept_for_sft", 0) == 0:
         raise Skip("rejection sampling found no correct sample to fine-tune on (the SFT model is too weak)")
     out = str(ctx.path("posttrain", "rs_sft"))
-    m = sft(SFTConfig(model=prev["model_dir"], data=str(ctx.path("posttrain", "rs", "sft.jsonl")), out=out,
-                      lr=c.rs_sft_lr, steps=c.rs_sft_steps, **_common(ctx)))
+    m = sft(
+        SFTConfig(
+            model=prev["model_dir"],
+            data=str(ctx.path("posttrain", "rs", "sft.jsonl")),
+            out=out,
+            lr=c.rs_sft_lr,
+            steps=c.rs_sft_steps,
+            **_common(ctx),
+        )
+    )
     acc = _accuracy(ctx, out)
-    ctx.log(f"speedrun: rejection sampling pass@1 {rs.get('pass@1', float('nan')):.3f}, "
-            f"pass@{c.rs_k} {rs.get('pass@k', float('nan')):.3f} -> accuracy {acc:.3f}")
-    return {"model_dir": out, "accuracy": acc, "rejection_sampling": rs, "metrics": m,
-            "pairs": str(ctx.path("posttrain", "rs", "pairs.jsonl"))}
+    ctx.log(
+        f"speedrun: rejection sampling pass@1 {rs.get('pass@1', float('nan')):.3f}, "
+        f"pass@{c.rs_k} {rs.get('pass@k', float('nan')):.3f} -> accuracy {acc:.3f}"
+    )
+    return {
+        "model_dir": out,
+        "accuracy": acc,
+        "rejection_sampling": rs,
+        "metrics": m,
+        "pairs": str(ctx.path("posttrain", "rs", "pairs.jsonl")),
+    }
 
 
 def stage_posttrain_dpo(ctx: Context) -> dict:
@@ -430,8 +587,21 @@ def stage_posttrain_dpo(ctx: Context) -> dict:
     if not prev["rejection_sampling"].get("pairs"):
         raise Skip("rejection sampling produced no (correct, wrong) pair for DPO")
     out = str(ctx.path("posttrain", "dpo"))
-    m = dpo(DPOConfig(model=prev["model_dir"], data=prev["pairs"], out=out, lr=c.dpo_lr, steps=c.dpo_steps,
-                      batch_size=c.dpo_batch, max_len=c.seq_len, seed=c.seed, quiet=True, warmup=5, save_every=0))
+    m = dpo(
+        DPOConfig(
+            model=prev["model_dir"],
+            data=prev["pairs"],
+            out=out,
+            lr=c.dpo_lr,
+            steps=c.dpo_steps,
+            batch_size=c.dpo_batch,
+            max_len=c.seq_len,
+            seed=c.seed,
+            quiet=True,
+            warmup=5,
+            save_every=0,
+        )
+    )
     acc = _accuracy(ctx, out)
     ctx.log(f"speedrun: DPO -> accuracy {acc:.3f}")
     return {"model_dir": out, "accuracy": acc, "metrics": m}
@@ -447,8 +617,11 @@ def stage_evaluate(ctx: Context) -> dict:
     texts = [t[: c.bpb_max_chars] for t in held[: c.bpb_docs]]
     if not texts:
         raise Skip("no held-out documents (the corpus is too small for the val fraction)")
-    models = {n: ctx.outputs[f"pretrain_{n}"]["model_dir"] for n in ("small", "medium", "flagship")
-              if f"pretrain_{n}" in ctx.outputs}
+    models = {
+        n: ctx.outputs[f"pretrain_{n}"]["model_dir"]
+        for n in ("small", "medium", "flagship")
+        if f"pretrain_{n}" in ctx.outputs
+    }
     for n in ("sft", "rs", "dpo"):
         if f"posttrain_{n}" in ctx.outputs:
             models[f"flagship-{n}"] = ctx.outputs[f"posttrain_{n}"]["model_dir"]
@@ -460,8 +633,14 @@ def stage_evaluate(ctx: Context) -> dict:
         bpb = float(bits_per_byte(model, tok, texts))
         gen = Generator(model, tok, max_batch=len(c.sample_prompts))
         prompts = [tok.encode(p, bos=True) for p in c.sample_prompts]
-        outs = gen.generate(prompts, max_new_tokens=c.sample_tokens, temperature=0.8, top_p=0.95, seed=c.seed,
-                            stop_tokens=[tok.eos_id, tok.eot_id])
+        outs = gen.generate(
+            prompts,
+            max_new_tokens=c.sample_tokens,
+            temperature=0.8,
+            top_p=0.95,
+            seed=c.seed,
+            stop_tokens=[tok.eos_id, tok.eot_id],
+        )
         samples = [{"prompt": p, "completion": tok.decode(o.tokens)} for p, o in zip(c.sample_prompts, outs)]
         results[name] = {"bits_per_byte": bpb, "samples": samples, "path": path}
         ctx.log(f"speedrun: {name}: held-out bits per byte {bpb:.4f}")
@@ -471,8 +650,12 @@ def stage_evaluate(ctx: Context) -> dict:
     for n in ("sft", "rs", "dpo"):
         if f"posttrain_{n}" in ctx.outputs:
             acc[n] = ctx.outputs[f"posttrain_{n}"]["accuracy"]
-    return {"models": results, "task_accuracy": acc, "heldout_docs": len(texts),
-            "task_test_problems": c.task_test}
+    return {
+        "models": results,
+        "task_accuracy": acc,
+        "heldout_docs": len(texts),
+        "task_test_problems": c.task_test,
+    }
 
 
 def stage_report(ctx: Context) -> dict:
@@ -533,8 +716,16 @@ def run_speedrun(cfg: SpeedrunConfig, log=print) -> dict:
         dt = time.time() - t0
         ctx.outputs[name] = outputs
         ctx.seconds[name] = dt
-        _atomic_json(marker, {"stage": name, "complete": True, "seconds": dt, "outputs": outputs,
-                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        _atomic_json(
+            marker,
+            {
+                "stage": name,
+                "complete": True,
+                "seconds": dt,
+                "outputs": outputs,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
         log(f"speedrun: [{name}] done in {dt:.1f}s")
     ctx.seconds["_this_invocation"] = time.time() - t_start
     rep = stage_report(ctx)

