@@ -70,7 +70,7 @@ def _add_config_flags(p: argparse.ArgumentParser, cls, positional: tuple[str, ..
             p.add_argument(name, type=float, metavar="X", **kw)
         else:
             choices = ["skip", "stop"] if f.name == "on_bad_line" else None
-            p.add_argument(name, metavar=None if choices else "VALUE", choices=choices, **kw)
+            p.add_argument(name, metavar=None if choices else f.name.upper(), choices=choices, **kw)
 
 
 def _config(cls, args, command: str):
