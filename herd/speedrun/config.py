@@ -87,6 +87,7 @@ class SpeedrunConfig:
     bpb_docs: int = 40
     bpb_max_chars: int = 4000  # per held-out document
     sample_tokens: int = 48
+    humaneval_limit: int = 0  # HumanEval problems to run (0 = none; the gpu preset runs all 164)
     sample_prompts: list = field(
         default_factory=lambda: [
             "The President of the United States",
@@ -188,6 +189,7 @@ def preset(name: str, **overrides) -> SpeedrunConfig:
             dpo_steps=300,
             dpo_lr=5e-5,
             dpo_batch=32,
+            humaneval_limit=164,
             bpb_docs=200,
             sample_tokens=96,
         )

@@ -372,6 +372,10 @@ def write_report(ctx) -> dict:
     if ev:
         d.h(2, "Evaluation (§5)")
         d.table(["model", "held-out bits per byte"], [[n, r["bits_per_byte"]] for n, r in ev.items()])
+        he = o["evaluate"].get("humaneval")
+        if he:
+            d.p(f"HumanEval ({he['model']}): " + (f"pass@1 {he['pass@1']:.3f} on {he['n']} problems"
+                                                  if "pass@1" in he else f"skipped: {he['skipped']}"))
         d.h(2, "Samples (temperature 0.8, top-p 0.95)")
         for n, r in ev.items():
             d.h(3, n)

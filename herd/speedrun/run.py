@@ -650,11 +650,25 @@ def stage_evaluate(ctx: Context) -> dict:
     for n in ("sft", "rs", "dpo"):
         if f"posttrain_{n}" in ctx.outputs:
             acc[n] = ctx.outputs[f"posttrain_{n}"]["accuracy"]
+    humaneval = None
+    if c.humaneval_limit:
+        # HumanEval (§5) on the gpu preset: the last model of the herd's line, in the real sandbox.
+        name = list(models)[-1]
+        try:
+            from herd.eval.humaneval import run_humaneval
+
+            model, tok = load_model(models[name])
+            r = run_humaneval(model, tok, limit=c.humaneval_limit)
+            humaneval = {"model": name, "pass@1": r.get("pass@1"), "n": r.get("n")}
+        except (ImportError, HerdError) as e:
+            humaneval = {"model": name, "skipped": str(e)}
+        ctx.log(f"speedrun: HumanEval: {humaneval}")
     return {
         "models": results,
         "task_accuracy": acc,
         "heldout_docs": len(texts),
         "task_test_problems": c.task_test,
+        "humaneval": humaneval,
     }
 
 
