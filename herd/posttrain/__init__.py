@@ -27,8 +27,10 @@ Python API (what the speedrun calls):
     arithmetic_task(n, seed)              -> list[Problem] (question, answer: int, solution text)
     write_task(out_dir, train=N, test=M, seed=S)         # train.jsonl / test.jsonl / prompts files
     load_gsm8k(path)                      -> list[Problem] from GSM8K's JSONL
-    task_accuracy(model, tokenizer, problems, max_new_tokens=48) -> float (greedy, exact "#### N")
-    run_demo(out_dir)                     -> dict: held-out accuracy after pretrain, SFT, RS, DPO
+    task_accuracy(model, tokenizer, problems, max_new_tokens=32) -> float (greedy, exact "#### N")
+    load_problems(path)                   -> list[Problem] from a prompts/chat JSONL with "answer"
+    run_demo(out_dir, DemoConfig(...))    -> dict: held-out accuracy after pretrain, SFT, RS, DPO
+                                             (OUT/results.json; `herd posttrain demo OUT`)
 
 Data formats (JSONL, one record a line; a bad line is reported as FILE:LINE: reason and skipped or
 stops the run, `on_bad_line="skip"|"stop"`):
@@ -66,6 +68,8 @@ _EXPORTS = {
     "task_accuracy": "herd.posttrain.tasks",
     "extract_answer": "herd.posttrain.tasks",
     "run_demo": "herd.posttrain.demo",
+    "DemoConfig": "herd.posttrain.demo",
+    "load_problems": "herd.posttrain.tasks",
 }
 
 
