@@ -348,6 +348,10 @@ def write_report(ctx) -> dict:
                 for n, r in herd.items()
             ],
         )
+        for n, r in herd.items():
+            if r.get("same_as"):
+                d.p(f"Note: {n} has the same shape as {r['same_as']} (the fitted N* lies at the smallest shape "
+                    f"of the size family for this vocabulary), so it was trained once.")
         if "flagship" in herd and herd["flagship"].get("predicted_loss"):
             f = herd["flagship"]
             d.p(

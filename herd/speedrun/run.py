@@ -363,6 +363,18 @@ def _pretrain_model(ctx: Context, name: str) -> dict:
     tk = ctx.need("tokenize")
     args = _herd_sizes(ctx)[name]
     flag = _herd_sizes(ctx)["flagship"]
+    shape = {k: getattr(args, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads")}
+    for other in ("small", "medium"):
+        prev = ctx.outputs.get(f"pretrain_{other}")
+        if other != name and prev and prev["model"] == shape:
+            # When N* sits at the smallest shape the family has, two members of the herd are the same
+            # model with the same data and seed: it is trained once, and the report says so.
+            out = dict(prev, same_as=other)
+            if name == "flagship":
+                pred = ctx.need("isoflop")["prediction"]["loss"]
+                out.update(predicted_loss=pred, relative_error=(out["heldout_loss"] - pred) / pred)
+            ctx.log(f"speedrun: {name} has the shape of {other} (N* is at the size family's floor); reused")
+            return out
     # Every member of the herd sees the flagship's compute-optimal token count (§3.2.1 D*).
     tokens = c.flagship_flops / flag.flops_per_token(c.seq_len)
     batch_tokens = c.batch_size * c.seq_len
