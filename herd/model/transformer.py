@@ -73,7 +73,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     # Meta's formulation: the pairs as complex numbers times e^(i*theta), one kernel forward and
     # backward (the same products and sums as x0*c - x1*s, x0*s + x1*c).
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    fc = torch.complex(cos, sin).unsqueeze(2)
+    fc = torch.complex(cos.float(), sin.float()).unsqueeze(2)
     return torch.view_as_real(xc * fc).flatten(-2).type_as(x)
 
 
@@ -229,7 +229,9 @@ class Transformer(nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             model.init_weights()
-        return model.to(dtype)
+        model = model.to(dtype)
+        model.reset_rope()  # RoPE tables stay fp32 (as Meta's reference), whatever the weights' dtype
+        return model
 
     def reset_rope(self):
         dev = self.tok_embeddings.weight.device
