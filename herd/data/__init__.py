@@ -15,9 +15,16 @@
   deterministic, split over data-parallel ranks, resumable.
 """
 
-from herd.data.loader import IGNORE, Batch, MixtureLoader, PackedStream
 from herd.data.shards import TokenData, read_meta
 from herd.data.tokenize import find_inputs, read_documents, tokenize_files
 
 __all__ = ["tokenize_files", "find_inputs", "read_documents", "TokenData", "read_meta", "MixtureLoader",
            "PackedStream", "Batch", "IGNORE"]
+
+
+def __getattr__(name):  # the loader needs torch; import it on first use so the CLI starts fast
+    if name in ("IGNORE", "Batch", "MixtureLoader", "PackedStream"):
+        from herd.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'herd.data' has no attribute {name!r}")
