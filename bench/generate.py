@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import sys
@@ -93,14 +94,16 @@ def kv_bytes_per_step(args, batch, prompt, new, elem) -> float:
     return 2 * args.n_layers * batch * args.n_kv_heads * args.head_dim * avg_len * elem
 
 
-def decode_rate(run, steps, device, reps):
-    """(best tok/s, median tok/s) of `run(n_new)` over `reps` repeats; `steps` = new tokens."""
-    rates = []
+def decode_rates(runs: dict, steps, device, reps) -> dict:
+    """{name: (best tok/s, median tok/s)} of each `run(n_new)`; the runs are interleaved in every
+    repeat so that they see the same load on a shared machine. `steps` = new tokens."""
+    rates = {k: [] for k in runs}
     for _ in range(reps):
-        t1 = timeit(lambda: run(1), device)
-        tn = timeit(lambda: run(steps), device)
-        rates.append((steps - 1) / max(tn - t1, 1e-9))
-    return max(rates), statistics.median(rates)
+        for k, run in runs.items():
+            t1 = timeit(lambda: run(1), device)
+            tn = timeit(lambda: run(steps), device)
+            rates[k].append((steps - 1) / max(tn - t1, 1e-9))
+    return {k: (max(v), statistics.median(v)) for k, v in rates.items()}
 
 
 def main(argv=None):
@@ -126,6 +129,7 @@ def main(argv=None):
     import transformers
 
     res["transformers"] = transformers.__version__
+    res["load_avg_start"] = os.getloadavg()[0]
     bw = read_bandwidth(dev)
     res["machine_read_GBps"] = round(bw, 1)
     print(f"machine read bandwidth: {bw:.1f} GB/s ({a.threads} threads, {dev})", flush=True)
@@ -148,14 +152,17 @@ def main(argv=None):
         res["greedy_ids_equal_hf"] = ours == theirs
         print("greedy ids equal to HF:", ours == theirs, flush=True)
 
-    # prefill: time to the first token of a 1024-token prompt
-    def prefill_rate(fn):
-        fn()
-        return a.prefill_len / min(timeit(fn, dev) for _ in range(a.reps))
-
-    res["prefill_tok_s"] = {"herd": prefill_rate(lambda: gen.generate(long.tolist(), max_new_tokens=1))}
+    # prefill: time to the first token of a 1024-token prompt (interleaved repeats, best of)
+    runs = {"herd": lambda: gen.generate(long.tolist(), max_new_tokens=1)}
     if hf is not None:
-        res["prefill_tok_s"]["hf"] = prefill_rate(lambda: hf_generate(hf, long, 1))
+        runs["hf"] = lambda: hf_generate(hf, long, 1)
+    best = {k: float("inf") for k in runs}
+    for k, f in runs.items():
+        f()
+    for _ in range(a.reps):
+        for k, f in runs.items():
+            best[k] = min(best[k], timeit(f, dev))
+    res["prefill_tok_s"] = {k: a.prefill_len / v for k, v in best.items()}
     print("prefill tok/s:", _fmt(res["prefill_tok_s"]), flush=True)
 
     wb = weight_bytes(model)
@@ -163,14 +170,14 @@ def main(argv=None):
     for B in (1, 8):
         ids = prompts8[:B]
         lst = ids.tolist()
-        gen.generate(lst, max_new_tokens=4)
-        r = {}
-        best, med = decode_rate(lambda n: gen.generate(lst, max_new_tokens=n), N, dev, a.reps)
-        r["herd"], r["herd_median"] = best, med
+        runs = {"herd": lambda n, lst=lst: gen.generate(lst, max_new_tokens=n)}
         if hf is not None:
-            hf_generate(hf, ids, 4)
-            best, med = decode_rate(lambda n: hf_generate(hf, ids, n), N, dev, a.reps)
-            r["hf"], r["hf_median"] = best, med
+            runs["hf"] = lambda n, ids=ids: hf_generate(hf, ids, n)
+        for f in runs.values():
+            f(4)
+        r = {}
+        for k, (best, med) in decode_rates(runs, N, dev, a.reps).items():
+            r[k], r[k + "_median"] = best, med
         steps_s = r["herd"] / B
         r["herd_GBps"] = (wb + kv_bytes_per_step(args, B, P, N, elem)) * steps_s / 1e9
         r["herd_bw_fraction"] = r["herd_GBps"] / bw
@@ -183,11 +190,15 @@ def main(argv=None):
         t = time.perf_counter()
         cg.generate(lst, max_new_tokens=4)
         res["compile_s"] = time.perf_counter() - t
-        best, med = decode_rate(lambda n: cg.generate(lst, max_new_tokens=n), N, dev, a.reps)
-        steps_s = best
-        res["decode_b1_compiled"] = {"herd_compiled": best, "herd_compiled_median": med,
-                                     "GBps": (wb + kv_bytes_per_step(args, 1, P, N, elem)) * steps_s / 1e9}
-        print(f"compiled decode batch 1: {best:.1f} tok/s (compile {res['compile_s']:.0f}s)", flush=True)
+        runs = {"eager": lambda n: gen.generate(lst, max_new_tokens=n),
+                "compiled": lambda n: cg.generate(lst, max_new_tokens=n)}
+        rr = decode_rates(runs, N, dev, a.reps)
+        best = rr["compiled"][0]
+        res["decode_b1_compiled"] = {"herd_compiled": best, "herd_compiled_median": rr["compiled"][1],
+                                     "herd_eager": rr["eager"][0],
+                                     "GBps": (wb + kv_bytes_per_step(args, 1, P, N, elem)) * best / 1e9}
+        print(f"compiled decode batch 1: {best:.1f} tok/s vs eager {rr['eager'][0]:.1f} "
+              f"(compile {res['compile_s']:.0f}s)", flush=True)
 
     if a.int8:
         from herd.inference.quant import quantize_int8
@@ -197,15 +208,18 @@ def main(argv=None):
         big8 = copy.deepcopy(big)
         quantize_int8(big8)
         lst = prompts8[:1].tolist()
+        gens = {"fp32": Generator(big, max_batch=1), "int8": Generator(big8, max_batch=1)}
+        runs = {k: (lambda n, gg=gg: gg.generate(lst, max_new_tokens=n)) for k, gg in gens.items()}
+        for f in runs.values():
+            f(4)
         r = {}
-        for name, mm in (("fp32", big), ("int8", big8)):
-            gg = Generator(mm, max_batch=1)
-            gg.generate(lst, max_new_tokens=4)
-            r[name], r[name + "_median"] = decode_rate(lambda n: gg.generate(lst, max_new_tokens=n), N, dev, a.reps)
-            r[name + "_weight_MB"] = weight_bytes(mm) / 1e6
+        for k, (best, med) in decode_rates(runs, N, dev, a.reps).items():
+            r[k], r[k + "_median"] = best, med
+        r["fp32_weight_MB"], r["int8_weight_MB"] = weight_bytes(big) / 1e6, weight_bytes(big8) / 1e6
         res["int8_herd100m_b1_tok_s"] = r
         print("herd-100m decode batch 1 tok/s:", _fmt(r), flush=True)
 
+    res["load_avg_end"] = os.getloadavg()[0]
     print()
     _report(res)
     if a.json:
@@ -221,6 +235,8 @@ def _report(res):
     def ratio(d, a, b):
         return f"{d[a] / d[b]:.2f}x" if b in d and a in d else "n/a"
 
+    print(f"{res['model']}; {res['threads']} threads, torch {res['torch']}, transformers {res['transformers']}; "
+          f"load average {res['load_avg_start']:.1f} -> {res['load_avg_end']:.1f} (shared machine)")
     p = res["prefill_tok_s"]
     print(f"prefill 1x1024: herd {p['herd']:.0f} tok/s, HF {p.get('hf', float('nan')):.0f} tok/s, "
           f"ratio {ratio(p, 'herd', 'hf')}")
@@ -231,8 +247,8 @@ def _report(res):
               f"{res['machine_read_GBps']} GB/s")
     if "decode_b1_compiled" in res:
         d = res["decode_b1_compiled"]
-        print(f"compiled decode batch 1: {d['herd_compiled']:.1f} tok/s, {d['GBps']:.1f} GB/s; compile "
-              f"{res['compile_s']:.0f}s")
+        print(f"compiled decode batch 1: {d['herd_compiled']:.1f} tok/s (eager {d['herd_eager']:.1f}), "
+              f"{d['GBps']:.1f} GB/s; compile {res['compile_s']:.0f}s")
     if "int8_herd100m_b1_tok_s" in res:
         d = res["int8_herd100m_b1_tok_s"]
         print(f"herd-100m batch 1: int8 {d['int8']:.1f} tok/s vs fp32 {d['fp32']:.1f} tok/s = {ratio(d, 'int8', 'fp32')}")
