@@ -151,7 +151,8 @@ def _schema_a():
 
     return pa.schema([("id", pa.string()), ("source", pa.string()), ("url", pa.string()),
                       ("url_key", pa.string()), ("timestamp", pa.float64()), ("text", pa.string()),
-                      ("language", pa.string()), ("language_score", pa.float32()), ("pii_masks", pa.int32()),
+                      ("nbytes", pa.int64()), ("language", pa.string()), ("language_score", pa.float32()),
+                      ("pii_masks", pa.int32()),
                       ("sig", pa.binary()), ("line_hashes", pa.list_(pa.int64()))])
 
 
@@ -258,7 +259,8 @@ def phase_a(task_id: int, files: list[str], cfg_dict: dict, work: str) -> None:
             rows.add({
                 "id": rec["id"], "source": rec.get("source", ""), "url": rec.get("url", ""),
                 "url_key": normalize_url(rec.get("url", "")) if d.url else "",
-                "timestamp": rec.get("timestamp"), "text": text, "language": lang, "language_score": lscore,
+                "timestamp": rec.get("timestamp"), "text": text, "nbytes": nbytes(text), "language": lang,
+                "language_score": lscore,
                 "pii_masks": masks,
                 "sig": minhash_signature(text, d.shingle_size, d.num_perm).tobytes() if d.minhash else b"",
                 "line_hashes": line_hashes(text, d.line_min_chars) if d.line else [],
@@ -319,11 +321,11 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
         bucket_lines = []
 
     for t, sh in enumerate(shards):
-        cols = ["id", "source", "url_key", "text"] + (["sig"] if d.minhash else []) + (["line_hashes"] if d.line else [])
+        cols = ["id", "source", "url_key", "nbytes"] + (["sig"] if d.minhash else []) + (["line_hashes"] if d.line else [])
         tab = pq.read_table(sh, columns=cols)
         ids, sources = tab.column("id").to_pylist(), tab.column("source").to_pylist()
         keys = tab.column("url_key").to_pylist()
-        sizes = [nbytes(x) for x in tab.column("text").to_pylist()]
+        sizes = tab.column("nbytes").to_pylist()  # phase B never loads the text
         sigs = tab.column("sig").to_pylist() if d.minhash else None
         lhs = tab.column("line_hashes") if d.line else None
         buckets = np.full(len(ids), -1, dtype=np.int64)
