@@ -96,7 +96,7 @@ class HeuristicsConfig:
     # Token-distribution KL divergence against the corpus (herd Tokenizer).
     kl: bool = True
     tokenizer: str = "llama3"
-    max_kl: float = 6.0  # nats; KL(doc || corpus) above this = outlier tokens
+    max_kl: float = 5.0  # nats; KL(doc || corpus) above this = outlier tokens (see docs/curation.md)
     kl_min_tokens: int = 20  # shorter documents are not judged by KL (too noisy)
 
 
