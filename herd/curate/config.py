@@ -219,7 +219,7 @@ def _coerce(value, current, name: str):
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> CurateConfig:
     """Read a TOML recipe (None = all defaults) and apply `key.sub=value` overrides."""
-    import tomllib
+    from herd.compat import tomllib
 
     cfg = CurateConfig()
     if path is not None:
@@ -240,7 +240,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
 
 def override(cfg: CurateConfig, assignment: str) -> None:
     """Apply one `stage.key=value` override (value parsed as TOML when it can be)."""
-    import tomllib
+    from herd.compat import tomllib
 
     if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
         raise HerdError(f"override must look like stage.key=value, got {assignment!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
+from herd.compat import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
