@@ -95,8 +95,8 @@ def kv_bytes_per_step(args, batch, prompt, new, elem) -> float:
 
 
 def decode_rates(runs: dict, steps, device, reps) -> dict:
-    """{name: (best tok/s, median tok/s)} of each `run(n_new)`; the runs are interleaved in every
-    repeat so that they see the same load on a shared machine. `steps` = new tokens."""
+    """{name: (best steps/s, median steps/s)} of each `run(n_new)` (tokens/s = batch x steps/s);
+    the runs are interleaved in every repeat so that they see the same load on a shared machine."""
     rates = {k: [] for k in runs}
     for _ in range(reps):
         for k, run in runs.items():
@@ -177,7 +177,7 @@ def main(argv=None):
             f(4)
         r = {}
         for k, (best, med) in decode_rates(runs, N, dev, a.reps).items():
-            r[k], r[k + "_median"] = best, med
+            r[k], r[k + "_median"] = best * B, med * B  # steps/s -> tokens/s
         steps_s = r["herd"] / B
         r["herd_GBps"] = (wb + kv_bytes_per_step(args, B, P, N, elem)) * steps_s / 1e9
         r["herd_bw_fraction"] = r["herd_GBps"] / bw
