@@ -100,11 +100,14 @@ def plan_runs(cfg: IsoFLOPConfig, vocab_size: int) -> list[dict]:
         else:
             # Chinchilla guess: C ≈ 6·N·(k·N) -> N ≈ sqrt(C / (6k)).
             guess = math.sqrt(C / (6 * cfg.tokens_per_param))
-            # The vocab sets a floor on N (the output layer): slide the range up to start there.
+            # The vocab sets a floor on N (the output layer): the range starts no lower than the
+            # floor and still spans spread^2 (log-spaced), so a budget whose guess is near the
+            # floor keeps points on both sides of it, and larger budgets get larger grids.
             floor = model_for_size(1, vocab_size).num_params(exclude_embedding=True)
-            guess = max(guess, floor * cfg.spread)
+            lo = max(floor, guess / cfg.spread)
+            hi = max(guess * cfg.spread, lo * cfg.spread)
             k = cfg.n_sizes
-            targets = [guess * cfg.spread ** (2 * i / (k - 1) - 1) for i in range(k)] if k > 1 else [guess]
+            targets = [lo * (hi / lo) ** (i / (k - 1)) for i in range(k)] if k > 1 else [guess]
         models, seen = [], set()
         for n in targets:
             m = model_for_size(n, vocab_size, seq_len=max(cfg.seq_len, 256))

@@ -350,9 +350,47 @@ def _herd_sizes(ctx: Context) -> dict:
     n_star = iso["prediction"]["n_params"]
     vocab = flag.vocab_size
     seq = max(c.seq_len, 256)
-    small = model_for_size(n_star / c.small_div, vocab, seq_len=seq)
-    medium = model_for_size(n_star / c.medium_div, vocab, seq_len=seq)
+    shapes = _shapes_below(flag, seq)
+    if len(shapes) < 2:
+        # The flagship is at (or next to) the family's floor: no three distinct sizes exist.
+        small = medium = shapes[0] if shapes else flag
+        if not shapes:
+            return {"small": flag, "medium": flag, "flagship": flag}
+        return {"small": small, "medium": medium, "flagship": flag}
+
+    def closest(options, n):
+        return min(options, key=lambda a: abs(math.log(a.num_params(exclude_embedding=True) / n)))
+
+    # Medium near N*/medium_div but leaving a smaller shape for small; small near N*/small_div
+    # below medium (near the family's floor N*/div can round to the same shape).
+    medium = closest(shapes[1:], n_star / c.medium_div)
+    small = closest(
+        [
+            a
+            for a in shapes
+            if a.num_params(exclude_embedding=True) < medium.num_params(exclude_embedding=True)
+        ],
+        n_star / c.small_div,
+    )
     return {"small": small, "medium": medium, "flagship": flag}
+
+
+def _shapes_below(bigger, seq: int) -> list:
+    """The distinct shapes of the size family (herd.scaling.model_for_size) smaller than `bigger`,
+    smallest first."""
+    from herd.scaling.isoflop import model_for_size
+
+    n_big = bigger.num_params(exclude_embedding=True)
+    out, seen = [], set()
+    n = 1.0
+    while n < n_big:
+        a = model_for_size(n, bigger.vocab_size, seq_len=seq)
+        k = a.num_params(exclude_embedding=True)
+        if k < n_big and k not in seen:
+            seen.add(k)
+            out.append(a)
+        n = max(n * 1.15, k * 1.02)
+    return sorted(out, key=lambda a: a.num_params(exclude_embedding=True))
 
 
 def _pretrain_model(ctx: Context, name: str) -> dict:
@@ -594,15 +632,37 @@ def stage_posttrain_rs(ctx: Context) -> dict:
 def stage_posttrain_dpo(ctx: Context) -> dict:
     from herd.posttrain.dpo import DPOConfig, dpo
 
+    from herd.posttrain.data import write_jsonl
+    from herd.posttrain.rejection import RSConfig, rejection_sample
+
     prev = ctx.need("posttrain_rs")
     c = ctx.cfg
-    if not prev["rejection_sampling"].get("pairs"):
-        raise Skip("rejection sampling produced no (correct, wrong) pair for DPO")
+    # Preference pairs sampled from the RS model itself (on-policy, paper §4.2.1: preference data
+    # comes from the latest, best models) on train prompts not used by rejection sampling; the
+    # posttrain demo measured off-policy pairs (from the SFT model) as a loss, not a gain.
+    train, _ = _task(ctx)
+    prompts = ctx.path("posttrain", "task", "dpo_prompts.jsonl")
+    write_jsonl(prompts, (p.prompt_record() for p in train[c.rs_prompts : c.rs_prompts + c.dpo_prompts]))
+    samp = rejection_sample(
+        RSConfig(
+            model=prev["model_dir"],
+            prompts=str(prompts),
+            out=str(ctx.path("posttrain", "dpo_samples")),
+            scorer="math",
+            k=c.rs_k,
+            max_new_tokens=c.task_max_new_tokens,
+            temperature=1.0,
+            seed=c.seed,
+            quiet=True,
+        )
+    )
+    if not samp.get("pairs"):
+        raise Skip("sampling from the RS model produced no (correct, wrong) pair for DPO")
     out = str(ctx.path("posttrain", "dpo"))
     m = dpo(
         DPOConfig(
             model=prev["model_dir"],
-            data=prev["pairs"],
+            data=str(ctx.path("posttrain", "dpo_samples", "pairs.jsonl")),
             out=out,
             lr=c.dpo_lr,
             steps=c.dpo_steps,
@@ -615,8 +675,8 @@ def stage_posttrain_dpo(ctx: Context) -> dict:
         )
     )
     acc = _accuracy(ctx, out)
-    ctx.log(f"speedrun: DPO -> accuracy {acc:.3f}")
-    return {"model_dir": out, "accuracy": acc, "metrics": m}
+    ctx.log(f"speedrun: DPO ({samp['pairs']} on-policy pairs) -> accuracy {acc:.3f}")
+    return {"model_dir": out, "accuracy": acc, "metrics": m, "sampling": samp}
 
 
 def stage_evaluate(ctx: Context) -> dict:

@@ -56,3 +56,18 @@ def test_model_for_size_and_plan():
     # one batch size per budget
     for C in (3e13, 1e14):
         assert len({r["batch_size"] for r in plan if r["flops"] == C}) == 1
+
+
+def test_plan_grid_brackets_the_guess_above_the_floor():
+    """A budget whose Chinchilla guess sqrt(C/120) sits near the vocab's floor on N keeps sizes on
+    both sides of it, and a larger budget gets a larger grid."""
+    import math
+
+    cfg = IsoFLOPConfig(data=[], budgets=[3e11, 3e12], n_sizes=4, spread=3.0, seq_len=256, min_steps=30)
+    plan = plan_runs(cfg, 1024)
+    for C in (3e11, 3e12):
+        ns = [r["n_params"] for r in plan if r["flops"] == C]
+        guess = math.sqrt(C / 120)
+        assert len(ns) >= 3 and min(ns) < guess < max(ns)
+    top = {C: max(r["n_params"] for r in plan if r["flops"] == C) for C in (3e11, 3e12)}
+    assert top[3e12] > top[3e11]

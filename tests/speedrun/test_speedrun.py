@@ -169,3 +169,25 @@ def test_chunks_cut_at_paragraphs():
     assert sr._chunks("short", 1000) == ["short"]
     huge = "x" * 5000
     assert "".join(sr._chunks(huge, 1000)) == huge
+
+
+def test_herd_has_three_distinct_sizes():
+    """Near the size family's floor N*/8 and N*/2.8 round to the same shape: small < medium < flagship
+    still holds whenever the family has three shapes up to the flagship."""
+    import types
+
+    from herd.scaling.isoflop import model_for_size
+
+    cfg = preset("cpu")
+    for n_star in (1.2e5, 2e5, 4e5, 2e6):
+        flag = model_for_size(n_star, 1024, seq_len=256)
+        iso = {"flagship_model": flag.to_dict(), "prediction": {"n_params": n_star}}
+        ctx = types.SimpleNamespace(cfg=cfg, need=lambda k, iso=iso: iso)
+        h = sr._herd_sizes(ctx)
+        n = [h[k].num_params(exclude_embedding=True) for k in ("small", "medium", "flagship")]
+        assert n[0] < n[1] < n[2], (n_star, n)
+    # at the floor itself there is nothing smaller: all three are the one shape (reported as reused)
+    flag = model_for_size(1, 1024, seq_len=256)
+    iso = {"flagship_model": flag.to_dict(), "prediction": {"n_params": 4e4}}
+    h = sr._herd_sizes(types.SimpleNamespace(cfg=cfg, need=lambda k: iso))
+    assert h["small"].dim == h["medium"].dim == flag.dim
