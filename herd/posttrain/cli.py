@@ -76,7 +76,7 @@ def _add_config_flags(p: argparse.ArgumentParser, cls, positional: tuple[str, ..
 def _config(cls, args, command: str):
     values = {}
     if args.config:
-        import tomllib
+        from herd.compat import tomllib
 
         from herd.errors import require_file
 
