@@ -53,13 +53,15 @@ class SpeedrunConfig:
     spread: float = 3.0
     iso_lr: float = 3e-3
     min_steps: int = 30
-    max_batch: int = 16
+    # sequences per step at most: 8 x 256 tokens gives the short runs of the sweep more steps (the
+    # larger sizes of a budget see ~0.1-0.5M tokens; at 16 they took ~40 steps and lost to the smallest)
+    max_batch: int = 8
     val_batches: int = 8
     val_batch_size: int = 8
     doc_mask: bool = True
     # 4. the herd: the flagship at `flagship_flops`, sized by the fit; small and medium are
     # N*/small_div and N*/medium_div on the flagship's token count (like 8B/70B/405B on 15T tokens).
-    flagship_flops: float = 4e12
+    flagship_flops: float = 3e12
     small_div: float = 8.0
     medium_div: float = 2.8
     lr: float = 3e-3

@@ -370,8 +370,14 @@ def write_report(ctx) -> dict:
             rs = o["posttrain_rs"]["rejection_sampling"]
             d.p(
                 f"Rejection sampling: pass@1 {rs.get('pass@1', float('nan')):.3f}, pass@{c.rs_k} "
-                f"{rs.get('pass@k', float('nan')):.3f}, {rs.get('kept_for_sft', 0)} samples kept for SFT, "
-                f"{rs.get('pairs', 0)} preference pairs for DPO."
+                f"{rs.get('pass@k', float('nan')):.3f}, {rs.get('kept_for_sft', 0)} samples kept for SFT."
+            )
+        if "posttrain_dpo" in o and o["posttrain_dpo"].get("sampling"):
+            sp = o["posttrain_dpo"]["sampling"]
+            d.p(
+                f"DPO: {sp.get('pairs', 0)} (correct, wrong) pairs sampled from the RS model on "
+                f"{c.dpo_prompts} other train prompts (pass@1 {sp.get('pass@1', float('nan')):.3f}), "
+                f"{c.dpo_steps} steps x {c.dpo_batch} at LR {c.dpo_lr:g}."
             )
     if ev:
         d.h(2, "Evaluation (§5)")
