@@ -58,7 +58,7 @@ def register(sub) -> None:
         "--spread",
         type=float,
         default=4.0,
-        help="automatic sizes span guess/spread .. guess*spread (default 4)",
+        help="automatic sizes span guess/spread .. guess*spread, starting no lower than the vocab's floor on N (default 4)",
     )
     iso.add_argument("--seq-len", type=int, default=256)
     iso.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (decays to 0.1x)")

@@ -350,8 +350,10 @@ def write_report(ctx) -> dict:
         )
         for n, r in herd.items():
             if r.get("same_as"):
-                d.p(f"Note: {n} has the same shape as {r['same_as']} (the fitted N* lies at the smallest shape "
-                    f"of the size family for this vocabulary), so it was trained once.")
+                d.p(
+                    f"Note: {n} has the same shape as {r['same_as']} (the fitted N* lies at the smallest shape "
+                    f"of the size family for this vocabulary), so it was trained once."
+                )
         if "flagship" in herd and herd["flagship"].get("predicted_loss"):
             f = herd["flagship"]
             d.p(
@@ -384,8 +386,14 @@ def write_report(ctx) -> dict:
         d.table(["model", "held-out bits per byte"], [[n, r["bits_per_byte"]] for n, r in ev.items()])
         he = o["evaluate"].get("humaneval")
         if he:
-            d.p(f"HumanEval ({he['model']}): " + (f"pass@1 {he['pass@1']:.3f} on {he['n']} problems"
-                                                  if "pass@1" in he else f"skipped: {he['skipped']}"))
+            d.p(
+                f"HumanEval ({he['model']}): "
+                + (
+                    f"pass@1 {he['pass@1']:.3f} on {he['n']} problems"
+                    if "pass@1" in he
+                    else f"skipped: {he['skipped']}"
+                )
+            )
         d.h(2, "Samples (temperature 0.8, top-p 0.95)")
         for n, r in ev.items():
             d.h(3, n)

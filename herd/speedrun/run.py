@@ -342,20 +342,16 @@ def _peak(c: SpeedrunConfig) -> float:
 def _herd_sizes(ctx: Context) -> dict:
     """name -> ModelArgs of the herd: the flagship sized by the fit, small and medium below it."""
     from herd.model.args import ModelArgs
-    from herd.scaling.isoflop import model_for_size
 
     iso = ctx.need("isoflop")
     c = ctx.cfg
     flag = ModelArgs.from_dict(iso["flagship_model"])
     n_star = iso["prediction"]["n_params"]
-    vocab = flag.vocab_size
     seq = max(c.seq_len, 256)
     shapes = _shapes_below(flag, seq)
     if len(shapes) < 2:
         # The flagship is at (or next to) the family's floor: no three distinct sizes exist.
         small = medium = shapes[0] if shapes else flag
-        if not shapes:
-            return {"small": flag, "medium": flag, "flagship": flag}
         return {"small": small, "medium": medium, "flagship": flag}
 
     def closest(options, n):
@@ -630,9 +626,8 @@ def stage_posttrain_rs(ctx: Context) -> dict:
 
 
 def stage_posttrain_dpo(ctx: Context) -> dict:
-    from herd.posttrain.dpo import DPOConfig, dpo
-
     from herd.posttrain.data import write_jsonl
+    from herd.posttrain.dpo import DPOConfig, dpo
     from herd.posttrain.rejection import RSConfig, rejection_sample
 
     prev = ctx.need("posttrain_rs")

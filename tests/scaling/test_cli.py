@@ -5,7 +5,6 @@ import json
 from herd.cli import main
 from herd.model.args import ModelArgs
 from herd.scaling.isoflop import IsoFLOPConfig, model_for_size, plan_runs
-
 from tests.scaling.test_fit import synthetic_runs
 
 
