@@ -5,7 +5,8 @@ import os
 import sys
 
 import pytest
-import torch
+import torch  # noqa: F401
+from inference_util import tiny_args, tiny_model  # noqa: F401
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -16,21 +17,6 @@ def small_tokenizer():
 
     ranks = Tokenizer.llama3().mergeable_ranks
     return Tokenizer({k: v for k, v in ranks.items() if v < 2000}, name="small")
-
-
-def tiny_args(vocab_size=512, **kw):
-    from herd.model.args import ModelArgs
-
-    d = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=vocab_size, multiple_of=32, max_seq_len=256,
-             use_scaled_rope=True)
-    d.update(kw)
-    return ModelArgs(**d)
-
-
-def tiny_model(seed=0, **kw):
-    from herd.model.transformer import Transformer
-
-    return Transformer.build(tiny_args(**kw), seed=seed)
 
 
 @pytest.fixture(scope="session")

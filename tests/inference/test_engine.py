@@ -4,7 +4,7 @@ batch), prompt-prefill sharing, stops, seeds, streaming and bad input."""
 import pytest
 import torch
 
-from conftest import tiny_model
+from inference_util import tiny_model
 from herd.errors import HerdError
 from herd.inference import Generator, TextStreamer, stream_text
 

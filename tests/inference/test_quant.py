@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_model
+from inference_util import tiny_model
 from herd.errors import HerdError
 from herd.inference import Generator
 from herd.inference.quant import (FP8_ACT_UB, FP8_MAX, Fp8Linear, Int8Linear, fp8_quantize_rows, int8_quantize_rows,

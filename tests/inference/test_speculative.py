@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from conftest import tiny_model
+from inference_util import tiny_model
 from herd.errors import HerdError
 from herd.inference import Generator
 from herd.inference.speculative import SpeculativeGenerator, accept_draft
