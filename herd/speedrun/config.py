@@ -48,7 +48,7 @@ class SpeedrunConfig:
     chunk_chars: int = 6000  # long documents are cut at paragraph breaks into pieces of about this size
     # 3. IsoFLOP sweep (C = D * ModelArgs.flops_per_token(seq_len); N = non-embedding params)
     seq_len: int = 256
-    budgets: list = field(default_factory=lambda: [1e11, 3e11, 1e12])
+    budgets: list = field(default_factory=lambda: [2e11, 6e11, 2e12])
     n_sizes: int = 4
     spread: float = 3.0
     iso_lr: float = 3e-3
@@ -61,7 +61,7 @@ class SpeedrunConfig:
     doc_mask: bool = True
     # 4. the herd: the flagship at `flagship_flops`, sized by the fit; small and medium are
     # N*/small_div and N*/medium_div on the flagship's token count (like 8B/70B/405B on 15T tokens).
-    flagship_flops: float = 3e12
+    flagship_flops: float = 6e12
     small_div: float = 8.0
     medium_div: float = 2.8
     lr: float = 3e-3
