@@ -1,4 +1,4 @@
-"""`herd speedrun`: stage markers and resume, the run manifest, bad input, and (slow) the whole
+"""`herd speedrun`: stage markers and resume, the run manifest, bad input, and the whole
 --quick run end to end on the real corpora."""
 
 import importlib.util
@@ -128,12 +128,12 @@ def test_presets_and_hash():
         preset("cpu", nope=1)
 
 
-@pytest.mark.slow
 @needs_corpora
 def test_quick_speedrun_end_to_end(tmp_path):
-    """The CI smoke test: the whole --quick run, every stage, a report card with real numbers."""
+    """The CI smoke test (in the default run, ~70 s on one thread): the whole --quick run, every stage, a
+    report card with real numbers."""
     out = tmp_path / "sr"
-    assert main(["speedrun", "--quick", "--out", str(out)]) == 0
+    assert main(["speedrun", "--quick", "--out", str(out), "--threads", "1"]) == 0
     stages = {p.stem for p in (out / "stages").glob("*.json")}
     assert {
         "corpus",
@@ -158,7 +158,7 @@ def test_quick_speedrun_end_to_end(tmp_path):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
     # a rerun skips every stage
-    assert main(["speedrun", "--quick", "--out", str(out)]) == 0
+    assert main(["speedrun", "--quick", "--out", str(out), "--threads", "1"]) == 0
 
 
 def test_chunks_cut_at_paragraphs():
