@@ -121,28 +121,3 @@ def load_herd(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None =
 
         tok = Tokenizer.load(p / cfg["tokenizer"])
     return model, tok
-
-
-def load_state_dict_checked(model, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `sd` into `model`, with one clear line for a missing key, an unexpected key or a
-    shape mismatch. A tied model accepts a state dict without `output.weight`."""
-    own = model.state_dict()
-    tied = model.args.tie_embeddings
-    missing = [k for k in own if k not in sd and not (tied and k == "output.weight")]
-    unexpected = [k for k in sd if k not in own]
-    if missing:
-        raise HerdError(f"{source}: missing tensor(s) {', '.join(missing[:3])}"
-                        f"{' ...' if len(missing) > 3 else ''} for this model config")
-    if unexpected:
-        raise HerdError(f"{source}: unexpected tensor(s) {', '.join(unexpected[:3])}"
-                        f"{' ...' if len(unexpected) > 3 else ''}: checkpoint and config do not match")
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "
-                            f"{tuple(own[k].shape)}")
-    import torch
-
-    with torch.no_grad():
-        for name, param in list(model.named_parameters()) + list(model.named_buffers()):
-            if name in sd:
-                param.copy_(sd[name].to(param.dtype))
