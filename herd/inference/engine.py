@@ -25,12 +25,14 @@ every row computes what it would compute alone (greedy ids equal HF's; tests/inf
 of a batch write the same cache slot at each step. Rows that stop keep running until the batch is
 done (their tokens are dropped); prompts beyond `max_batch` rows go in further batches.
 
-Speed (CPU decode is bound by weight reads and Python overhead): decode runs its own loop over the
-model's modules (the same modules and the same math as `Transformer.forward` with a cache) that
-reads only the live part of the cache, needs no mask when no row is padded, and attends without
-copying K/V for grouped-query attention (the query heads of a KV head are folded into one row
-block). With `compile=True` the decode step is compiled once per (batch, cache length) with static
-shapes (cache lengths are rounded up to a multiple of 256 so few shapes occur).
+Speed (CPU decode is bound by weight reads and per-op overhead): prefill runs `forward` below (the
+model's modules and math, fewer dispatched ops); each decode step runs `herd.inference.decode.
+decode_step`, which reads only the live part of the cache, needs no mask when no row is padded,
+attends without copying K/V for grouped-query attention, and (with `pack`, the default on the CPU)
+finds the model's linear weights laid out [in, out] in place, the layout the CPU's GEMV streams
+best (same parameters, shapes and values; see that module). With `compile=True` the decode step is
+compiled once per (batch, cache length) with static shapes (cache lengths are rounded up to a
+multiple of 256 so few shapes occur); on CUDA with CUDA graphs.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from herd.errors import HerdError
+from herd.inference.decode import DecodePlan, build_plan, decode_step
 from herd.inference.sampling import check_sampling, sample
 from herd.model.transformer import KVCache, apply_rope
 
@@ -98,7 +101,7 @@ class GenerationStats:
 
 class Generator:
     def __init__(self, model, tokenizer=None, max_batch: int = 8, max_seq_len: int | None = None,
-                 compile: bool = False):
+                 compile: bool = False, pack: bool | None = None):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise HerdError(f"max_batch must be a positive integer, got {max_batch!r}")
         self.model = model.eval()
@@ -109,6 +112,9 @@ class Generator:
         p = model.tok_embeddings.weight
         self.device, self.dtype = p.device, p.dtype
         self.compile = compile
+        # packed weights (herd.inference.decode): on by default on the CPU, where they pay
+        self.pack = self.device.type == "cpu" if pack is None else bool(pack)
+        self._plan = None
         self._compiled = None
         self._cache: KVCache | None = None
         self.stats = GenerationStats()
@@ -305,6 +311,8 @@ class Generator:
         results = [[] for _ in range(R)]
         reason: list[str | None] = [None] * R
         decode = self._decode_fn()
+        plan = None if self.compile else self.plan()
+        fcis = self._freqs_cis()
         t0 = time.perf_counter()
         for n in range(steps):
             nxt = sample(logits, temperature, top_p, top_k, gen)
@@ -328,13 +336,23 @@ class Generator:
                 logits = decode(nxt[:, None], cur_pos, cache, torch.tensor([slot], device=dev), m)
             else:
                 m = valid[:, None, None, :slot + 1] if padded else None
-                logits = self.forward(nxt[:, None], cur_pos, cache, slot, slot + 1, m)
+                logits = decode_step(self.model, plan, nxt, fcis[cur_pos], cache, slot, slot + 1, m)
             cur_pos = cur_pos + 1
             self.stats.decode_steps += 1
             self.stats.decode_tokens += sum(1 for x in reason if x is None)
         self.stats.decode_s += time.perf_counter() - t0
         return [Completion(tokens=results[r], stop_reason=reason[r] or "length", prompt_index=rows[r][0],
                            sample_index=rows[r][1], prompt_tokens=lens_r[r]) for r in range(R)]
+
+    def plan(self) -> DecodePlan:
+        """The decode plan (herd.inference.decode), rebuilt when the model's weights were replaced.
+        With `pack`, building it lays the model's linear weights out in place for fast decoding."""
+        if self._plan is None or not self._plan.current(self.model):
+            # packed buffers become the parameters' storage: they must be normal tensors (autograd
+            # refuses inference-mode tensors if the model is trained afterwards)
+            with torch.inference_mode(False), torch.no_grad():
+                self._plan = build_plan(self.model, self.pack)
+        return self._plan
 
     def _decode_fn(self):
         if not self.compile:

@@ -69,7 +69,7 @@ class Fp8Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, act_ub: float | None = FP8_ACT_UB):
         super().__init__()
-        wq, ws = fp8_quantize_rows(weight.detach())
+        wq, ws = fp8_quantize_rows(weight.detach().contiguous())
         self.register_buffer("weight", wq)
         self.register_buffer("weight_scale", ws)
         self.act_ub = act_ub
@@ -105,7 +105,7 @@ def quantize_fp8(model, act_ub: float | None = FP8_ACT_UB) -> list[int]:
 # ---- int8 weight-only ------------------------------------------------------------------------
 def int8_quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric int8: w [N, K] ~= q [N, K] int8 * scale [N] fp32."""
-    wf = w.detach().float()
+    wf = w.detach().float().contiguous()  # a packed weight (herd.inference.decode) is a strided view
     scale = (wf.abs().amax(-1) / INT8_MAX).clamp(min=1e-12)
     q = torch.round(wf / scale[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     return q, scale
