@@ -49,7 +49,7 @@ from torch import nn
 from herd.errors import HerdError
 from herd.inference.decode import DecodePlan, build_plan, decode_step
 from herd.inference.sampling import check_sampling, sample
-from herd.model.transformer import KVCache, apply_rope
+from herd.model.transformer import KVCache
 
 CACHE_ROUND = 256
 
@@ -70,6 +70,15 @@ def _rope(x, fc, fp32: bool):
     xc = torch.view_as_complex((x if fp32 else x.float()).reshape(*x.shape[:-1], -1, 2))
     out = torch.view_as_real(xc * fc).flatten(-2)
     return out if fp32 else out.type_as(x)
+
+
+def _rope_real(x, cos, sin):
+    """The same rotation in real arithmetic (inductor generates no code for complex ops):
+    (a + ib)(c + is) = (ac - bs) + i(as + bc) on each interleaved pair. cos/sin: [B, T, D/2]."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    a, b = xf[..., 0], xf[..., 1]
+    c, s = cos.unsqueeze(2), sin.unsqueeze(2)
+    return torch.stack([a * c - b * s, a * s + b * c], -1).flatten(-2).type_as(x)
 
 
 def _ffn(ff, x):
@@ -145,7 +154,7 @@ class Generator:
             x = _norm(layer.attention_norm, h, fp32)
             q, k = _linear(a.wq, x).view(B, T, H, D), _linear(a.wk, x).view(B, T, Hkv, D)
             if fc is None:
-                q, k = apply_rope(q, cos, sin).transpose(1, 2), apply_rope(k, cos, sin).transpose(1, 2)
+                q, k = _rope_real(q, cos, sin).transpose(1, 2), _rope_real(k, cos, sin).transpose(1, 2)
             else:
                 q, k = _rope(q, fc, fp32).transpose(1, 2), _rope(k, fc, fp32).transpose(1, 2)
             v = _linear(a.wv, x).view(B, T, Hkv, D).transpose(1, 2)
