@@ -1,8 +1,11 @@
 """Training throughput: herd's Transformer against Hugging Face `LlamaForCausalLM` (paper §3.3 MFU).
 
 Both models get the same config and the same weights (herd's converted with
-herd.checkpoint.hf), and run in the same plain PyTorch loop: forward, cross-entropy on fp32
-logits, backward, AdamW step; same batch, sequence length, dtype and threads. Runs alternate
+herd.checkpoint.hf), and run in the same plain PyTorch loop: forward and loss, backward, AdamW
+step; same batch, sequence length, dtype and threads. Each model computes the loss its own way:
+HF as its users do (fp32 logits, then `F.cross_entropy`), herd as its trainer does
+(`model(inputs, targets=...)`: the same computation at these sizes; fused with the output layer in
+chunks when the logits pass 1 GB, herd.model.loss; `--plain-loss` gives herd HF's way). Runs alternate
 (herd, HF, herd, HF, ...) so that load from other jobs on a shared machine hits both alike; the
 median step time of each is reported with tokens/s, MFU against a measured fp32 matmul peak
 (CPU) or the datasheet bf16 peak (GPU), and the ratio herd / HF.
@@ -10,6 +13,7 @@ median step time of each is reported with tokens/s, MFU against a measured fp32 
     python bench/train.py                                   # herd-20m shape, 32K vocab, 8 x 256, fp32
     python bench/train.py --preset herd-100m --batch 8 --seq 256
     python bench/train.py --compile                          # herd with torch.compile (per block)
+    python bench/train.py --plain-loss                       # herd's model with HF's loss computation
     python bench/train.py --device cuda --dtype bfloat16     # on a GPU
 """
 
@@ -44,11 +48,15 @@ def build_pair(args, device, dtype):
     return margs, herd, hf
 
 
-def step_fn(model, kind, opt, inputs, targets, amp):
+def step_fn(model, kind, opt, inputs, targets, amp, plain_loss=False):
     ctx = torch.autocast(inputs.device.type, dtype=amp) if amp else torch.autocast(inputs.device.type, enabled=False)
     with ctx:
-        logits = model(inputs) if kind == "herd" else model(input_ids=inputs).logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
+        if kind == "herd" and not plain_loss:
+            # herd's training loss (herd.train.trainer.loss_sum): fused with the output layer
+            loss = model(inputs, targets=targets) / targets.numel()
+        else:
+            logits = model(inputs) if kind == "herd" else model(input_ids=inputs).logits
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -68,6 +76,8 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile herd's blocks (herd.train.parallel)")
     ap.add_argument("--only", choices=["herd", "hf"], default=None)
+    ap.add_argument("--plain-loss", action="store_true",
+                    help="herd computes logits then F.cross_entropy as HF does (not its fused loss)")
     ap.add_argument("--same-optim", action="store_true", help="give HF the fused AdamW too (model-only comparison)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--profile", action="store_true", help="print the top operators of one step of each model")
@@ -97,13 +107,13 @@ def main():
     inputs, targets = toks[:, :-1].contiguous(), toks[:, 1:].contiguous()
     kinds = [args.only] if args.only else ["herd", "hf"]
     # Same weights: the first losses must agree (proof that the two models compute the same thing).
-    first = {k: step_fn(models[k], k, opts[k], inputs, targets, amp) for k in kinds}
+    first = {k: step_fn(models[k], k, opts[k], inputs, targets, amp, args.plain_loss) for k in kinds}
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         for k in kinds:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step_fn(models[k], k, opts[k], inputs, targets, amp)
+                step_fn(models[k], k, opts[k], inputs, targets, amp, args.plain_loss)
             print(f"--- {k}")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     times = {k: [] for k in kinds}
@@ -112,7 +122,7 @@ def main():
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            step_fn(models[k], k, opts[k], inputs, targets, amp)
+            step_fn(models[k], k, opts[k], inputs, targets, amp, args.plain_loss)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= args.warmup - 1:
@@ -121,7 +131,8 @@ def main():
     fpt = margs.flops_per_token(args.seq)
     res = {"preset": args.preset, "params": margs.num_params(), "vocab": margs.vocab_size, "batch": args.batch,
            "seq": args.seq, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
-           "compile": args.compile, "same_optim": args.same_optim, "peak_flops": peak, "torch": torch.__version__,
+           "compile": args.compile, "same_optim": args.same_optim, "plain_loss": args.plain_loss,
+           "peak_flops": peak, "torch": torch.__version__,
            "machine": platform.machine(),
            "first_loss": first}
     for k in kinds:

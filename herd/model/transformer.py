@@ -314,9 +314,19 @@ class Transformer(nn.Module):
             h = layer(h, cos, sin, segments=segments, cache=cache, cache_pos=cache_pos, attn_mask=attn_mask)
         return self.norm(h)
 
-    def forward(self, tokens: torch.Tensor, *, last_only: bool = False, **kw) -> torch.Tensor:
-        """Logits [B, T, vocab] in fp32 (or [B, 1, vocab] with last_only). Keywords as forward_hidden."""
+    def forward(self, tokens: torch.Tensor, *, last_only: bool = False, targets: torch.Tensor | None = None,
+                **kw) -> torch.Tensor:
+        """Logits [B, T, vocab] in fp32 (or [B, 1, vocab] with last_only). Keywords as forward_hidden.
+
+        With `targets` [B, T] (the next token of each position; -100 = no loss there) it returns the
+        summed cross-entropy instead (an fp32 scalar); when the [B, T, vocab] fp32 logits would pass
+        1 GB the loss is fused with the output layer in chunks of tokens, so they never exist
+        (herd.model.loss). Inside forward, so FSDP has gathered the output weight."""
         h = self.forward_hidden(tokens, **kw)
+        if targets is not None:
+            from herd.model.loss import cross_entropy_sum
+
+            return cross_entropy_sum(h, self.output.weight, targets)
         if last_only:
             h = h[:, -1:]
         return self.output(h).float()

@@ -73,10 +73,9 @@ def build_optimizer(model, cfg: TrainConfig, device: torch.device, distributed: 
 
 
 def loss_sum(model, batch, doc_mask: bool) -> torch.Tensor:
-    """Summed next-token cross-entropy over the batch's target tokens (IGNORE targets excluded)."""
-    logits = model(batch.inputs, doc_ids=batch.doc_ids if doc_mask else None)
-    return F.cross_entropy(logits.view(-1, logits.shape[-1]), batch.targets.view(-1), ignore_index=-100,
-                           reduction="sum")
+    """Summed next-token cross-entropy over the batch's target tokens (IGNORE targets excluded),
+    computed by the model (herd.model.loss: fused with the output layer when the logits are large)."""
+    return model(batch.inputs, doc_ids=batch.doc_ids if doc_mask else None, targets=batch.targets)
 
 
 def _micro_batches(batch, rows: int):
