@@ -75,8 +75,9 @@ class SpeedrunConfig:
     task_test: int = 200
     # Post-training: the recipe of herd.posttrain.demo (docs/posttraining.md), where held-out accuracy
     # rises after SFT, RS and DPO on a CPU in minutes: operands 1..9, SFT 80 steps at 2e-3, RS on 400
-    # prompts with K=8 then 60 SFT steps at 2e-3, DPO 40 steps x 16 at 3e-5 on pairs sampled from the
-    # RS model itself on 400 other train prompts.
+    # prompts with K=8 then 60 SFT steps at 1e-3 on the RS samples mixed with the SFT data, DPO 40
+    # steps x 16 at 1e-5 (the paper's DPO learning rate) on pairs sampled from the RS model itself
+    # on 400 other train prompts.
     task_max_value: int = 9
     sft_steps: int = 80
     sft_lr: float = 2e-3
@@ -84,10 +85,10 @@ class SpeedrunConfig:
     rs_prompts: int = 400
     rs_k: int = 8
     rs_sft_steps: int = 60
-    rs_sft_lr: float = 2e-3
+    rs_sft_lr: float = 1e-3
     dpo_prompts: int = 400  # other train prompts, sampled with the RS model for on-policy pairs
     dpo_steps: int = 40
-    dpo_lr: float = 3e-5
+    dpo_lr: float = 1e-5
     dpo_batch: int = 16
     task_max_new_tokens: int = 24
     # 6. evaluation
@@ -195,7 +196,7 @@ def preset(name: str, **overrides) -> SpeedrunConfig:
             rs_sft_steps=300,
             rs_sft_lr=1e-4,
             dpo_steps=300,
-            dpo_lr=5e-5,
+            dpo_lr=1e-5,
             dpo_batch=32,
             humaneval_limit=164,
             bpb_docs=200,

@@ -601,10 +601,12 @@ def stage_posttrain_rs(ctx: Context) -> dict:
     if rs.get("kept_for_sft", 0) == 0:
         raise Skip("rejection sampling found no correct sample to fine-tune on (the SFT model is too weak)")
     out = str(ctx.path("posttrain", "rs_sft"))
+    # the RS samples mixed with the SFT data, as the paper mixes RS data with its other sources
+    # (§4.2.2); on the few hundred RS samples alone the fine-tune overfits them
     m = sft(
         SFTConfig(
             model=prev["model_dir"],
-            data=str(ctx.path("posttrain", "rs", "sft.jsonl")),
+            data=f"{ctx.path('posttrain', 'rs', 'sft.jsonl')},{prev['files']['train']}",
             out=out,
             lr=c.rs_sft_lr,
             steps=c.rs_sft_steps,
