@@ -40,7 +40,7 @@ class _FusedLinearCE(torch.autograd.Function):
     def forward(ctx, h, weight, targets, ignore_index, chunk, mm_dtype, need_grad):
         N = h.shape[0]
         w = weight if weight.dtype == mm_dtype else weight.to(mm_dtype)
-        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        loss = torch.zeros((), dtype=torch.float64, device=h.device)
         gh = torch.empty_like(h) if need_grad else None
         gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
         for s in range(0, N, chunk):
@@ -52,7 +52,7 @@ class _FusedLinearCE(torch.autograd.Function):
             tsafe = torch.where(valid, tc, 0)[:, None]
             lse = torch.logsumexp(logits, -1, keepdim=True)
             tgt = logits.gather(1, tsafe)
-            loss += ((lse - tgt).squeeze(1) * valid).sum()
+            loss += ((lse - tgt).squeeze(1) * valid).sum(dtype=torch.float64)
             if need_grad:
                 p = logits.sub_(lse).exp_()  # softmax, in place of the logits
                 p.scatter_add_(1, tsafe, torch.full_like(tgt, -1.0))
@@ -67,7 +67,7 @@ class _FusedLinearCE(torch.autograd.Function):
         if need_grad:
             ctx.save_for_backward(gh, gw.to(weight.dtype))
         ctx.need_grad = need_grad
-        return loss
+        return loss.float()
 
     @staticmethod
     def backward(ctx, g):
@@ -95,6 +95,39 @@ def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: t
                                     need)
 
 
+class _CrossEntropyInPlace(torch.autograd.Function):
+    """Summed cross-entropy of fp32 logits [N, V] whose gradient (softmax - onehot) is formed in the
+    forward pass, in the logits' own memory: one logsumexp pass and one in-place pass, where
+    log_softmax + NLL and their backward make ~6 passes and two more [N, V] buffers. Only for
+    logits nothing else reads (those made inside `cross_entropy_sum`)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index, need_grad):
+        valid = targets != ignore_index
+        tsafe = torch.where(valid, targets, 0)[:, None]
+        lse = torch.logsumexp(logits, -1, keepdim=True)
+        # per-token losses summed in fp64 (exact enough for any token count), returned in fp32
+        loss = ((lse - logits.gather(1, tsafe)).squeeze(1) * valid).sum(dtype=torch.float64).float()
+        ctx.need_grad = need_grad
+        if need_grad:
+            g = logits.detach()  # its memory becomes the gradient: nothing else saved these logits
+            g.sub_(lse).exp_()
+            g.scatter_add_(1, tsafe, torch.full(tsafe.shape, -1.0, dtype=g.dtype, device=g.device))
+            if not bool(valid.all()):
+                g.mul_(valid[:, None])
+            ctx.save_for_backward(g)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.need_grad or getattr(ctx, "done", False):
+            raise RuntimeError("cross-entropy: no gradient to give (computed without gradients, or already "
+                               "used by an earlier backward)")
+        ctx.done = True
+        (g,) = ctx.saved_tensors
+        return g.mul_(grad), None, None, None
+
+
 def cross_entropy_sum(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, fused: bool | None = None,
                       ignore_index: int = IGNORE) -> torch.Tensor:
     """Summed next-token cross-entropy of logits h W^T (fp32 softmax) against `targets`; fused and
@@ -105,8 +138,9 @@ def cross_entropy_sum(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
         fused = n * V * 4 > FUSE_ABOVE_BYTES
     if fused:
         return fused_linear_cross_entropy(h, weight, targets, ignore_index)
-    logits = F.linear(h, weight).float()
-    return F.cross_entropy(logits.view(-1, V), targets.reshape(-1), ignore_index=ignore_index, reduction="sum")
+    logits = F.linear(h, weight).float().view(-1, V)
+    need = torch.is_grad_enabled() and logits.requires_grad
+    return _CrossEntropyInPlace.apply(logits, targets.reshape(-1), ignore_index, need)
 
 
 __all__ = ["IGNORE", "FUSE_ABOVE_BYTES", "cross_entropy_sum", "fused_linear_cross_entropy"]
