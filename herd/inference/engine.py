@@ -207,10 +207,13 @@ class Generator:
         """A KV cache of at least `batch` rows and `length` slots, reused across calls."""
         length = min(self.max_seq_len, -(-length // CACHE_ROUND) * CACHE_ROUND)
         c = self._cache
-        if c is None or c.batch < batch or c.max_len < length or (self.compile and c.max_len != length):
+        # compiled steps get a cache of exactly `batch` rows: writing into a slice of a bigger cache
+        # makes the compiled graph copy the whole cache back every step (an input mutation)
+        if c is None or c.batch < batch or c.max_len < length or \
+                (self.compile and (c.max_len != length or c.batch != batch)):
             self._cache = None  # free the old one first
-            c = KVCache(self.args, max(batch, self.max_batch if c is None else c.batch), length,
-                        dtype=self.dtype, device=self.device)
+            rows = batch if self.compile else max(batch, self.max_batch if c is None else c.batch)
+            c = KVCache(self.args, rows, length, dtype=self.dtype, device=self.device)
             self._cache = c
         return c
 

@@ -31,15 +31,15 @@ class SpeedrunConfig:
     # 1. corpus: characters per source (0 = leave the source out)
     caps: dict = field(
         default_factory=lambda: {
-            "wiki-en": 700_000,
-            "sotu": 500_000,
-            "shakespeare": 500_000,
-            "python-stdlib": 400_000,
-            "arithmetic": 350_000,
-            "wiki-fr-es": 80_000,
+            "wiki-en": 2_100_000,
+            "sotu": 1_500_000,
+            "shakespeare": 1_500_000,
+            "python-stdlib": 1_200_000,
+            "arithmetic": 1_050_000,
+            "wiki-fr-es": 240_000,
         }
     )
-    math_problems: int = 8_000
+    math_problems: int = 24_000
     curate_workers: int = 0  # 0 = all cores
     # 2. tokenizer
     vocab_size: int = 1024
@@ -48,7 +48,7 @@ class SpeedrunConfig:
     chunk_chars: int = 6000  # long documents are cut at paragraph breaks into pieces of about this size
     # 3. IsoFLOP sweep (C = D * ModelArgs.flops_per_token(seq_len); N = non-embedding params)
     seq_len: int = 256
-    budgets: list = field(default_factory=lambda: [2e11, 6e11, 2e12])
+    budgets: list = field(default_factory=lambda: [4e11, 1.2e12, 3e12])
     n_sizes: int = 4
     spread: float = 3.0
     iso_lr: float = 3e-3
@@ -79,8 +79,8 @@ class SpeedrunConfig:
     # steps x 16 at 1e-5 (the paper's DPO learning rate) on pairs sampled from the RS model itself
     # on 400 other train prompts.
     task_max_value: int = 9
-    sft_steps: int = 80
-    sft_lr: float = 2e-3
+    sft_steps: int = 300  # the speedrun's flagship is smaller than the demo's model: 80 steps left it at ~9%
+    sft_lr: float = 3e-3
     sft_batch: int = 32
     rs_prompts: int = 400
     rs_k: int = 8
