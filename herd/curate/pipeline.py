@@ -513,9 +513,15 @@ def mix_rates(counts: dict[str, int], weights: dict[str, float]) -> tuple[dict[s
     return {k: min(1.0, r) for k, r in rates.items()}, target
 
 
-def _uniform(doc_id: str, seed: int) -> float:
-    h = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
+def _uniform(key: str, seed: int) -> float:
+    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") / 2.0 ** 64
+
+
+def _mix_key(r: dict) -> str:
+    """What the mix's sampling hashes: the document's text, so that the same input gives the same
+    sample wherever its files lie (a document id holds the input file's path)."""
+    return r["text"]
 
 
 def phase_e(task_id: int, cfg_dict: dict, rates: dict | None, work: str, out: str) -> None:
@@ -559,7 +565,7 @@ def phase_e(task_id: int, cfg_dict: dict, rates: dict | None, work: str, out: st
             nb = nbytes(r["text"])
             if rates is not None:
                 rate = rates.get(r["domain"], 0.0)
-                if _uniform(r["id"], cfg.mix.seed) >= rate:
+                if _uniform(_mix_key(r), cfg.mix.seed) >= rate:
                     tally.dropped("mix", nb, "mix_downsample")
                     drops.add(r["id"], r["source"], "mix", f"mix_downsample: {r['domain']} rate {rate:.3f}")
                     continue

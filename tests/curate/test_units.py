@@ -251,3 +251,16 @@ def test_recipe_errors(tmp_path):
         load_recipe(None, ["dedup.num_perm=lots"])
     cfg = load_recipe(None, ["dedup.threshold=0.7", "langid.languages=[\"en\", \"fr\"]", "mix.enabled=false"])
     assert cfg.dedup.threshold == 0.7 and cfg.langid.languages == ["en", "fr"] and not cfg.mix.enabled
+
+
+def test_mix_sampling_does_not_depend_on_where_the_files_lie():
+    """The mix keeps or drops a document by a hash of its text, not of its id (which holds the
+    input file's path): the same input curated from two directories gives the same sample."""
+    from herd.curate.pipeline import _mix_key, _uniform
+
+    a = {"id": "/tmp/run1/raw/wiki.jsonl#7", "text": "The same document."}
+    b = {"id": "/home/u/run2/raw/wiki.jsonl#7", "text": "The same document."}
+    c = {"id": "/tmp/run1/raw/wiki.jsonl#7", "text": "Another document."}
+    assert _uniform(_mix_key(a), 3) == _uniform(_mix_key(b), 3)
+    assert _uniform(_mix_key(a), 3) != _uniform(_mix_key(c), 3)
+    assert _uniform(_mix_key(a), 3) != _uniform(_mix_key(a), 4)
