@@ -52,7 +52,7 @@ def step_fn(model, kind, opt, inputs, targets, amp, plain_loss=False):
     ctx = torch.autocast(inputs.device.type, dtype=amp) if amp else torch.autocast(inputs.device.type, enabled=False)
     with ctx:
         if kind == "herd" and not plain_loss:
-            # herd's training loss (herd.train.trainer.loss_sum): fused with the output layer
+            # herd's training loss, as herd.train.trainer.loss_sum computes it (herd.model.loss)
             loss = model(inputs, targets=targets) / targets.numel()
         else:
             logits = model(inputs) if kind == "herd" else model(input_ids=inputs).logits

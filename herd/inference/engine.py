@@ -322,7 +322,7 @@ class Generator:
         cur_pos = torch.tensor(lens_r, device=dev)[:, None]  # [R, 1]
         results = [[] for _ in range(R)]
         reason: list[str | None] = [None] * R
-        decode = self._decode_fn()
+        decode = self._decode_fn() if self.compile else None
         plan = None if self.compile else self.plan()
         fcis = self._freqs_cis()
         t0 = time.perf_counter()
@@ -367,8 +367,7 @@ class Generator:
         return self._plan
 
     def _decode_fn(self):
-        if not self.compile:
-            return self.forward
+        """The torch.compile'd decode step (compile=True only)."""
         if self._compiled is None:
             if self.device.type == "cuda":  # CUDA graphs replay the whole step: no launch overhead
                 self._compiled = torch.compile(self._decode_static, mode="reduce-overhead", dynamic=False)

@@ -35,6 +35,24 @@ def _chunk_rows(dim: int) -> int:
     return max(512, 2 * dim)
 
 
+def _ce_rows(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, need_grad: bool):
+    """Summed cross-entropy of fp32 logits [C, V] against targets [C] (fp64 scalar, exact enough for
+    any token count) and, with `need_grad`, its gradient softmax - onehot written over the logits
+    (rows of ignored targets zero); else None."""
+    valid = targets != ignore_index
+    tsafe = torch.where(valid, targets, 0)[:, None]
+    lse = torch.logsumexp(logits, -1, keepdim=True)
+    loss = ((lse - logits.gather(1, tsafe)).squeeze(1) * valid).sum(dtype=torch.float64)
+    if not need_grad:
+        return loss, None
+    g = logits.detach()  # its memory becomes the gradient: callers pass logits nothing else reads
+    g.sub_(lse).exp_()
+    g.scatter_add_(1, tsafe, torch.full(tsafe.shape, -1.0, dtype=g.dtype, device=g.device))
+    if not bool(valid.all()):
+        g.mul_(valid[:, None])
+    return loss, g
+
+
 class _FusedLinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, targets, ignore_index, chunk, mm_dtype, need_grad):
@@ -47,16 +65,9 @@ class _FusedLinearCE(torch.autograd.Function):
             hc = h[s:s + chunk]
             hc = hc if hc.dtype == mm_dtype else hc.to(mm_dtype)
             tc = targets[s:s + chunk]
-            logits = torch.mm(hc, w.t()).float()  # [C, V]
-            valid = tc != ignore_index
-            tsafe = torch.where(valid, tc, 0)[:, None]
-            lse = torch.logsumexp(logits, -1, keepdim=True)
-            tgt = logits.gather(1, tsafe)
-            loss += ((lse - tgt).squeeze(1) * valid).sum(dtype=torch.float64)
+            chunk_loss, p = _ce_rows(torch.mm(hc, w.t()).float(), tc, ignore_index, need_grad)
+            loss += chunk_loss
             if need_grad:
-                p = logits.sub_(lse).exp_()  # softmax, in place of the logits
-                p.scatter_add_(1, tsafe, torch.full_like(tgt, -1.0))
-                p.mul_(valid[:, None])
                 if mm_dtype == torch.float32:
                     gh[s:s + chunk] = torch.mm(p, w)
                     gw.addmm_(p.t(), hc)
@@ -103,20 +114,11 @@ class _CrossEntropyInPlace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets, ignore_index, need_grad):
-        valid = targets != ignore_index
-        tsafe = torch.where(valid, targets, 0)[:, None]
-        lse = torch.logsumexp(logits, -1, keepdim=True)
-        # per-token losses summed in fp64 (exact enough for any token count), returned in fp32
-        loss = ((lse - logits.gather(1, tsafe)).squeeze(1) * valid).sum(dtype=torch.float64).float()
+        loss, g = _ce_rows(logits, targets, ignore_index, need_grad)
         ctx.need_grad = need_grad
         if need_grad:
-            g = logits.detach()  # its memory becomes the gradient: nothing else saved these logits
-            g.sub_(lse).exp_()
-            g.scatter_add_(1, tsafe, torch.full(tsafe.shape, -1.0, dtype=g.dtype, device=g.device))
-            if not bool(valid.all()):
-                g.mul_(valid[:, None])
             ctx.save_for_backward(g)
-        return loss
+        return loss.float()
 
     @staticmethod
     def backward(ctx, grad):

@@ -187,8 +187,9 @@ def run_demo(out: str | Path | None = None, cfg: DemoConfig | None = None, log=p
         f"kept {rs['kept_for_sft']}, pairs {rs['pairs']}")
     if rs["kept_for_sft"] == 0:
         raise HerdError("posttrain demo: no correct sample to fine-tune on")
-    m_rs = sft(SFTConfig(model=str(o / "sft"), data=f"{o / 'rs' / 'sft.jsonl'},{files['train']}", out=str(o / "rs_sft"),
-                         lr=cfg.rs_sft_lr, steps=cfg.rs_sft_steps, **common))
+    rs_mix = f"{o / 'rs' / 'sft.jsonl'},{files['train']}"  # the RS samples mixed with the SFT data
+    m_rs = sft(SFTConfig(model=str(o / "sft"), data=rs_mix, out=str(o / "rs_sft"), lr=cfg.rs_sft_lr,
+                         steps=cfg.rs_sft_steps, **common))
     timings["rejection_sampling"] = time.time() - t
     evaluate("rs", o / "rs_sft")
 

@@ -74,10 +74,10 @@ class SpeedrunConfig:
     task_train: int = 3000
     task_test: int = 200
     # Post-training: the recipe of herd.posttrain.demo (docs/posttraining.md), where held-out accuracy
-    # rises after SFT, RS and DPO on a CPU in minutes: operands 1..9, SFT 80 steps at 2e-3, RS on 400
-    # prompts with K=8 then 60 SFT steps at 1e-3 on the RS samples mixed with the SFT data, DPO 40
-    # steps x 16 at 1e-5 (the paper's DPO learning rate) on pairs sampled from the RS model itself
-    # on 400 other train prompts.
+    # rises after SFT, RS and DPO on a CPU in minutes: operands 1..9, RS on 400 prompts with K=8 then
+    # 60 SFT steps at 1e-3 on the RS samples mixed with the SFT data, DPO 40 steps x 16 at 1e-5 (the
+    # paper's DPO learning rate) on pairs sampled from the RS model itself on 400 other train prompts;
+    # SFT runs longer than the demo's 80 steps at 2e-3 (see sft_steps).
     task_max_value: int = 9
     sft_steps: int = 300  # the speedrun's flagship is smaller than the demo's model: 80 steps left it at ~9%
     sft_lr: float = 3e-3

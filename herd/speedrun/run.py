@@ -579,17 +579,17 @@ def stage_posttrain_sft(ctx: Context) -> dict:
     return {"model_dir": out, "accuracy_base": acc_base, "accuracy": acc, "metrics": m, "files": files}
 
 
-def stage_posttrain_rs(ctx: Context) -> dict:
+def _sample_scored(ctx: Context, model: str, prompts: str, name: str) -> dict:
+    """K samples per prompt from `model`, scored by the exact-answer verifier, into posttrain/NAME
+    (herd.posttrain.rejection: the best correct samples as SFT data, (correct, wrong) pairs)."""
     from herd.posttrain.rejection import RSConfig, rejection_sample
-    from herd.posttrain.sft import SFTConfig, sft
 
-    prev = ctx.need("posttrain_sft")
     c = ctx.cfg
-    rs = rejection_sample(
+    return rejection_sample(
         RSConfig(
-            model=prev["model_dir"],
-            prompts=prev["files"]["rs_prompts"],
-            out=str(ctx.path("posttrain", "rs")),
+            model=model,
+            prompts=prompts,
+            out=str(ctx.path("posttrain", name)),
             scorer="math",
             k=c.rs_k,
             max_new_tokens=c.task_max_new_tokens,
@@ -598,6 +598,14 @@ def stage_posttrain_rs(ctx: Context) -> dict:
             quiet=True,
         )
     )
+
+
+def stage_posttrain_rs(ctx: Context) -> dict:
+    from herd.posttrain.sft import SFTConfig, sft
+
+    prev = ctx.need("posttrain_sft")
+    c = ctx.cfg
+    rs = _sample_scored(ctx, prev["model_dir"], prev["files"]["rs_prompts"], "rs")
     if rs.get("kept_for_sft", 0) == 0:
         raise Skip("rejection sampling found no correct sample to fine-tune on (the SFT model is too weak)")
     out = str(ctx.path("posttrain", "rs_sft"))
@@ -630,7 +638,6 @@ def stage_posttrain_rs(ctx: Context) -> dict:
 def stage_posttrain_dpo(ctx: Context) -> dict:
     from herd.posttrain.data import write_jsonl
     from herd.posttrain.dpo import DPOConfig, dpo
-    from herd.posttrain.rejection import RSConfig, rejection_sample
 
     prev = ctx.need("posttrain_rs")
     c = ctx.cfg
@@ -640,19 +647,7 @@ def stage_posttrain_dpo(ctx: Context) -> dict:
     train, _ = _task(ctx)
     prompts = ctx.path("posttrain", "task", "dpo_prompts.jsonl")
     write_jsonl(prompts, (p.prompt_record() for p in train[c.rs_prompts : c.rs_prompts + c.dpo_prompts]))
-    samp = rejection_sample(
-        RSConfig(
-            model=prev["model_dir"],
-            prompts=str(prompts),
-            out=str(ctx.path("posttrain", "dpo_samples")),
-            scorer="math",
-            k=c.rs_k,
-            max_new_tokens=c.task_max_new_tokens,
-            temperature=1.0,
-            seed=c.seed,
-            quiet=True,
-        )
-    )
+    samp = _sample_scored(ctx, prev["model_dir"], str(prompts), "dpo_samples")
     if not samp.get("pairs"):
         raise Skip("sampling from the RS model produced no (correct, wrong) pair for DPO")
     out = str(ctx.path("posttrain", "dpo"))

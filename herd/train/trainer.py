@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from herd.errors import HerdError
 from herd.train import checkpoint as ckpt
