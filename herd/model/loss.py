@@ -3,7 +3,7 @@
 The plain way (logits = h W^T for every token, then log-softmax, then its backward) writes and
 re-reads a [tokens, vocab] fp32 tensor several times: 268 MB for 8 x 256 tokens at a 32K vocab,
 a 128K-vocab model at 8K tokens 4 GB. Here, for each chunk of tokens, the logits are computed, the
-loss taken (logsumexp minus the target's logit) and the gradients formed at once while the chunk
+loss taken (minus the log-softmax at the target) and the gradients formed at once while the chunk
 is still in cache: d logits = softmax - onehot, grad h = d logits W, grad W += d logits^T h. The
 backward pass only scales those by the incoming gradient. Same matmul FLOPs as the plain way,
 a [chunk, vocab] working set instead of [tokens, vocab], and the same numbers (fp32 softmax; tests
@@ -41,12 +41,15 @@ def _ce_rows(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, nee
     (rows of ignored targets zero); else None."""
     valid = targets != ignore_index
     tsafe = torch.where(valid, targets, 0)[:, None]
-    lse = torch.logsumexp(logits, -1, keepdim=True)
-    loss = ((lse - logits.gather(1, tsafe)).squeeze(1) * valid).sum(dtype=torch.float64)
+    # the logits' memory becomes the log-probabilities, then the gradient: callers pass logits that
+    # nothing else reads. log_softmax's row kernel makes one pass (each row is still in cache for its
+    # max, sum and write); logsumexp, then sub and exp, made five and a [C, V] temporary
+    g = logits.detach()
+    torch.log_softmax(g, -1, out=g)
+    loss = -(g.gather(1, tsafe).squeeze(1) * valid).sum(dtype=torch.float64)
     if not need_grad:
         return loss, None
-    g = logits.detach()  # its memory becomes the gradient: callers pass logits nothing else reads
-    g.sub_(lse).exp_()
+    g.exp_()
     g.scatter_add_(1, tsafe, torch.full(tsafe.shape, -1.0, dtype=g.dtype, device=g.device))
     if not bool(valid.all()):
         g.mul_(valid[:, None])
@@ -108,8 +111,8 @@ def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: t
 
 class _CrossEntropyInPlace(torch.autograd.Function):
     """Summed cross-entropy of fp32 logits [N, V] whose gradient (softmax - onehot) is formed in the
-    forward pass, in the logits' own memory: one logsumexp pass and one in-place pass, where
-    log_softmax + NLL and their backward make ~6 passes and two more [N, V] buffers. Only for
+    forward pass, in the logits' own memory: an in-place log-softmax pass and an in-place exp pass,
+    where log_softmax + NLL and their backward make ~6 passes and two more [N, V] buffers. Only for
     logits nothing else reads (those made inside `cross_entropy_sum`)."""
 
     @staticmethod
