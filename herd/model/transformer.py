@@ -18,7 +18,9 @@ The module holds no distributed code: tensor/FSDP/pipeline parallelism are appli
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -238,26 +240,38 @@ class Transformer(nn.Module):
         cos, sin = rope_table(self.args, self.args.max_seq_len, device=dev)
         self.rope_cos, self.rope_sin = cos, sin
 
+    def init_plan(self) -> list[tuple[str, Callable[[torch.Tensor], object]]]:
+        """(parameter name, in-place initialiser) in the order they draw random numbers, for
+        training from scratch (torchtitan-style): N(0, 0.02) for the input projections, depth-scaled
+        std for the residual outputs (wo, w2), dim^-0.5 for the output, ones for the norms. Applying
+        it to full tensors in this order gives the same weights whether the model is whole or
+        sharded over ranks (herd.train.parallel.init_sharded)."""
+        a = self.args
+        plan: list[tuple[str, Callable]] = []
+        if a.tie_embeddings:
+            plan.append(("tok_embeddings.weight", functools.partial(nn.init.normal_, std=0.02)))
+        else:
+            o = a.dim ** -0.5
+            plan.append(("tok_embeddings.weight", functools.partial(nn.init.normal_, std=1.0)))
+            plan.append(("output.weight", functools.partial(nn.init.trunc_normal_, std=o, a=-3 * o, b=3 * o)))
+        d = 0.02 / math.sqrt(2 * a.n_layers)
+        inner = functools.partial(nn.init.trunc_normal_, std=0.02, a=-0.06, b=0.06)
+        resid = functools.partial(nn.init.trunc_normal_, std=d, a=-3 * d, b=3 * d)
+        for i in range(len(self.layers)):
+            for name in ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3"):
+                plan.append((f"layers.{i}.{name}.weight", inner))
+            for name in ("attention.wo", "feed_forward.w2"):
+                plan.append((f"layers.{i}.{name}.weight", resid))
+            plan += [(f"layers.{i}.attention_norm.weight", nn.init.ones_), (f"layers.{i}.ffn_norm.weight", nn.init.ones_)]
+        plan.append(("norm.weight", nn.init.ones_))
+        return plan
+
     @torch.no_grad()
     def init_weights(self):
-        """Initialisation for training from scratch (torchtitan-style): N(0, 0.02) for the input
-        projections, depth-scaled std for the residual outputs (wo, w2), dim^-0.5 for the output."""
-        a = self.args
-        if self.args.tie_embeddings:
-            nn.init.normal_(self.tok_embeddings.weight, std=0.02)
-        else:
-            nn.init.normal_(self.tok_embeddings.weight, std=1.0)
-            nn.init.trunc_normal_(self.output.weight, std=a.dim ** -0.5, a=-3 * a.dim ** -0.5, b=3 * a.dim ** -0.5)
-        depth_std = 0.02 / math.sqrt(2 * a.n_layers)
-        for layer in self.layers:
-            for lin in (layer.attention.wq, layer.attention.wk, layer.attention.wv,
-                        layer.feed_forward.w1, layer.feed_forward.w3):
-                nn.init.trunc_normal_(lin.weight, std=0.02, a=-0.06, b=0.06)
-            for lin in (layer.attention.wo, layer.feed_forward.w2):
-                nn.init.trunc_normal_(lin.weight, std=depth_std, a=-3 * depth_std, b=3 * depth_std)
-            layer.attention_norm.reset_parameters()
-            layer.ffn_norm.reset_parameters()
-        self.norm.reset_parameters()
+        """Initialise every parameter for training from scratch (see `init_plan`)."""
+        params = dict(self.named_parameters())
+        for name, fn in self.init_plan():
+            fn(params[name])
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

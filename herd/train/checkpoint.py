@@ -3,9 +3,12 @@
 Each checkpoint is a directory `checkpoints/step-NNNNNNNN/`:
 
     state.pt           model and optimizer state (full, unsharded; FQN-keyed so any world size can resume)
+      or state/        the same state sharded: each rank wrote its own shards with
+                       torch.distributed.checkpoint (the default with more than one rank; nothing is
+                       gathered, as a 405B run needs; any world size, one process included, resumes)
     rng-R.pt           each rank's RNG states
     train_state.json   step, tokens, data-loader positions, counters, model shape, config
-    checksums.json     sha256 of every file above; written last
+    checksums.json     sha256 of every file above (shards as state/NAME); written last
 
 It is written into `step-NNNNNNNN.tmp/`, every file fsynced, then renamed into place and the
 parent directory fsynced: a checkpoint directory either is complete or does not exist. Only the
@@ -29,9 +32,10 @@ import torch
 from herd.errors import HerdError
 
 STEP_RE = re.compile(r"^step-(\d{8})$")
+SHARDS = "state"  # directory of a sharded checkpoint's state
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for b in iter(lambda: f.read(1 << 22), b""):
@@ -98,17 +102,25 @@ def write_rng(root: Path, step: int, rank: int):
     _fsync_file(f)
 
 
-def seal(root: Path, step: int, state: dict, train_state: dict, keep: int) -> Path:
-    """Rank 0: write state.pt and train_state.json beside the RNG files, checksum, rename, prune."""
+def seal(root: Path, step: int, state: dict | None, train_state: dict, keep: int,
+         shard_sums: dict[str, str] | None = None) -> Path:
+    """Rank 0: write state.pt (or, with `state` None, take the shards the ranks wrote into state/,
+    hashed as `shard_sums`) and train_state.json beside the RNG files, checksum, rename, prune."""
     final = step_dir(root, step)
     tmp = final.with_suffix(".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save(state, tmp / "state.pt")
+    if state is not None:
+        torch.save(state, tmp / "state.pt")
     (tmp / "train_state.json").write_text(json.dumps(train_state, indent=1) + "\n")
-    files = sorted(p for p in tmp.iterdir() if p.name != "checksums.json")
+    files = sorted(p for p in tmp.iterdir() if p.name != "checksums.json" and p.is_file())
     for f in files:
         _fsync_file(f)
-    sums = {f.name: _sha256(f) for f in files}
+    sums = {f.name: sha256_file(f) for f in files}
+    if state is None:
+        for name in shard_sums or {}:
+            _fsync_file(tmp / SHARDS / name)
+        _fsync_dir(tmp / SHARDS)
+        sums.update({f"{SHARDS}/{k}": v for k, v in sorted((shard_sums or {}).items())})
     (tmp / "checksums.json").write_text(json.dumps(sums, indent=1) + "\n")
     _fsync_file(tmp / "checksums.json")
     _fsync_dir(tmp)
@@ -130,22 +142,28 @@ def verify(d: Path) -> str | None:
         sums = json.loads(cs.read_text())
     except ValueError:
         return "checksums.json is corrupt"
-    for name in ("state.pt", "train_state.json"):
-        if name not in sums:
-            return f"{name} missing from checksums.json"
+    if "state.pt" not in sums and f"{SHARDS}/.metadata" not in sums:
+        return "model state missing from checksums.json"
+    if "train_state.json" not in sums:
+        return "train_state.json missing from checksums.json"
     for name, h in sums.items():
         f = d / name
         if not f.is_file():
             return f"{name} is missing"
-        if _sha256(f) != h:
+        if sha256_file(f) != h:
             return f"checksum mismatch in {name}"
     return None
 
 
-def load(d: Path, rank: int) -> tuple[dict, dict, dict | None]:
-    """-> (state with model/optim, train_state, this rank's RNG state or None)."""
+def is_sharded(d: Path) -> bool:
+    return (d / SHARDS).is_dir()
+
+
+def load(d: Path, rank: int) -> tuple[dict | None, dict, dict | None]:
+    """-> (state with model/optim, or None for a sharded checkpoint (herd.train.parallel.load_sharded
+    reads d/state), train_state, this rank's RNG state or None)."""
     train_state = json.loads((d / "train_state.json").read_text())
-    state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
+    state = None if is_sharded(d) else torch.load(d / "state.pt", map_location="cpu", weights_only=True)
     rf = d / f"rng-{rank}.pt"
     rng = torch.load(rf, map_location="cpu", weights_only=True) if rf.is_file() else None
     return state, train_state, rng
@@ -167,5 +185,5 @@ def find_latest(root: Path, log=None) -> Path | None:
     return None
 
 
-__all__ = ["list_checkpoints", "write_rng", "seal", "verify", "load", "find_latest", "step_dir", "rng_state",
-           "set_rng_state"]
+__all__ = ["list_checkpoints", "write_rng", "seal", "verify", "load", "is_sharded", "find_latest", "step_dir",
+           "rng_state", "set_rng_state", "sha256_file", "SHARDS"]

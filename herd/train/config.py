@@ -113,6 +113,9 @@ class EvalConfig:
 class CheckpointConfig:
     interval: int = 100  # steps; 0 = only at the end
     keep: int = 3
+    # "full": one state.pt, gathered on rank 0; "sharded": each rank writes its own shards
+    # (torch.distributed.checkpoint), nothing gathered; "auto": sharded when there is more than one rank
+    format: str = "auto"
 
 
 @dataclass
@@ -189,6 +192,8 @@ class TrainConfig:
             raise HerdError("config: optim.betas must be a list of two numbers")
         if self.optim.impl not in ("auto", "fused", "foreach", "for"):
             raise HerdError(f"config: optim.impl must be auto, fused, foreach or for, got {self.optim.impl!r}")
+        if self.checkpoint.format not in ("auto", "full", "sharded"):
+            raise HerdError(f"config: checkpoint.format must be auto, full or sharded, got {self.checkpoint.format!r}")
         if self.run.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise HerdError(f"config: run.dtype must be auto, float32, bfloat16 or float16, got {self.run.dtype!r}")
         for i, s in enumerate(self.long_context):

@@ -9,8 +9,10 @@ Module names, and so state-dict keys, are unchanged by all of them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -90,6 +92,88 @@ def apply_fsdp(model: nn.Module, mesh, param_dtype: torch.dtype = torch.float32)
     return model
 
 
+def materialize_sharded(model: nn.Module, device, seed: int | None) -> nn.Module:
+    """For a model built on the meta device and sharded with `apply_fsdp`: allocate this rank's
+    shards on `device` (no rank ever holds the whole model) and fill them with exactly the weights
+    `Transformer.build(args, device, seed=seed)` gives the whole model. Each parameter is drawn
+    whole on every rank, one at a time in `init_plan` order (the same random stream as one
+    process), and each rank keeps its shard: memory is one full parameter at a time."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    model.to_empty(device=device)
+    model.reset_rope()
+    if seed is not None:
+        torch.manual_seed(seed)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, fn in model.init_plan():
+            p = params[name]
+            full = torch.empty(p.shape, dtype=p.dtype, device=p.device)
+            fn(full)
+            if isinstance(p, DTensor):
+                try:  # every rank holds the same full tensor: each takes its shard, no communication
+                    shard = distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None)
+                except TypeError:  # torch < 2.6: scattered from rank 0 (the same values)
+                    shard = distribute_tensor(full, p.device_mesh, p.placements)
+                p.to_local().copy_(shard.to_local())
+            else:
+                p.copy_(full)
+            del full
+    return model
+
+
+@contextlib.contextmanager
+def _one_process_quiet():
+    """torch.distributed.checkpoint warns that it assumes one process when no process group is up:
+    that is what a one-process run means, so the warning is silenced there."""
+    with warnings.catch_warnings():
+        if not (dist.is_available() and dist.is_initialized()):
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def save_sharded(model: nn.Module, optim, path, dist_: "Dist") -> dict[str, str]:
+    """Model and optimizer state with torch.distributed.checkpoint: each rank writes its own shards
+    into directory `path` (no rank gathers the whole model: how a 405B run checkpoints). The files
+    are then hashed, each rank a share of them; returns {file name: sha256} (complete on rank 0)."""
+    from pathlib import Path
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    from herd.train.checkpoint import sha256_file
+
+    path = Path(path)
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim)}
+    with _one_process_quiet():
+        dcp.save(state, checkpoint_id=str(path))
+    dist_.barrier()
+    files = sorted(f.name for f in path.iterdir() if f.is_file())
+    mine = {n: sha256_file(path / n) for i, n in enumerate(files) if i % dist_.world == dist_.rank}
+    if dist_.world > 1:
+        parts = [None] * dist_.world
+        dist.all_gather_object(parts, mine)
+        mine = {k: v for part in parts for k, v in part.items()}
+    return mine
+
+
+def load_sharded(model: nn.Module, optim, path):
+    """Load a `save_sharded` checkpoint into this run's model and optimizer, whatever its number of
+    ranks (torch.distributed.checkpoint reshards; a one-process run reads it too)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+
+    state = {"model": get_model_state_dict(model)}
+    if optim is not None:
+        state["optim"] = get_optimizer_state_dict(model, optim)
+    with _one_process_quiet():
+        dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(model, state["model"])
+    if optim is not None:
+        set_optimizer_state_dict(model, optim, state["optim"])
+
+
 def full_state_dict(model: nn.Module, optim=None, world: int = 1) -> tuple[dict, dict | None]:
     """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks."""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -112,4 +196,4 @@ def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | No
 
 
 __all__ = ["Dist", "init_distributed", "apply_activation_checkpointing", "apply_compile", "apply_fsdp",
-           "full_state_dict", "load_full_state_dict"]
+           "materialize_sharded", "save_sharded", "load_sharded", "full_state_dict", "load_full_state_dict"]

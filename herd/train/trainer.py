@@ -25,7 +25,8 @@ from herd.train import checkpoint as ckpt
 from herd.train.config import TrainConfig
 from herd.train.metrics import MetricsWriter, memory_gib, peak_flops
 from herd.train.parallel import (Dist, apply_activation_checkpointing, apply_compile, apply_fsdp, full_state_dict,
-                                 init_distributed, load_full_state_dict)
+                                 init_distributed, load_full_state_dict, load_sharded, materialize_sharded,
+                                 save_sharded)
 from herd.train.schedule import LRSchedule, anneal_snapshot_steps, build_plan, phase_at, total_steps
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -140,15 +141,11 @@ class Trainer:
         if longest > self.args.max_seq_len:
             raise HerdError(f"sequence length {longest} exceeds the model's max_seq_len {self.args.max_seq_len}; "
                             f"set --model.max_seq_len {longest}")
-        self.model = Transformer.build(self.args, device=self.device, seed=cfg.run.seed)
-        if cfg.model.init_from:
-            from herd.checkpoint import load_model
-
-            src, _ = load_model(cfg.model.init_from)
-            if src.args.to_dict() != self.args.to_dict():
-                raise HerdError(f"model.init_from {cfg.model.init_from}: its shape differs from the config's model")
-            self.model.load_state_dict(src.state_dict())
-            del src
+        # With more than one rank the model is built on the meta device, sharded, and only then
+        # given memory: each rank allocates and initialises its shards alone (same weights as one
+        # process), so a model larger than one device's memory can be trained (§3.3.2).
+        self.model = Transformer.build(self.args, device="meta" if d.world > 1 else self.device,
+                                       seed=cfg.run.seed)
         self.n_params = self.model.num_params()
         if cfg.run.activation_checkpointing:
             apply_activation_checkpointing(self.model)
@@ -157,8 +154,22 @@ class Trainer:
         self.autocast = None
         if d.world > 1:
             apply_fsdp(self.model, d.mesh, param_dtype=self.dtype)
+            materialize_sharded(self.model, self.device, cfg.run.seed)
         elif self.dtype != torch.float32:
             self.autocast = self.dtype
+        if cfg.model.init_from:
+            from herd.checkpoint import load_model
+
+            src, _ = load_model(cfg.model.init_from)
+            if src.args.to_dict() != self.args.to_dict():
+                raise HerdError(f"model.init_from {cfg.model.init_from}: its shape differs from the config's model")
+            if d.world > 1:
+                load_full_state_dict(self.model, src.state_dict())
+            else:
+                self.model.load_state_dict(src.state_dict())
+            del src
+        fmt = cfg.checkpoint.format
+        self.sharded_ckpt = fmt == "sharded" or (fmt == "auto" and d.world > 1)
         self.optim = build_optimizer(self.model, cfg, self.device, d.world > 1)
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)
@@ -205,10 +216,15 @@ class Trainer:
                 shutil.rmtree(tmp)
         d.barrier()
         ckpt.write_rng(self.ck_root, self.step, d.rank)
-        msd, osd = self._state_dicts()
+        state, sums = None, None
+        if self.sharded_ckpt:
+            sums = save_sharded(self.model, self.optim, tmp / ckpt.SHARDS, d)
+        else:
+            msd, osd = self._state_dicts()
+            state = {"model": msd, "optim": osd}
         d.barrier()
         if d.is_main:
-            ckpt.seal(self.ck_root, self.step, {"model": msd, "optim": osd}, self.train_state(), self.cfg.checkpoint.keep)
+            ckpt.seal(self.ck_root, self.step, state, self.train_state(), self.cfg.checkpoint.keep, shard_sums=sums)
         d.barrier()
         self.metrics_event("checkpoint", step=self.step)
 
@@ -229,7 +245,9 @@ class Trainer:
             diff = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in b if a.get(k) != b.get(k))
             raise HerdError(f"checkpoint {d_path} is for another model shape ({diff}); resume with the model "
                             "config it was trained with, or use another --run.out_dir")
-        if self.dist.world > 1:
+        if state is None:
+            load_sharded(self.model, self.optim, d_path / ckpt.SHARDS)
+        elif self.dist.world > 1:
             load_full_state_dict(self.model, state["model"], self.optim, state["optim"])
         else:
             from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict

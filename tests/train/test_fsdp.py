@@ -21,7 +21,6 @@ def _losses(out, kind="train", key="loss"):
     return [r[key] for r in recs if r["kind"] == kind]
 
 
-@pytest.mark.slow
 def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     one = pretrain(tiny_config(para_tok_dir, tmp_path / "one", *EXTRA))
     toml = tiny_toml(para_tok_dir, tmp_path / "two", tmp_path / "two.toml", *EXTRA, "--run.micro_batch_tokens", "64")
@@ -37,7 +36,8 @@ def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     assert len(va) == len(vb) == 1 and abs(va[0] - vb[0]) < 1e-5
     start = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()][0]
     assert start["world"] == 2
-    assert (tmp_path / "two" / "checkpoints" / "step-00000020" / "rng-1.pt").is_file()
-    # the checkpoint written under FSDP is unsharded: a 1-process run resumes from it
+    ck = tmp_path / "two" / "checkpoints" / "step-00000020"
+    assert (ck / "rng-1.pt").is_file() and (ck / "state" / ".metadata").is_file() and not (ck / "state.pt").exists()
+    # the checkpoint written under FSDP is sharded (each rank wrote its shards): a 1-process run resumes from it
     res = pretrain(tiny_config(para_tok_dir, tmp_path / "two", *EXTRA[:1], "25", *EXTRA[2:], "--run.resume", "true"))
     assert res["steps"] == 25 and abs(one["val_loss"] - res["val_loss"]) < 0.5
