@@ -148,15 +148,23 @@ class Generator:
         else:
             fc = self._freqs_cis()[pos].unsqueeze(2)  # [B, T, 1, D/2] complex
         h = F.embedding(tokens, m.tok_embeddings.weight)
+        n_layers = len(m.layers)
         for i, layer in enumerate(m.layers):
             a = layer.attention
             H, Hkv, D = a.n_heads, a.n_kv_heads, a.head_dim
+            # The last layer's output is needed at the last position only (the cache needs every
+            # position's K and V, nothing more): its queries, attention, wo and feed-forward run
+            # for that position alone, 1/n_layers of a long prefill's work saved
+            last = not all_logits and T > 1 and i == n_layers - 1
+            Tq = 1 if last else T
             x = _norm(layer.attention_norm, h, fp32)
-            q, k = _linear(a.wq, x).view(B, T, H, D), _linear(a.wk, x).view(B, T, Hkv, D)
+            xq = x[:, -1:] if last else x
+            q, k = _linear(a.wq, xq).view(B, Tq, H, D), _linear(a.wk, x).view(B, T, Hkv, D)
             if fc is None:
-                q, k = _rope_real(q, cos, sin).transpose(1, 2), _rope_real(k, cos, sin).transpose(1, 2)
+                cq, sq = (cos[:, -1:], sin[:, -1:]) if last else (cos, sin)
+                q, k = _rope_real(q, cq, sq).transpose(1, 2), _rope_real(k, cos, sin).transpose(1, 2)
             else:
-                q, k = _rope(q, fc, fp32).transpose(1, 2), _rope(k, fc, fp32).transpose(1, 2)
+                q, k = _rope(q, fc[:, -1:] if last else fc, fp32).transpose(1, 2), _rope(k, fc, fp32).transpose(1, 2)
             v = _linear(a.wv, x).view(B, T, Hkv, D).transpose(1, 2)
             ck, cv = cache.k[i, :B], cache.v[i, :B]
             if isinstance(slot, int):
@@ -165,9 +173,14 @@ class Generator:
             else:
                 ck.index_copy_(2, slot, k)
                 cv.index_copy_(2, slot, v)
-            o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], mask,
-                             isinstance(slot, int) and slot == 0 and S == T)
-            h = h + _linear(a.wo, o.transpose(1, 2).reshape(B, T, H * D))
+            if last:  # the last query sees every slot up to its own: its mask row, or none
+                o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], None if mask is None else mask[:, :, -1:],
+                                 False)
+                h = h[:, -1:]
+            else:
+                o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], mask,
+                                 isinstance(slot, int) and slot == 0 and S == T)
+            h = h + _linear(a.wo, o.transpose(1, 2).reshape(B, Tq, H * D))
             h = h + _ffn(layer.feed_forward, _norm(layer.ffn_norm, h, fp32))
         h = _norm(m.norm, h, fp32)
         if not all_logits:
@@ -186,10 +199,9 @@ class Generator:
         B, H, T, D = q.shape
         r = a.n_rep
         if mask is None and fresh and T > 1:
-            # prefill of unpadded rows: the same causal SDPA call as Transformer.forward (no cache)
-            if r > 1:
-                k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            # prefill of unpadded rows: the same causal SDPA call as Transformer.forward (no cache;
+            # enable_gqa reads each K/V head for its r query heads: the bits of repeating them, faster)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=r > 1)
         if mask is None and T > 1:
             raise ValueError("a mask is needed for several tokens after the first slot")
         # fold the r query heads of each KV head into rows: K/V are read once, never copied
