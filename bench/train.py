@@ -81,6 +81,9 @@ def main():
     ap.add_argument("--same-optim", action="store_true", help="give HF the fused AdamW too (model-only comparison)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--profile", action="store_true", help="print the top operators of one step of each model")
+    ap.add_argument("--peak", type=float, default=0,
+                    help="peak GFLOP/s for MFU (default: a matmul probe on CPU, the datasheet on GPU); e.g. the "
+                         "machine's known fp32 figure when the probe is noisy")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +96,7 @@ def main():
         from herd.train.parallel import apply_compile
 
         apply_compile(herd, doc_mask=False)
-    peak = peak_flops(device, torch.bfloat16 if amp else torch.float32)
+    peak = args.peak * 1e9 if args.peak else peak_flops(device, torch.bfloat16 if amp else torch.float32)
     # herd trains with fused AdamW (herd.train.trainer.build_optimizer picks it on one process);
     # HF gets torch's default AdamW (a per-tensor loop on CPU, foreach on CUDA) unless --same-optim.
     opts = {
@@ -140,7 +143,7 @@ def main():
         res[k] = {"step_s": med, "tokens_per_s": ntok / med, "mfu": fpt * ntok / med / peak}
     print(f"{args.preset} ({margs.num_params() / 1e6:.1f}M params, vocab {margs.vocab_size}), batch "
           f"{args.batch}x{args.seq}, {args.dtype}, {res['threads']} threads, peak {peak / 1e9:.0f} GFLOP/s"
-          f"{' (measured)' if device.type == 'cpu' else ''}, HF optimizer "
+          f"{' (given)' if args.peak else ' (measured)' if device.type == 'cpu' else ''}, HF optimizer "
           f"{'fused AdamW' if args.same_optim else 'torch default AdamW'}, step-0 loss " +
           ", ".join(f"{k} {v:.5f}" for k, v in first.items()))
     for k in kinds:
