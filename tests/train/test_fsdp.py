@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 
-import pytest
+import torch
 from train_helpers import tiny_config, tiny_toml
 
 from herd.train import pretrain
@@ -38,6 +38,19 @@ def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     assert start["world"] == 2
     ck = tmp_path / "two" / "checkpoints" / "step-00000020"
     assert (ck / "rng-1.pt").is_file() and (ck / "state" / ".metadata").is_file() and not (ck / "state.pt").exists()
+    # 2 processes resume from their own sharded checkpoint (step 10) and end bit-identical
+    from safetensors.torch import load_file
+
+    final = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    shutil.rmtree(ck)
+    shutil.rmtree(tmp_path / "two" / "model")
+    p = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "herd", "pretrain",
+                        "--config", toml, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resuming from" in p.stderr and "step-00000010" in p.stderr
+    again = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    assert all(torch.equal(final[k], again[k]) for k in final)
+    assert _losses(tmp_path / "two")[-10:] == b[-10:]
     # the checkpoint written under FSDP is sharded (each rank wrote its shards): a 1-process run resumes from it
     res = pretrain(tiny_config(para_tok_dir, tmp_path / "two", *EXTRA[:1], "25", *EXTRA[2:], "--run.resume", "true"))
     assert res["steps"] == 25 and abs(one["val_loss"] - res["val_loss"]) < 0.5
