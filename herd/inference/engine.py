@@ -154,7 +154,7 @@ class Generator:
             H, Hkv, D = a.n_heads, a.n_kv_heads, a.head_dim
             # The last layer's output is needed at the last position only (the cache needs every
             # position's K and V, nothing more): its queries, attention, wo and feed-forward run
-            # for that position alone, 1/n_layers of a long prefill's work saved
+            # for that position alone, nearly 1/n_layers of a long prefill's work saved
             last = not all_logits and T > 1 and i == n_layers - 1
             Tq = 1 if last else T
             x = _norm(layer.attention_norm, h, fp32)
@@ -174,6 +174,8 @@ class Generator:
                 ck.index_copy_(2, slot, k)
                 cv.index_copy_(2, slot, v)
             if last:  # the last query sees every slot up to its own: its mask row, or none
+                if mask is None and not (isinstance(slot, int) and S == slot + T):
+                    raise ValueError("a mask is needed for several tokens after the first slot")
                 o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], None if mask is None else mask[:, :, -1:],
                                  False)
                 h = h[:, -1:]
@@ -199,9 +201,8 @@ class Generator:
         B, H, T, D = q.shape
         r = a.n_rep
         if mask is None and fresh and T > 1:
-            # prefill of unpadded rows: the same causal SDPA call as Transformer.forward (no cache;
-            # enable_gqa reads each K/V head for its r query heads: the bits of repeating them, faster)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=r > 1)
+            # prefill of unpadded rows: the same causal SDPA call as Transformer.forward (no cache)
+            return a._causal(q, k, v)
         if mask is None and T > 1:
             raise ValueError("a mask is needed for several tokens after the first slot")
         # fold the r query heads of each KV head into rows: K/V are read once, never copied

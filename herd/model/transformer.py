@@ -79,6 +79,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.view_as_real(xc * fc).flatten(-2).type_as(x)
 
 
+def gqa_fused(q: torch.Tensor) -> bool:
+    """Whether SDPA's `enable_gqa` runs in a fused kernel for q: on the CPU (flash, the same bits as
+    repeating K/V, faster) and for fp16/bf16 on CUDA (flash). For fp32 on CUDA only the math kernel
+    takes it, which builds the whole [T, T] score matrix: there K/V are repeated instead."""
+    return q.device.type == "cpu" or q.dtype in (torch.float16, torch.bfloat16)
+
+
 class KVCache(nn.Module):
     """A preallocated (static) key/value cache for all layers: [layers, batch, kv_heads, max_len, head_dim]."""
 
@@ -158,8 +165,9 @@ class Attention(nn.Module):
 
     def _causal(self, q, k, v):
         if self.n_rep > 1:
-            # Grouped-query attention without copying K and V per query head.
-            return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1, enable_gqa=True)
+            if gqa_fused(q):  # grouped-query attention without copying K and V per query head
+                return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1, enable_gqa=True)
+            k, v = k.repeat_interleave(self.n_rep, dim=1), v.repeat_interleave(self.n_rep, dim=1)
         return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)
 
     def _sdpa_gqa(self, q, k, v, mask):
@@ -245,7 +253,7 @@ class Transformer(nn.Module):
         training from scratch (torchtitan-style): N(0, 0.02) for the input projections, depth-scaled
         std for the residual outputs (wo, w2), dim^-0.5 for the output, ones for the norms. Applying
         it to full tensors in this order gives the same weights whether the model is whole or
-        sharded over ranks (herd.train.parallel.init_sharded)."""
+        sharded over ranks (herd.train.parallel.materialize_sharded)."""
         a = self.args
         plan: list[tuple[str, Callable]] = []
         if a.tie_embeddings:
@@ -270,7 +278,10 @@ class Transformer(nn.Module):
     def init_weights(self):
         """Initialise every parameter for training from scratch (see `init_plan`)."""
         params = dict(self.named_parameters())
-        for name, fn in self.init_plan():
+        plan = self.init_plan()
+        if {n for n, _ in plan} != set(params):
+            raise RuntimeError(f"init_plan does not cover the parameters: {sorted(set(params) ^ {n for n, _ in plan})}")
+        for name, fn in plan:
             fn(params[name])
 
     def num_params(self) -> int:

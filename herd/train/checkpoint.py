@@ -117,10 +117,14 @@ def seal(root: Path, step: int, state: dict | None, train_state: dict, keep: int
         _fsync_file(f)
     sums = {f.name: sha256_file(f) for f in files}
     if state is None:
-        for name in shard_sums or {}:
+        shard_sums = dict(shard_sums or {})
+        for f in sorted((tmp / SHARDS).iterdir()):
+            if f.is_file() and f.name not in shard_sums:  # a file no rank reported: hash it here
+                shard_sums[f.name] = sha256_file(f)
+        for name in shard_sums:
             _fsync_file(tmp / SHARDS / name)
         _fsync_dir(tmp / SHARDS)
-        sums.update({f"{SHARDS}/{k}": v for k, v in sorted((shard_sums or {}).items())})
+        sums.update({f"{SHARDS}/{k}": v for k, v in sorted(shard_sums.items())})
     (tmp / "checksums.json").write_text(json.dumps(sums, indent=1) + "\n")
     _fsync_file(tmp / "checksums.json")
     _fsync_dir(tmp)

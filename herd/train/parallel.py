@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -48,11 +49,10 @@ def init_distributed(device_type: str) -> Dist:
     if world <= 1:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":  # also when the caller made the process group: FSDP2 uses the current device
+        torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        if device_type == "cuda":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
@@ -82,7 +82,10 @@ def apply_compile(model: nn.Module, doc_mask: bool):
 def apply_fsdp(model: nn.Module, mesh, param_dtype: torch.dtype = torch.float32):
     """FSDP2: shard every block, then the root (embedding, final norm, output). Parameters are
     kept in fp32; compute in `param_dtype`; gradients reduced in fp32 (§3.3.2 numerics)."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    except ImportError:  # torch 2.5
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for i, block in enumerate(model.layers):
@@ -105,15 +108,18 @@ def materialize_sharded(model: nn.Module, device, seed: int | None) -> nn.Module
     if seed is not None:
         torch.manual_seed(seed)
     params = dict(model.named_parameters())
+    plan = model.init_plan()
+    if {n for n, _ in plan} != set(params):  # a parameter left out would keep to_empty's garbage
+        raise RuntimeError(f"init_plan does not cover the parameters: {sorted(set(params) ^ {n for n, _ in plan})}")
     with torch.no_grad():
-        for name, fn in model.init_plan():
+        for name, fn in plan:
             p = params[name]
             full = torch.empty(p.shape, dtype=p.dtype, device=p.device)
             fn(full)
             if isinstance(p, DTensor):
                 try:  # every rank holds the same full tensor: each takes its shard, no communication
                     shard = distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None)
-                except TypeError:  # torch < 2.6: scattered from rank 0 (the same values)
+                except TypeError:  # torch < 2.7: scattered from rank 0 (the same values)
                     shard = distribute_tensor(full, p.device_mesh, p.placements)
                 p.to_local().copy_(shard.to_local())
             else:
@@ -128,14 +134,15 @@ def _one_process_quiet():
     that is what a one-process run means, so the warning is silenced there."""
     with warnings.catch_warnings():
         if not (dist.is_available() and dist.is_initialized()):
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            warnings.filterwarnings("ignore", message=r"torch\.distributed is (disabled, )?unavailable")
         yield
 
 
 def save_sharded(model: nn.Module, optim, path, dist_: "Dist") -> dict[str, str]:
     """Model and optimizer state with torch.distributed.checkpoint: each rank writes its own shards
-    into directory `path` (no rank gathers the whole model: how a 405B run checkpoints). The files
-    are then hashed, each rank a share of them; returns {file name: sha256} (complete on rank 0)."""
+    into directory `path` (no rank gathers the whole model: how a 405B run checkpoints). Each rank
+    then hashes the shard files it wrote (rank 0 also the metadata); returns {file name: sha256}
+    (complete on rank 0)."""
     from pathlib import Path
 
     import torch.distributed.checkpoint as dcp
@@ -148,8 +155,10 @@ def save_sharded(model: nn.Module, optim, path, dist_: "Dist") -> dict[str, str]
     with _one_process_quiet():
         dcp.save(state, checkpoint_id=str(path))
     dist_.barrier()
-    files = sorted(f.name for f in path.iterdir() if f.is_file())
-    mine = {n: sha256_file(path / n) for i, n in enumerate(files) if i % dist_.world == dist_.rank}
+    own = re.compile(rf"^__{dist_.rank}_\d+\.distcp$")
+    names = sorted(f.name for f in path.iterdir() if f.is_file())
+    mine = {n: sha256_file(path / n) for n in names
+            if own.match(n) or (dist_.is_main and not re.match(r"^__\d+_\d+\.distcp$", n))}
     if dist_.world > 1:
         parts = [None] * dist_.world
         dist.all_gather_object(parts, mine)

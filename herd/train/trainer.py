@@ -338,8 +338,28 @@ class Trainer:
             gn = gn.full_tensor()
         return loss, float(gn), phase.batch_tokens
 
+    def find_latest(self, log) -> Path | None:
+        """The newest verified checkpoint, chosen by rank 0 (the only one that reads and hashes the
+        files) and sent to the others, so every rank loads the same one; an error on rank 0 (all
+        corrupt) is raised on every rank."""
+        if self.dist.world == 1:
+            return ckpt.find_latest(self.ck_root, log=log)
+        import torch.distributed as tdist
+
+        msg = [None, None]
+        if self.dist.is_main:
+            try:
+                last = ckpt.find_latest(self.ck_root, log=log)
+                msg = [None if last is None else str(last), None]
+            except HerdError as e:
+                msg = [None, str(e)]
+        tdist.broadcast_object_list(msg, src=0)
+        if msg[1] is not None:
+            raise HerdError(msg[1])
+        return None if msg[0] is None else Path(msg[0])
+
     def rollback(self):
-        last = ckpt.find_latest(self.ck_root, log=self.log)
+        last = self.find_latest(self.log)
         if last is None:
             raise HerdError(f"{self.bad_streak} non-finite steps in a row and no checkpoint to roll back to; "
                             "lower optim.lr or check the data")
@@ -365,7 +385,7 @@ class Trainer:
         resume_step = None
         existing = ckpt.list_checkpoints(self.ck_root)
         if cfg.run.resume:
-            last = ckpt.find_latest(self.ck_root, log=self._log if self.dist.is_main else (lambda s: None))
+            last = self.find_latest(self._log)
             if last is not None:
                 self.load_checkpoint(last)
                 if self.dist.is_main:

@@ -56,6 +56,25 @@ def test_engine_logits_match_model(model):
         assert torch.allclose(lg[0], ref[t], atol=1e-4)
 
 
+def test_prefill_last_position_only_matches_full_pass(model):
+    """Prefill runs the last layer for the last position only; its logits and the cache it leaves
+    are those of the full pass (left-padded rows under a mask: test_greedy_matches_hf_ragged_batch)."""
+    gen = Generator(model)
+    seq = torch.randint(0, 512, (2, 24))
+    ref = model(seq)[:, -1]
+    cache = gen.cache_for(2, 32)
+    got = gen.forward(seq, torch.arange(24)[None].expand(2, 24), cache, 0, 24, None)
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+    k, v = cache.k[:, :2, :, :24].clone(), cache.v[:, :2, :, :24].clone()
+    cache.k.zero_(), cache.v.zero_()
+    gen.forward(seq, torch.arange(24)[None].expand(2, 24), cache, 0, 24, None, all_logits=True)
+    assert torch.allclose(k, cache.k[:, :2, :, :24], atol=1e-6) and k.abs().sum() > 0
+    assert torch.allclose(v, cache.v[:, :2, :, :24], atol=1e-6)
+    # several tokens after the first slot without a mask: refused, as in every other layer
+    with pytest.raises(ValueError, match="mask is needed"):
+        gen.forward(seq[:, :4], torch.arange(24, 28)[None].expand(2, 4), cache, 24, 30, None)
+
+
 def test_max_batch_chunks_and_samples_share_prefill(model):
     gen = Generator(model, max_batch=3)
     alone = [Generator(model).generate([p], max_new_tokens=12)[0].tokens for p in PROMPTS]

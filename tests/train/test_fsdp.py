@@ -26,7 +26,7 @@ def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     toml = tiny_toml(para_tok_dir, tmp_path / "two", tmp_path / "two.toml", *EXTRA, "--run.micro_batch_tokens", "64")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "herd", "pretrain",
+    p = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "herd", "pretrain",
                         "--config", toml], env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
@@ -44,7 +44,7 @@ def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     final = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     shutil.rmtree(ck)
     shutil.rmtree(tmp_path / "two" / "model")
-    p = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "herd", "pretrain",
+    p = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "herd", "pretrain",
                         "--config", toml, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming from" in p.stderr and "step-00000010" in p.stderr
