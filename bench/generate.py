@@ -58,6 +58,33 @@ def read_bandwidth(device, mb=512, reps=5) -> float:
     return x.numel() * 4 / best / 1e9
 
 
+def matmul_only_step(model, device, reps: int) -> float:
+    """Seconds for the 7 matmuls per layer and the output layer of one batch-1 decode step, on the
+    weights as the engine holds them (packed by a Generator run before), nothing else: median of
+    `reps` x 20 steps."""
+    from torch.nn import functional as F
+
+    mods = []
+    for layer in model.layers:
+        at, ff = layer.attention, layer.feed_forward
+        mods += [at.wq, at.wk, at.wv, at.wo, ff.w1, ff.w3, ff.w2]
+    mods.append(model.output)
+    ws = [m.weight.detach() for m in mods]
+    xs = {w.shape[1]: torch.randn(1, w.shape[1], device=device, dtype=w.dtype) for w in ws}
+
+    def step():
+        for w in ws:
+            F.linear(xs[w.shape[1]], w)
+
+    with torch.inference_mode():
+        for _ in range(5):
+            step()
+        times = []
+        for _ in range(max(reps, 3)):
+            times.append(timeit(lambda: [step() for _ in range(20)], device) / 20)
+    return sorted(times)[len(times) // 2]
+
+
 def to_hf(model, device, dtype):
     from transformers import LlamaForCausalLM
 
@@ -184,6 +211,14 @@ def main(argv=None):
         res[f"decode_b{B}_tok_s"] = r
         print(f"decode batch {B} tok/s:", _fmt(r), flush=True)
 
+    # the ceiling of batch-1 decode: the step's matmuls alone (same packed weights, same order, nothing
+    # else), i.e. the tokens/s a step would reach if RMSNorm, RoPE, attention, cache writes and
+    # sampling took no time at all
+    mm_s = matmul_only_step(model, dev, a.reps)
+    res["decode_b1_matmul_only"] = {"ms": mm_s * 1e3, "tok_s_ceiling": 1 / mm_s, "GBps": wb / mm_s / 1e9}
+    print(f"batch-1 step, matmuls only: {mm_s * 1e3:.2f} ms = {1 / mm_s:.0f} tok/s ceiling "
+          f"({wb / mm_s / 1e9:.1f} GB/s)", flush=True)
+
     if a.compile:
         cg = Generator(model, max_batch=8, compile=True)
         lst = prompts8[:1].tolist()
@@ -237,6 +272,10 @@ def _report(res):
 
     print(f"{res['model']}; {res['threads']} threads, torch {res['torch']}, transformers {res['transformers']}; "
           f"load average {res['load_avg_start']:.1f} -> {res['load_avg_end']:.1f} (shared machine)")
+    if "decode_b1_matmul_only" in res:
+        c = res["decode_b1_matmul_only"]
+        print(f"decode batch 1 ceiling (matmuls alone): {c['ms']:.2f} ms/step = {c['tok_s_ceiling']:.0f} tok/s "
+              f"at {c['GBps']:.1f} GB/s; 3x HF would be {3 * res['decode_b1_tok_s'].get('hf', float('nan')):.0f} tok/s")
     p = res["prefill_tok_s"]
     print(f"prefill 1x1024: herd {p['herd']:.0f} tok/s, HF {p.get('hf', float('nan')):.0f} tok/s, "
           f"ratio {ratio(p, 'herd', 'hf')}")
