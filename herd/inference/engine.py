@@ -147,6 +147,9 @@ class Generator:
             fc = None
         else:
             fc = self._freqs_cis()[pos].unsqueeze(2)  # [B, T, 1, D/2] complex
+        fresh = isinstance(slot, int) and slot == 0 and S == T  # a prefill from slot 0, no padding
+        if mask is None and T > 1 and not fresh:
+            raise ValueError("a mask is needed for several tokens after the first slot")
         h = F.embedding(tokens, m.tok_embeddings.weight)
         n_layers = len(m.layers)
         for i, layer in enumerate(m.layers):
@@ -174,14 +177,11 @@ class Generator:
                 ck.index_copy_(2, slot, k)
                 cv.index_copy_(2, slot, v)
             if last:  # the last query sees every slot up to its own: its mask row, or none
-                if mask is None and not (isinstance(slot, int) and S == slot + T):
-                    raise ValueError("a mask is needed for several tokens after the first slot")
                 o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], None if mask is None else mask[:, :, -1:],
                                  False)
                 h = h[:, -1:]
             else:
-                o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], mask,
-                                 isinstance(slot, int) and slot == 0 and S == T)
+                o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], mask, fresh)
             h = h + _linear(a.wo, o.transpose(1, 2).reshape(B, Tq, H * D))
             h = h + _ffn(layer.feed_forward, _norm(layer.ffn_norm, h, fp32))
         h = _norm(m.norm, h, fp32)
@@ -203,8 +203,6 @@ class Generator:
         if mask is None and fresh and T > 1:
             # prefill of unpadded rows: the same causal SDPA call as Transformer.forward (no cache)
             return a._causal(q, k, v)
-        if mask is None and T > 1:
-            raise ValueError("a mask is needed for several tokens after the first slot")
         # fold the r query heads of each KV head into rows: K/V are read once, never copied
         qg = q.reshape(B, a.n_kv_heads, r * T, D)
         if mask is not None and T > 1 and r > 1:

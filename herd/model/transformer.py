@@ -272,16 +272,16 @@ class Transformer(nn.Module):
                 plan.append((f"layers.{i}.{name}.weight", resid))
             plan += [(f"layers.{i}.attention_norm.weight", nn.init.ones_), (f"layers.{i}.ffn_norm.weight", nn.init.ones_)]
         plan.append(("norm.weight", nn.init.ones_))
+        names, params = {n for n, _ in plan}, {n for n, _ in self.named_parameters()}
+        if names != params:  # a parameter left out would keep whatever memory it was given
+            raise RuntimeError(f"init_plan does not cover the parameters: {sorted(names ^ params)}")
         return plan
 
     @torch.no_grad()
     def init_weights(self):
         """Initialise every parameter for training from scratch (see `init_plan`)."""
         params = dict(self.named_parameters())
-        plan = self.init_plan()
-        if {n for n, _ in plan} != set(params):
-            raise RuntimeError(f"init_plan does not cover the parameters: {sorted(set(params) ^ {n for n, _ in plan})}")
-        for name, fn in plan:
+        for name, fn in self.init_plan():
             fn(params[name])
 
     def num_params(self) -> int:

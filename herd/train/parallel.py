@@ -41,6 +41,14 @@ class Dist:
         if self.world > 1:
             dist.barrier()
 
+    def broadcast_object(self, obj):
+        """Rank 0's `obj` (any picklable value) on every rank."""
+        if self.world > 1:
+            box = [obj]
+            dist.broadcast_object_list(box, src=0)
+            obj = box[0]
+        return obj
+
 
 def init_distributed(device_type: str) -> Dist:
     """Join the process group started by torchrun (RANK/WORLD_SIZE in the environment); a plain
@@ -108,11 +116,8 @@ def materialize_sharded(model: nn.Module, device, seed: int | None) -> nn.Module
     if seed is not None:
         torch.manual_seed(seed)
     params = dict(model.named_parameters())
-    plan = model.init_plan()
-    if {n for n, _ in plan} != set(params):  # a parameter left out would keep to_empty's garbage
-        raise RuntimeError(f"init_plan does not cover the parameters: {sorted(set(params) ^ {n for n, _ in plan})}")
     with torch.no_grad():
-        for name, fn in plan:
+        for name, fn in model.init_plan():
             p = params[name]
             full = torch.empty(p.shape, dtype=p.dtype, device=p.device)
             fn(full)

@@ -342,21 +342,16 @@ class Trainer:
         """The newest verified checkpoint, chosen by rank 0 (the only one that reads and hashes the
         files) and sent to the others, so every rank loads the same one; an error on rank 0 (all
         corrupt) is raised on every rank."""
-        if self.dist.world == 1:
-            return ckpt.find_latest(self.ck_root, log=log)
-        import torch.distributed as tdist
-
-        msg = [None, None]
+        found = error = None
         if self.dist.is_main:
             try:
-                last = ckpt.find_latest(self.ck_root, log=log)
-                msg = [None if last is None else str(last), None]
+                found = ckpt.find_latest(self.ck_root, log=log)
             except HerdError as e:
-                msg = [None, str(e)]
-        tdist.broadcast_object_list(msg, src=0)
-        if msg[1] is not None:
-            raise HerdError(msg[1])
-        return None if msg[0] is None else Path(msg[0])
+                error = str(e)
+        found, error = self.dist.broadcast_object((found, error))
+        if error is not None:
+            raise HerdError(error)
+        return found
 
     def rollback(self):
         last = self.find_latest(self.log)
