@@ -10,16 +10,17 @@ microseconds each on a CPU: ~40 per layer in a plain forward). Two things make i
    shapes and values (`param.data` is re-laid out), no memory is added, and the weights stay dense
    tensors, so the model still runs, trains (gradients take the same layout; fused AdamW included),
    saves (as contiguous tensors) and loads, and generation sees every later update in place.
-2. **Fewer ops.** `addmm` fuses the residual adds into the wo and w2 matmuls, RMSNorm is one call,
-   RoPE one complex multiply per tensor, no `Module.__call__`, no mask without padding.
+2. **Fewer ops.** `addmm` fuses the residual adds into the wo and w2 matmuls, no `Module.__call__`,
+   no mask without padding. RMSNorm, RoPE, the cache write and attention are the model's own
+   functions (herd.model.transformer), so there is no second copy of the model's math.
 
 int8 layers (`Int8Linear`) are fused where that saves a kernel call: q/k/v into one int8 matrix and
 w1/w3 into another (the modules' buffers become row blocks of it). FP8 layers run through their
 modules. Packing is off by default on CUDA, where the compiled/graphed step is the fast path
 (`Generator(compile=True)`). A tied output layer keeps the embedding's layout.
 
-The step computes what `Transformer.forward` computes with a cache, in fp32 for RMSNorm and RoPE;
-tests compare its logits with the model's and its greedy ids with HF's.
+The step computes what `Transformer.forward` computes with a cache; tests compare its logits with
+the model's and its greedy ids with HF's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from herd.inference.quant import Int8Linear
+from herd.model.transformer import apply_rope, rms_norm
 
 
 def _plain(mods) -> bool:
@@ -98,6 +100,7 @@ class LayerPlan:
 class DecodePlan:
     layers: list[LayerPlan]
     out: Callable
+    core: list  # each layer's attention core (Attention.core)
     structure: tuple  # the modules the plan was built from
     ptrs: tuple  # and the data pointers of their weights
 
@@ -139,44 +142,28 @@ def build_plan(model, pack: bool) -> DecodePlan:
     else:
         out_fn = out
     structure = _structure(model)
-    return DecodePlan(layers, out_fn, structure, _ptrs(structure))
-
-
-def _norm(n, x):
-    if x.dtype == torch.float32 and n.weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), n.weight, n.eps)  # RMSNorm.forward's fp32 path, minus __call__
-    return n(x)
-
-
-def _rope(x, fc, fp32: bool):
-    """Meta's RoPE on pairs x [..., D/2, 2]: a complex multiply by fc, in fp32; -> [..., D]."""
-    out = torch.view_as_real(torch.view_as_complex(x if fp32 else x.float()) * fc).flatten(-2)
-    return out if fp32 else out.to(x.dtype)
+    return DecodePlan(layers, out_fn, [layer.attention.core for layer in model.layers], structure, _ptrs(structure))
 
 
 def decode_step(model, plan: DecodePlan, tokens: torch.Tensor, fc: torch.Tensor, cache, slot: int, S: int,
                 mask: torch.Tensor | None) -> torch.Tensor:
     """Logits [B, V] (fp32) of one new token per row. tokens [B]; fc [B, 1, D/2] complex RoPE
     factors of the rows' positions; K/V written at cache slot `slot`; attention over slots [0, S)
-    under `mask` [B, 1, 1, S] (True = attend; None: all)."""
+    under `mask` [B, 1, 1, S] (True = attend; None: all). The math is the model's own functions
+    (rms_norm, apply_rope, the attention core, LayerKV.update) over the plan's packed matmuls."""
     B = tokens.shape[0]
-    args = model.args
-    H, Hkv, D = args.n_heads, args.n_kv_heads, args.head_dim
-    r = H // Hkv
+    D = model.args.head_dim
     h = F.embedding(tokens, model.tok_embeddings.weight)
-    fp32 = h.dtype == torch.float32
     for i, p in enumerate(plan.layers):
-        q, k, v = p.qkv(_norm(p.n1, h))  # [B, H*D], [B, Hkv*D], [B, Hkv*D]
-        q, k = _rope(q.view(B, H, D // 2, 2), fc, fp32), _rope(k.view(B, Hkv, D // 2, 2), fc, fp32)
-        ck, cv = cache.k[i, :B], cache.v[i, :B]
-        ck[:, :, slot] = k
-        cv[:, :, slot] = v.view(B, Hkv, D)
-        # the r query heads of a KV head as r rows: K/V are read once, never copied
-        o = F.scaled_dot_product_attention(q.view(B, Hkv, r, D), ck[:, :, :S], cv[:, :, :S], attn_mask=mask)
-        h = p.wo(h, o.reshape(B, H * D))
-        g, u = p.w13(_norm(p.n2, h))
+        q, k, v = p.qkv(rms_norm(h, p.n1.weight, p.n1.eps))  # [B, H*D], [B, Hkv*D], [B, Hkv*D]
+        q = apply_rope(q.view(B, 1, -1, D), fc).transpose(1, 2)  # [B, H, 1, D]
+        k = apply_rope(k.view(B, 1, -1, D), fc).transpose(1, 2)
+        ck, cv = cache.layer(i).update(slot, k, v.view(B, -1, 1, D))
+        o = plan.core[i](q, ck[:, :, :S], cv[:, :, :S], None, mask)
+        h = p.wo(h, o.reshape(B, -1))
+        g, u = p.w13(rms_norm(h, p.n2.weight, p.n2.eps))
         h = p.w2(h, F.silu(g) * u)
-    h = _norm(model.norm, h)
+    h = rms_norm(h, model.norm.weight, model.norm.eps)
     return plan.out(h).float()
 
 

@@ -25,8 +25,9 @@ every row computes what it would compute alone (greedy ids equal HF's; tests/inf
 of a batch write the same cache slot at each step. Rows that stop keep running until the batch is
 done (their tokens are dropped); prompts beyond `max_batch` rows go in further batches.
 
-Speed (CPU decode is bound by weight reads and per-op overhead): prefill runs `forward` below (the
-model's modules and math, fewer dispatched ops); each decode step runs `herd.inference.decode.
+Speed (CPU decode is bound by weight reads and per-op overhead): prefill runs the model's own
+forward (`Transformer.forward` with the cache, the last layer for the last position only); each
+decode step runs `herd.inference.decode.
 decode_step`, which reads only the live part of the cache, needs no mask when no row is padded,
 attends without copying K/V for grouped-query attention, and (with `pack`, the default on the CPU)
 finds the model's linear weights laid out [in, out] in place, the layout the CPU's GEMV streams
@@ -43,8 +44,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from herd.errors import HerdError
 from herd.inference.decode import DecodePlan, build_plan, decode_step
@@ -52,39 +51,6 @@ from herd.inference.sampling import check_sampling, sample
 from herd.model.transformer import KVCache
 
 CACHE_ROUND = 256
-
-
-def _linear(mod, x):
-    # F.linear skips Module.__call__ (hooks machinery), a measurable cost per op when decoding
-    return F.linear(x, mod.weight) if type(mod) is nn.Linear else mod(x)
-
-
-def _norm(n, x, fp32: bool):
-    if fp32:  # one op; identical bits to RMSNorm.forward in fp32
-        return F.rms_norm(x, (x.shape[-1],), n.weight, n.eps)
-    return n(x)
-
-
-def _rope(x, fc, fp32: bool):
-    """apply_rope as Meta writes it: interleaved pairs times e^(i*theta)."""
-    xc = torch.view_as_complex((x if fp32 else x.float()).reshape(*x.shape[:-1], -1, 2))
-    out = torch.view_as_real(xc * fc).flatten(-2)
-    return out if fp32 else out.type_as(x)
-
-
-def _rope_real(x, cos, sin):
-    """The same rotation in real arithmetic (inductor generates no code for complex ops):
-    (a + ib)(c + is) = (ac - bs) + i(as + bc) on each interleaved pair. cos/sin: [B, T, D/2]."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    a, b = xf[..., 0], xf[..., 1]
-    c, s = cos.unsqueeze(2), sin.unsqueeze(2)
-    return torch.stack([a * c - b * s, a * s + b * c], -1).flatten(-2).type_as(x)
-
-
-def _ffn(ff, x):
-    if type(ff.w1) is nn.Linear and type(ff.w2) is nn.Linear and type(ff.w3) is nn.Linear:
-        return F.linear(F.silu(F.linear(x, ff.w1.weight)) * F.linear(x, ff.w3.weight), ff.w2.weight)
-    return ff(x)
 
 
 @dataclass
@@ -131,83 +97,14 @@ class Generator:
     # ---- the forward pass with a cache --------------------------------------------------------
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache, slot, S: int,
                 mask: torch.Tensor | None, all_logits: bool = False) -> torch.Tensor:
-        """Logits [B, V] of the last position (or [B, T, V] with all_logits) for `tokens` [B, T] at
-        RoPE positions `pos` [B, T], writing K/V at cache slots slot..slot+T (an int, or a [T]
+        """The model's forward with the cache: logits [B, V] of the last position (the last layer
+        runs for that position only), or [B, T, V] with all_logits, for `tokens` [B, T] at RoPE
+        positions `pos` [B, T], writing K/V at cache slots slot..slot+T (an int, or a [T]
         LongTensor) and attending over slots [0, S) under `mask` [B, 1, T, S] (True = attend).
-        mask=None means no padding: causal when T > 1 (slot 0 only), everything when T == 1.
-
-        The math is Transformer.forward's, op for op where it matters (tests compare logits), in
-        fewer dispatched ops: F.rms_norm, RoPE as one complex multiply (Meta's formulation; both
-        give the same fp32 bits here), F.linear without Module.__call__ for plain linear layers."""
-        m = self.model
-        B, T = tokens.shape
-        fp32 = self.dtype == torch.float32
-        if torch.compiler.is_compiling():  # inductor does not fuse complex ops: the real form
-            cos, sin = m.rope_cos[pos], m.rope_sin[pos]
-            fc = None
-        else:
-            fc = self._freqs_cis()[pos].unsqueeze(2)  # [B, T, 1, D/2] complex
-        fresh = isinstance(slot, int) and slot == 0 and S == T  # a prefill from slot 0, no padding
-        if mask is None and T > 1 and not fresh:
-            raise ValueError("a mask is needed for several tokens after the first slot")
-        h = F.embedding(tokens, m.tok_embeddings.weight)
-        n_layers = len(m.layers)
-        for i, layer in enumerate(m.layers):
-            a = layer.attention
-            H, Hkv, D = a.n_heads, a.n_kv_heads, a.head_dim
-            # The last layer's output is needed at the last position only (the cache needs every
-            # position's K and V, nothing more): its queries, attention, wo and feed-forward run
-            # for that position alone, nearly 1/n_layers of a long prefill's work saved
-            last = not all_logits and T > 1 and i == n_layers - 1
-            Tq = 1 if last else T
-            x = _norm(layer.attention_norm, h, fp32)
-            xq = x[:, -1:] if last else x
-            q, k = _linear(a.wq, xq).view(B, Tq, H, D), _linear(a.wk, x).view(B, T, Hkv, D)
-            if fc is None:
-                cq, sq = (cos[:, -1:], sin[:, -1:]) if last else (cos, sin)
-                q, k = _rope_real(q, cq, sq).transpose(1, 2), _rope_real(k, cos, sin).transpose(1, 2)
-            else:
-                q, k = _rope(q, fc[:, -1:] if last else fc, fp32).transpose(1, 2), _rope(k, fc, fp32).transpose(1, 2)
-            v = _linear(a.wv, x).view(B, T, Hkv, D).transpose(1, 2)
-            ck, cv = cache.k[i, :B], cache.v[i, :B]
-            if isinstance(slot, int):
-                ck[:, :, slot:slot + T] = k
-                cv[:, :, slot:slot + T] = v
-            else:
-                ck.index_copy_(2, slot, k)
-                cv.index_copy_(2, slot, v)
-            if last:  # the last query sees every slot up to its own: its mask row, or none
-                o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], None if mask is None else mask[:, :, -1:],
-                                 False)
-                h = h[:, -1:]
-            else:
-                o = self._attend(a, q, k, v, ck[:, :, :S], cv[:, :, :S], mask, fresh)
-            h = h + _linear(a.wo, o.transpose(1, 2).reshape(B, Tq, H * D))
-            h = h + _ffn(layer.feed_forward, _norm(layer.ffn_norm, h, fp32))
-        h = _norm(m.norm, h, fp32)
-        if not all_logits:
-            h = h[:, -1]
-        return _linear(m.output, h).float()
-
-    def _freqs_cis(self) -> torch.Tensor:
-        m = self.model
-        key = (m.rope_cos.data_ptr(), m.rope_cos.shape)
-        if getattr(self, "_fc_key", None) != key:
-            self._fc, self._fc_key = torch.complex(m.rope_cos, m.rope_sin), key
-        return self._fc
-
-    @staticmethod
-    def _attend(a, q, k, v, ck, cv, mask, fresh: bool):
-        B, H, T, D = q.shape
-        r = a.n_rep
-        if mask is None and fresh and T > 1:
-            # prefill of unpadded rows: the same causal SDPA call as Transformer.forward (no cache)
-            return a._causal(q, k, v)
-        # fold the r query heads of each KV head into rows: K/V are read once, never copied
-        qg = q.reshape(B, a.n_kv_heads, r * T, D)
-        if mask is not None and T > 1 and r > 1:
-            mask = mask.unsqueeze(2).expand(B, 1, r, T, mask.shape[-1]).reshape(B, 1, r * T, -1)
-        return F.scaled_dot_product_attention(qg, ck, cv, attn_mask=mask).reshape(B, H, T, D)
+        mask=None means no padding: causal when T > 1 (slot 0 only), everything when T == 1."""
+        logits = self.model(tokens, pos=pos, cache=cache, cache_pos=slot, kv_len=S, attn_mask=mask,
+                            last_only=not all_logits)
+        return logits if all_logits else logits[:, -1]
 
     def _decode_static(self, tokens, pos, cache, slot, mask):
         """Decode step with static shapes (for torch.compile): the whole cache under a mask."""
@@ -335,7 +232,7 @@ class Generator:
         reason: list[str | None] = [None] * R
         decode = self._decode_fn() if self.compile else None
         plan = None if self.compile else self.plan()
-        fcis = self._freqs_cis()
+        fcis = self.model.rope_factors(None, self.max_seq_len)[0]
         t0 = time.perf_counter()
         for n in range(steps):
             nxt = sample(logits, temperature, top_p, top_k, gen)
