@@ -30,8 +30,8 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def load_model(path: str | os.PathLike, device="cpu", dtype=None, tokenizer=None):
-    """Load any supported checkpoint -> (Transformer, Tokenizer or None). `tokenizer` (a path)
-    overrides the tokenizer found beside the weights."""
+    """Load any supported checkpoint -> (Transformer, Tokenizer or None). `tokenizer` ('llama3', a
+    tiktoken file or a checkpoint directory) overrides the tokenizer found beside the weights."""
     fmt = detect_format(path)
     if fmt == "herd":
         model, tok = load_herd(path, device=device, dtype=dtype)
@@ -44,9 +44,9 @@ def load_model(path: str | os.PathLike, device="cpu", dtype=None, tokenizer=None
 
         model, tok = load_hf(path, device=device, dtype=dtype)
     if tokenizer is not None:
-        from herd.tokenizer import Tokenizer
+        from herd.checkpoint.common import tokenizer_from_spec
 
-        tok = Tokenizer.llama3() if str(tokenizer) == "llama3" else Tokenizer.load(tokenizer)
+        tok = tokenizer_from_spec(tokenizer)
     return model, tok
 
 
@@ -70,7 +70,7 @@ def read_args(path: str | os.PathLike):
 def load_state_dict_any(path: str | os.PathLike):
     """(ModelArgs, state dict in herd's names, tokenizer or None) of any checkpoint, tensors in
     their stored dtype. A tied model's dict has no output.weight."""
-    from herd.checkpoint.common import load_tokenizer_beside
+    from herd.checkpoint.common import load_tokenizer_beside, load_tokenizer_in
 
     p = Path(path)
     fmt = detect_format(p)
@@ -95,10 +95,7 @@ def load_state_dict_any(path: str | os.PathLike):
         from herd.checkpoint.hf import load_hf_state_dict
 
         args, sd = load_hf_state_dict(p)
-        tok = None
-        if (p / "original" / "tokenizer.model").is_file() and not (p / "tokenizer.model").is_file():
-            tok = load_tokenizer_beside(p / "original")
-        tok = tok or load_tokenizer_beside(p)
+        tok = load_tokenizer_in(p)
     if args.tie_embeddings:
         sd.pop("output.weight", None)
     return args, sd, tok
@@ -136,16 +133,21 @@ def check_state_dict(args, sd: dict, source: str) -> None:
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, dtype=None, shards: int = 1,
-                       tokenizer=None, max_shard_bytes: int | None = None, log=print) -> Path:
+                       tokenizer=None, max_shard_bytes: int | None = None, original_weights: bool = False,
+                       log=print) -> Path:
     """Convert a checkpoint of any format to `to` ('herd', 'hf' or 'meta') without building a
     model: tensors are renamed, permuted or (un)sharded and keep their bits unless `dtype` is
-    given. `tokenizer` (a path or 'llama3') replaces the one found beside the weights."""
+    given. `tokenizer` (a path or 'llama3') replaces the one found beside the weights. `original_weights`
+    (to='hf'): also write Meta's consolidated.00.pth + params.json under original/, as Meta's HF repos."""
     import types
 
     from herd.checkpoint.common import parse_dtype
 
     if to not in ("herd", "hf", "meta"):
         raise HerdError(f"unknown target format {to!r}; choose herd, hf or meta")
+    if original_weights and to != "hf":
+        raise HerdError(f"--original-weights writes Meta's weights under a Hugging Face export's original/; "
+                        f"it goes with --to hf, not --to {to}")
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise HerdError(f"{dst}: the output must differ from the input checkpoint")
@@ -154,9 +156,9 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
     args, sd, tok = load_state_dict_any(src)
     check_state_dict(args, sd, weights_source(src, fmt))
     if tokenizer is not None:
-        from herd.tokenizer import Tokenizer
+        from herd.checkpoint.common import tokenizer_from_spec
 
-        tok = Tokenizer.llama3() if str(tokenizer) == "llama3" else Tokenizer.load(tokenizer)
+        tok = tokenizer_from_spec(tokenizer)
     if tok is not None and tok.n_words != args.vocab_size:
         raise HerdError(f"tokenizer has {tok.n_words} tokens but the model's vocab_size is {args.vocab_size}; "
                         f"pass the model's own tokenizer with --tokenizer")
@@ -169,7 +171,8 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
     elif to == "hf":
         from herd.checkpoint.hf import DEFAULT_MAX_SHARD_BYTES, save_hf_state_dict
 
-        save_hf_state_dict(args, sd, dst, tokenizer=tok, max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
+        save_hf_state_dict(args, sd, dst, tokenizer=tok, max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
+                           original_weights=original_weights)
     else:
         from herd.checkpoint.meta import save_meta_state_dict
 

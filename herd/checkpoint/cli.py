@@ -11,7 +11,9 @@ def register(sub) -> None:
         "convert", help="convert a checkpoint between herd, Hugging Face and Meta formats",
         description="Convert a checkpoint directory (herd, Meta consolidated.NN.pth + params.json, or Hugging "
                     "Face LlamaForCausalLM) to another format. Model-parallel Meta shards are merged; tensors "
-                    "keep their dtype and bits unless --dtype is given. The output is written atomically.")
+                    "keep their dtype and bits unless --dtype is given. The output is written atomically. "
+                    "--to hf lays the directory out as Meta's Hugging Face repos: config.json, safetensors and "
+                    "tokenizer.json at the root, the tiktoken tokenizer.model under original/.")
     p.add_argument("src", help="input checkpoint directory (format detected)")
     p.add_argument("dst", help="output directory (replaced only once the new checkpoint is complete)")
     p.add_argument("--to", required=True, choices=["hf", "herd", "meta"], help="output format")
@@ -22,8 +24,11 @@ def register(sub) -> None:
     p.add_argument("--max-shard-gb", type=float, default=5.0,
                    help="--to hf: split model.safetensors into files of at most this size (default 5)")
     p.add_argument("--tokenizer", default=None,
-                   help="tokenizer to write beside the weights: a tiktoken file or 'llama3' "
-                        "(default: the one found beside the input)")
+                   help="tokenizer to write beside the weights: a tiktoken file, a checkpoint directory or "
+                        "'llama3' (default: the one found beside the input)")
+    p.add_argument("--original-weights", action="store_true",
+                   help="--to hf: also write Meta's consolidated.00.pth + params.json under original/, as "
+                        "Meta's HF repos do (doubles the size; default: original/ holds only tokenizer.model)")
     p.set_defaults(func=run_convert)
 
 
@@ -32,6 +37,6 @@ def run_convert(args) -> int:
 
     convert_checkpoint(args.src, args.dst, args.to, dtype=args.dtype, shards=args.shards,
                        tokenizer=args.tokenizer, max_shard_bytes=int(args.max_shard_gb * 1024**3),
-                       log=lambda s: print(s, file=sys.stderr))
+                       original_weights=args.original_weights, log=lambda s: print(s, file=sys.stderr))
     print(args.dst)
     return 0

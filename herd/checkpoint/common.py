@@ -109,9 +109,10 @@ def atomic_dir(path: str | os.PathLike):
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        for f in sorted(tmp.rglob("*")):  # files in subfolders too (an HF export's original/)
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -191,6 +192,34 @@ def load_tokenizer_beside(path: Path):
     except Exception as e:  # a SentencePiece model (Llama 2) or a damaged file
         raise HerdError(f"{f}: not a tiktoken BPE file ({_first_line(e)}); pass --tokenizer PATH "
                         f"to use another tokenizer") from None
+
+
+def load_tokenizer_in(path: Path):
+    """The tokenizer of a checkpoint directory laid out as Meta's Hugging Face repos (and herd's HF
+    export) are: the tiktoken original/tokenizer.model; else what `load_tokenizer_beside` finds
+    (tokenizer.model beside the weights, as herd's HF exports before the original/ layout, or
+    tokenizer.json), or None."""
+    p = Path(path)
+    if (p / "original" / "tokenizer.model").is_file():
+        return load_tokenizer_beside(p / "original")
+    return load_tokenizer_beside(p)
+
+
+def tokenizer_from_spec(spec):
+    """A tokenizer named on the command line or in load_model/convert_checkpoint: 'llama3' (the real
+    Llama 3 tokenizer), a tiktoken file, or a checkpoint directory holding one (tokenizer.model, a
+    Hugging Face export's original/tokenizer.model, or a Llama 3 style tokenizer.json)."""
+    from herd.tokenizer import Tokenizer
+
+    if str(spec) == "llama3":
+        return Tokenizer.llama3()
+    p = Path(spec)
+    if p.is_dir():
+        tok = load_tokenizer_in(p)
+        if tok is None:
+            raise HerdError(f"{p}: no tokenizer.model, original/tokenizer.model or tokenizer.json in this directory")
+        return tok
+    return Tokenizer.load(p)
 
 
 def check_tokenizer_fits(tokenizer, args) -> None:

@@ -12,6 +12,14 @@ Two things differ from Meta's layout besides the names:
   width. RoPE scaling is `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5)
   with rope_type "llama3"; both are written and both are read.
 
+The export is laid out as Meta's own Hugging Face repos (meta-llama/Llama-3.1-8B-Instruct): at the
+root config.json, generation_config.json, model*.safetensors (+ index), and with a tokenizer
+tokenizer.json, tokenizer_config.json (with a chat template) and special_tokens_map.json; the tiktoken
+tokenizer.model goes under original/, never at the root, where llama.cpp's convert_hf_to_gguf.py
+takes a tokenizer.model for a SentencePiece model. `original_weights=True` also writes Meta's
+consolidated.00.pth + params.json there (doubling the size; off by default). herd reads back both
+this layout and its older one (tokenizer.model at the root).
+
 Writing needs only safetensors (no transformers); the result loads with
 `transformers.LlamaForCausalLM.from_pretrained(dir)`, and with a tokenizer
 `AutoTokenizer.from_pretrained(dir)` (tokenizer.json, see hf_tokenizer.py).
@@ -26,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from herd.checkpoint.common import (atomic_dir, check_tokenizer_fits, iter_safetensors, load_tokenizer_beside,
-                                    read_json, torch_load_tensors)
+from herd.checkpoint.common import (atomic_dir, check_tokenizer_fits, iter_safetensors, load_tokenizer_in, read_json,
+                                    torch_load_tensors)
 from herd.errors import HerdError
 from herd.model.args import ModelArgs
 
@@ -252,25 +260,24 @@ def read_hf_args(path: str | os.PathLike) -> ModelArgs:
 def load_hf(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """Load a Hugging Face LlamaForCausalLM directory -> (Transformer, Tokenizer or None). fp32
     unless `dtype` says otherwise; the file's tensors become its parameters (no copy). The tokenizer is the
-    tiktoken tokenizer.model beside the weights (Meta's HF repos ship it under original/), else a
-    Llama 3 style tokenizer.json, if any."""
+    tiktoken original/tokenizer.model (Meta's HF repos, herd's export), else a tokenizer.model beside the
+    weights (herd's older exports), else a Llama 3 style tokenizer.json, if any."""
     from herd.checkpoint import weights_source
     from herd.checkpoint.common import materialize
 
     p = Path(path)
     args = read_hf_args(p)
     model = materialize(args, iter_hf_tensors(p, args), weights_source(p, "hf"), device, dtype or torch.float32)
-    tok = None
-    if (p / "original" / "tokenizer.model").is_file() and not (p / "tokenizer.model").is_file():
-        tok = load_tokenizer_beside(p / "original")
-    return model, tok or load_tokenizer_beside(p)
+    return model, load_tokenizer_in(p)
 
 
 def save_hf_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str | os.PathLike, tokenizer=None,
-                       max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, hf_tokenizer: bool = True) -> Path:
-    """Write config.json + model.safetensors (or model-0000i-of-0000n.safetensors and the index
-    above `max_shard_bytes`) atomically; with a tokenizer also tokenizer.model and (hf_tokenizer)
-    tokenizer.json + tokenizer_config.json (~10 s for Llama 3's 128K vocabulary)."""
+                       max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, hf_tokenizer: bool = True,
+                       original_weights: bool = False) -> Path:
+    """Write config.json + generation_config.json + model.safetensors (or model-0000i-of-0000n.safetensors
+    and the index above `max_shard_bytes`) atomically; with a tokenizer also original/tokenizer.model and
+    (hf_tokenizer) tokenizer.json + tokenizer_config.json + special_tokens_map.json (~10 s for Llama 3's
+    128K vocabulary). `original_weights`: Meta's consolidated.00.pth + params.json under original/ too."""
     from safetensors.torch import save_file
 
     check_tokenizer_fits(tokenizer, args)
@@ -303,8 +310,14 @@ def save_hf_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str |
         gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id") if cfg[k] is not None}
         if gen:
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        if original_weights:  # a complete Meta checkpoint, as in Meta's HF repos
+            from herd.checkpoint.meta import save_meta_state_dict
+
+            save_meta_state_dict(args, sd, tmp / "original", tokenizer=tokenizer)
         if tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.model")  # herd's and Meta's (tiktoken) file
+            if not original_weights:
+                (tmp / "original").mkdir()
+                tokenizer.save(tmp / "original" / "tokenizer.model")  # herd's and Meta's (tiktoken) file
             if hf_tokenizer:  # tokenizer.json for transformers' AutoTokenizer
                 from herd.checkpoint.hf_tokenizer import save_hf_tokenizer
 
@@ -313,10 +326,11 @@ def save_hf_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str |
 
 
 def save_hf(model, path: str | os.PathLike, tokenizer=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-            hf_tokenizer: bool = True) -> Path:
-    """Save a herd Transformer as a Hugging Face LlamaForCausalLM directory."""
+            hf_tokenizer: bool = True, original_weights: bool = False) -> Path:
+    """Save a herd Transformer as a Hugging Face LlamaForCausalLM directory (Meta's HF repo layout)."""
     return save_hf_state_dict(model.args, model.state_dict(), path, tokenizer=tokenizer,
-                              max_shard_bytes=max_shard_bytes, hf_tokenizer=hf_tokenizer)
+                              max_shard_bytes=max_shard_bytes, hf_tokenizer=hf_tokenizer,
+                              original_weights=original_weights)
 
 
 __all__ = ["load_hf", "load_hf_state_dict", "read_hf_args", "save_hf", "save_hf_state_dict",

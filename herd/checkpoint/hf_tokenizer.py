@@ -7,6 +7,12 @@ are recovered the way transformers' TikTokenConverter does: every split of a tok
 tokens, ordered by the token's rank. `ignore_merges` makes a pre-token that is itself in the
 vocabulary map straight to its id, as tiktoken does. The split regex and the 256 special tokens
 are Llama 3's; herd's own encoder stays tiktoken (this file is only for export).
+
+tokenizer_config.json carries a chat template for text dialogs in the Llama 3.1 format of
+herd.tokenizer.chat_format (`apply_chat_template(..., add_generation_prompt=True)` gives the ids of
+`ChatFormat.encode_dialog_prompt`); unlike Meta's HF template it neither trims the messages nor adds a
+default system prompt, as Meta's reference ChatFormat (llama-models) does not. Tool calls and
+`<|eom_id|>` endings are for herd's ChatFormat.
 """
 
 from __future__ import annotations
@@ -69,16 +75,39 @@ def to_hf_tokenizer(tok):
     return hf
 
 
+# The Llama 3.1 dialog format (herd.tokenizer.chat_format) for text messages: the "tool" role is
+# written "ipython", a list content is its text items in order.
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- set role = 'ipython' if message['role'] == 'tool' else message['role'] %}"
+    "{{- '<|start_header_id|>' + role + '<|end_header_id|>\\n\\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for item in message['content'] %}"
+    "{{- item if item is string else item['text'] }}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+
+
 def save_hf_tokenizer(tok, path: str | os.PathLike, model_max_length: int | None = None) -> None:
-    """Write tokenizer.json + tokenizer_config.json into directory `path`."""
+    """Write tokenizer.json + tokenizer_config.json (with the chat template) + special_tokens_map.json
+    into directory `path`, as in Meta's HF repos."""
     p = Path(path)
     to_hf_tokenizer(tok).save(str(p / "tokenizer.json"))
-    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
-           "eos_token": "<|end_of_text|>", "clean_up_tokenization_spaces": False,
-           "model_input_names": ["input_ids", "attention_mask"]}
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS,
+           "clean_up_tokenization_spaces": False, "model_input_names": ["input_ids", "attention_mask"]}
     if model_max_length:
         cfg["model_max_length"] = model_max_length
+    cfg["chat_template"] = CHAT_TEMPLATE
     (p / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    special = {"content": None, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+    (p / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": {**special, "content": BOS}, "eos_token": {**special, "content": EOS}}, indent=2) + "\n")
 
 
 def load_hf_tokenizer_json(path: str | os.PathLike):
@@ -112,4 +141,4 @@ def load_hf_tokenizer_json(path: str | os.PathLike):
     return t
 
 
-__all__ = ["to_hf_tokenizer", "save_hf_tokenizer", "load_hf_tokenizer_json"]
+__all__ = ["to_hf_tokenizer", "save_hf_tokenizer", "load_hf_tokenizer_json", "CHAT_TEMPLATE"]

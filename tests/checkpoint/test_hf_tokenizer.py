@@ -32,8 +32,8 @@ def test_toy_tokenizer_export_matches_in_transformers(tmp_path):
         assert at(text)["input_ids"] == tok.encode(text, bos=True)
         assert at.decode(tok.encode(text)) == text
     assert at.convert_tokens_to_ids("<|eot_id|>") == tok.eot_id
-    # herd reads tokenizer.json back when no tokenizer.model is beside the weights
-    (tmp_path / "hf" / "tokenizer.model").unlink()
+    # herd reads tokenizer.json back when there is no tiktoken original/tokenizer.model
+    (tmp_path / "hf" / "original" / "tokenizer.model").unlink()
     _, t2 = load_model(tmp_path / "hf")
     assert t2.mergeable_ranks == tok.mergeable_ranks and t2.encode(TEXT) == tok.encode(TEXT)
 
