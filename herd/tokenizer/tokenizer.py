@@ -183,10 +183,12 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """A tiktoken BPE file, or a directory holding one named tokenizer.model (a herd checkpoint)."""
+        """A tiktoken BPE file, or a directory holding one named tokenizer.model (a herd checkpoint),
+        or under original/ (an HF export laid out as Meta's HF repos)."""
         p = Path(path)
         if p.is_dir():
-            p = p / "tokenizer.model"
+            meta_hf = p / "original" / "tokenizer.model"
+            p = meta_hf if not (p / "tokenizer.model").is_file() and meta_hf.is_file() else p / "tokenizer.model"
         return cls(load_bpe_ranks(p), name=p.stem, path=str(p))
 
     @classmethod
