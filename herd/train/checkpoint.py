@@ -19,15 +19,19 @@ reported in one line and the one before it is used. Files are loaded with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from herd.errors import HerdError
 
@@ -164,13 +168,92 @@ def is_sharded(d: Path) -> bool:
 
 
 def load(d: Path, rank: int) -> tuple[dict | None, dict, dict | None]:
-    """-> (state with model/optim, or None for a sharded checkpoint (herd.train.parallel.load_sharded
+    """-> (state with model/optim, or None for a sharded checkpoint (load_sharded
     reads d/state), train_state, this rank's RNG state or None)."""
     train_state = json.loads((d / "train_state.json").read_text())
     state = None if is_sharded(d) else torch.load(d / "state.pt", map_location="cpu", weights_only=True)
     rf = d / f"rng-{rank}.pt"
     rng = torch.load(rf, map_location="cpu", weights_only=True) if rf.is_file() else None
     return state, train_state, rng
+
+
+def use_sharded(fmt: str, world: int) -> bool:
+    """checkpoint.format: "sharded", "full", or "auto" (sharded with more than one rank)."""
+    return fmt == "sharded" or (fmt == "auto" and world > 1)
+
+
+# ---- model/optimizer state I/O (torch.distributed.checkpoint; FSDP2 or plain modules) ----------
+@contextlib.contextmanager
+def _one_process_quiet():
+    """torch.distributed.checkpoint warns that it assumes one process when no process group is up:
+    that is what a one-process run means, so the warning is silenced there."""
+    with warnings.catch_warnings():
+        if not (dist.is_available() and dist.is_initialized()):
+            warnings.filterwarnings("ignore", message=r"torch\.distributed is (disabled, )?unavailable")
+        yield
+
+
+def save_sharded(model: nn.Module, optim, path, dist_) -> dict[str, str]:
+    """Model and optimizer state with torch.distributed.checkpoint: each rank writes its own shards
+    into directory `path` (no rank gathers the whole model: how a 405B run checkpoints). Each rank
+    then hashes the shard files it wrote (rank 0 also the metadata); returns {file name: sha256}
+    (complete on rank 0)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    path = Path(path)
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim)}
+    with _one_process_quiet():
+        dcp.save(state, checkpoint_id=str(path))
+    dist_.barrier()
+    own = re.compile(rf"^__{dist_.rank}_\d+\.distcp$")
+    names = sorted(f.name for f in path.iterdir() if f.is_file())
+    mine = {n: sha256_file(path / n) for n in names
+            if own.match(n) or (dist_.is_main and not re.match(r"^__\d+_\d+\.distcp$", n))}
+    if dist_.world > 1:
+        parts = [None] * dist_.world
+        dist.all_gather_object(parts, mine)
+        mine = {k: v for part in parts for k, v in part.items()}
+    return mine
+
+
+def load_sharded(model: nn.Module, optim, path):
+    """Load a `save_sharded` checkpoint into this run's model and optimizer, whatever its number of
+    ranks (torch.distributed.checkpoint reshards; a one-process run reads it too)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+
+    state = {"model": get_model_state_dict(model)}
+    if optim is not None:
+        state["optim"] = get_optimizer_state_dict(model, optim)
+    with _one_process_quiet():
+        dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(model, state["model"])
+    if optim is not None:
+        set_optimizer_state_dict(model, optim, state["optim"])
+
+
+def full_state_dict(model: nn.Module, optim=None) -> tuple[dict, dict | None]:
+    """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(model, options=opts)
+    osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
+    return msd, osd
+
+
+def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | None = None):
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, msd, options=opts)
+    if optim is not None and osd is not None:
+        set_optimizer_state_dict(model, optim, osd, options=opts)
+
 
 
 def find_latest(root: Path, log=None) -> Path | None:
@@ -190,4 +273,5 @@ def find_latest(root: Path, log=None) -> Path | None:
 
 
 __all__ = ["list_checkpoints", "write_rng", "seal", "verify", "load", "is_sharded", "find_latest", "step_dir",
-           "rng_state", "set_rng_state", "sha256_file", "SHARDS"]
+           "rng_state", "set_rng_state", "sha256_file", "SHARDS", "use_sharded", "save_sharded", "load_sharded",
+           "full_state_dict", "load_full_state_dict"]

@@ -1,19 +1,18 @@
 """Parallelism applied from outside the model (paper §3.3.2), torchtitan-style.
 
-The model file holds no distributed code; these functions are applied to the module tree in a
-fixed order: activation checkpointing -> torch.compile per block -> FSDP2 `fully_shard` (data
-parallel: parameters, gradients and optimizer state sharded over ranks; gloo on CPU, NCCL on
-GPU). Tensor, context and pipeline parallelism slot in the same way (a later issue builds 4D).
+The model file holds no distributed code. `parallelize(model, dist, ...)` applies, in a fixed
+order, what the run asks for: activation checkpointing -> torch.compile per block -> FSDP2
+`fully_shard` (data parallel: parameters, gradients and optimizer state sharded over ranks; gloo
+on CPU, NCCL on GPU) -> memory for this rank's shards, initialised as one process would. FSDP2 is
+applied on one process too (degree 1, as torchtitan does), so the trainer has a single code path
+for any world size. Tensor, context and pipeline parallelism go into the same function (4D).
 Module names, and so state-dict keys, are unchanged by all of them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import re
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -51,16 +50,22 @@ class Dist:
 
 
 def init_distributed(device_type: str) -> Dist:
-    """Join the process group started by torchrun (RANK/WORLD_SIZE in the environment); a plain
-    one-process run needs none."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    """Join the process group started by torchrun (RANK/WORLD_SIZE in the environment), or the
+    caller's; a plain one-process run gets a process group of one (an in-memory store, no port),
+    so FSDP2 and the device mesh are the same code at any world size."""
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
     if device_type == "cuda":  # also when the caller made the process group: FSDP2 uses the current device
         torch.cuda.set_device(local_rank)
+    backend = "nccl" if device_type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        if world > 1:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
@@ -103,6 +108,24 @@ def apply_fsdp(model: nn.Module, mesh, param_dtype: torch.dtype = torch.float32)
     return model
 
 
+def parallelize(model: nn.Module, dist_: Dist, device: torch.device, *, param_dtype: torch.dtype = torch.float32,
+                activation_checkpointing: bool = False, compile: bool = False, doc_mask: bool = True,
+                seed: int | None = None) -> nn.Module:
+    """Everything the run asks for, in the fixed order: activation checkpointing -> compile ->
+    FSDP2 over the data-parallel mesh (any size, 1 included) -> each rank's shards allocated on
+    `device` and initialised to the weights one process would draw with `seed` (for a model
+    built on the meta device; a materialised model keeps its weights)."""
+    on_meta = any(p.is_meta for p in model.parameters())
+    if activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if compile:
+        apply_compile(model, doc_mask)
+    apply_fsdp(model, dist_.mesh, param_dtype=param_dtype)
+    if on_meta:
+        materialize_sharded(model, device, seed)
+    return model
+
+
 def materialize_sharded(model: nn.Module, device, seed: int | None) -> nn.Module:
     """For a model built on the meta device and sharded with `apply_fsdp`: allocate this rank's
     shards on `device` (no rank ever holds the whole model) and fill them with exactly the weights
@@ -133,81 +156,5 @@ def materialize_sharded(model: nn.Module, device, seed: int | None) -> nn.Module
     return model
 
 
-@contextlib.contextmanager
-def _one_process_quiet():
-    """torch.distributed.checkpoint warns that it assumes one process when no process group is up:
-    that is what a one-process run means, so the warning is silenced there."""
-    with warnings.catch_warnings():
-        if not (dist.is_available() and dist.is_initialized()):
-            warnings.filterwarnings("ignore", message=r"torch\.distributed is (disabled, )?unavailable")
-        yield
-
-
-def save_sharded(model: nn.Module, optim, path, dist_: "Dist") -> dict[str, str]:
-    """Model and optimizer state with torch.distributed.checkpoint: each rank writes its own shards
-    into directory `path` (no rank gathers the whole model: how a 405B run checkpoints). Each rank
-    then hashes the shard files it wrote (rank 0 also the metadata); returns {file name: sha256}
-    (complete on rank 0)."""
-    from pathlib import Path
-
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-    from herd.train.checkpoint import sha256_file
-
-    path = Path(path)
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim)}
-    with _one_process_quiet():
-        dcp.save(state, checkpoint_id=str(path))
-    dist_.barrier()
-    own = re.compile(rf"^__{dist_.rank}_\d+\.distcp$")
-    names = sorted(f.name for f in path.iterdir() if f.is_file())
-    mine = {n: sha256_file(path / n) for n in names
-            if own.match(n) or (dist_.is_main and not re.match(r"^__\d+_\d+\.distcp$", n))}
-    if dist_.world > 1:
-        parts = [None] * dist_.world
-        dist.all_gather_object(parts, mine)
-        mine = {k: v for part in parts for k, v in part.items()}
-    return mine
-
-
-def load_sharded(model: nn.Module, optim, path):
-    """Load a `save_sharded` checkpoint into this run's model and optimizer, whatever its number of
-    ranks (torch.distributed.checkpoint reshards; a one-process run reads it too)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                         set_model_state_dict, set_optimizer_state_dict)
-
-    state = {"model": get_model_state_dict(model)}
-    if optim is not None:
-        state["optim"] = get_optimizer_state_dict(model, optim)
-    with _one_process_quiet():
-        dcp.load(state, checkpoint_id=str(path))
-    set_model_state_dict(model, state["model"])
-    if optim is not None:
-        set_optimizer_state_dict(model, optim, state["optim"])
-
-
-def full_state_dict(model: nn.Module, optim=None, world: int = 1) -> tuple[dict, dict | None]:
-    """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    msd = get_model_state_dict(model, options=opts)
-    osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
-    return msd, osd
-
-
-def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | None = None):
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict)
-
-    opts = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, msd, options=opts)
-    if optim is not None and osd is not None:
-        set_optimizer_state_dict(model, optim, osd, options=opts)
-
-
-__all__ = ["Dist", "init_distributed", "apply_activation_checkpointing", "apply_compile", "apply_fsdp",
-           "materialize_sharded", "save_sharded", "load_sharded", "full_state_dict", "load_full_state_dict"]
+__all__ = ["Dist", "init_distributed", "parallelize", "apply_activation_checkpointing", "apply_compile", "apply_fsdp",
+           "materialize_sharded"]

@@ -12,6 +12,7 @@ average (Polyak) becomes the final model.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sys
@@ -24,9 +25,7 @@ from herd.errors import HerdError
 from herd.train import checkpoint as ckpt
 from herd.train.config import TrainConfig
 from herd.train.metrics import MetricsWriter, memory_gib, peak_flops
-from herd.train.parallel import (Dist, apply_activation_checkpointing, apply_compile, apply_fsdp, full_state_dict,
-                                 init_distributed, load_full_state_dict, load_sharded, materialize_sharded,
-                                 save_sharded)
+from herd.train.parallel import Dist, init_distributed, parallelize
 from herd.train.schedule import LRSchedule, anneal_snapshot_steps, build_plan, phase_at, total_steps
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -56,13 +55,15 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model, cfg: TrainConfig, device: torch.device, distributed: bool):
+def build_optimizer(model, cfg: TrainConfig):
     o = cfg.optim
     kw = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     impl = o.impl
     if impl == "auto":
         # The fused kernel exists for CUDA and CPU; with DTensor (FSDP) parameters foreach is the safe path.
-        impl = "foreach" if distributed else "fused"
+        from torch.distributed.tensor import DTensor
+
+        impl = "foreach" if any(isinstance(p, DTensor) for p in model.parameters()) else "fused"
     if impl == "fused":
         kw["fused"] = True
     elif impl == "foreach":
@@ -96,7 +97,7 @@ class Trainer:
         self.cfg = cfg.validate()
         self.device, self.dtype = resolve_device(cfg)
         self.dist: Dist = init_distributed(self.device.type)
-        if self.device.type == "cuda" and self.dist.world > 1:
+        if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
@@ -141,36 +142,25 @@ class Trainer:
         if longest > self.args.max_seq_len:
             raise HerdError(f"sequence length {longest} exceeds the model's max_seq_len {self.args.max_seq_len}; "
                             f"set --model.max_seq_len {longest}")
-        # With more than one rank the model is built on the meta device, sharded, and only then
-        # given memory: each rank allocates and initialises its shards alone (same weights as one
-        # process), so a model larger than one device's memory can be trained (§3.3.2).
-        self.model = Transformer.build(self.args, device="meta" if d.world > 1 else self.device,
-                                       seed=cfg.run.seed)
+        # The model is built on the meta device, parallelized (FSDP2 over the data-parallel ranks,
+        # one included), and only then given memory: each rank allocates and initialises its shards
+        # alone (the same weights as one process), so a model larger than one device's memory can
+        # be trained (§3.3.2). Parameters stay fp32; compute runs in run.dtype (FSDP2's policy).
+        self.model = Transformer.build(self.args, device="meta")
         self.n_params = self.model.num_params()
-        if cfg.run.activation_checkpointing:
-            apply_activation_checkpointing(self.model)
-        if cfg.run.compile:
-            apply_compile(self.model, cfg.data.doc_mask)
-        self.autocast = None
-        if d.world > 1:
-            apply_fsdp(self.model, d.mesh, param_dtype=self.dtype)
-            materialize_sharded(self.model, self.device, cfg.run.seed)
-        elif self.dtype != torch.float32:
-            self.autocast = self.dtype
+        parallelize(self.model, d, self.device, param_dtype=self.dtype,
+                    activation_checkpointing=cfg.run.activation_checkpointing, compile=cfg.run.compile,
+                    doc_mask=cfg.data.doc_mask, seed=cfg.run.seed)
         if cfg.model.init_from:
             from herd.checkpoint import load_model
 
             src, _ = load_model(cfg.model.init_from)
             if src.args.to_dict() != self.args.to_dict():
                 raise HerdError(f"model.init_from {cfg.model.init_from}: its shape differs from the config's model")
-            if d.world > 1:
-                load_full_state_dict(self.model, src.state_dict())
-            else:
-                self.model.load_state_dict(src.state_dict())
+            ckpt.load_full_state_dict(self.model, src.state_dict())
             del src
-        fmt = cfg.checkpoint.format
-        self.sharded_ckpt = fmt == "sharded" or (fmt == "auto" and d.world > 1)
-        self.optim = build_optimizer(self.model, cfg, self.device, d.world > 1)
+        self.sharded_ckpt = ckpt.use_sharded(cfg.checkpoint.format, d.world)
+        self.optim = build_optimizer(self.model, cfg)
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)
         self.snap_steps = set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints)) if cfg.anneal.tokens else set()
@@ -218,25 +208,15 @@ class Trainer:
         ckpt.write_rng(self.ck_root, self.step, d.rank)
         state, sums = None, None
         if self.sharded_ckpt:
-            sums = save_sharded(self.model, self.optim, tmp / ckpt.SHARDS, d)
+            sums = ckpt.save_sharded(self.model, self.optim, tmp / ckpt.SHARDS, d)
         else:
-            msd, osd = self._state_dicts()
+            msd, osd = ckpt.full_state_dict(self.model, self.optim)
             state = {"model": msd, "optim": osd}
         d.barrier()
         if d.is_main:
             ckpt.seal(self.ck_root, self.step, state, self.train_state(), self.cfg.checkpoint.keep, shard_sums=sums)
         d.barrier()
         self.metrics_event("checkpoint", step=self.step)
-
-    def _state_dicts(self):
-        if self.dist.world > 1:
-            return full_state_dict(self.model, self.optim)
-        return self.model.state_dict(), self._optim_state_fqn()
-
-    def _optim_state_fqn(self):
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-        return get_optimizer_state_dict(self.model, self.optim)
 
     def load_checkpoint(self, d_path: Path, data: bool = True):
         state, ts, rng = ckpt.load(d_path, self.dist.rank)
@@ -246,14 +226,9 @@ class Trainer:
             raise HerdError(f"checkpoint {d_path} is for another model shape ({diff}); resume with the model "
                             "config it was trained with, or use another --run.out_dir")
         if state is None:
-            load_sharded(self.model, self.optim, d_path / ckpt.SHARDS)
-        elif self.dist.world > 1:
-            load_full_state_dict(self.model, state["model"], self.optim, state["optim"])
+            ckpt.load_sharded(self.model, self.optim, d_path / ckpt.SHARDS)
         else:
-            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-            self.model.load_state_dict(state["model"])
-            set_optimizer_state_dict(self.model, self.optim, state["optim"])
+            ckpt.load_full_state_dict(self.model, state["model"], self.optim, state["optim"])
         for k in ("step", "tokens", "loss_ema", "train_time"):
             setattr(self, k, ts[k])
         self.last_loss = ts.get("last_loss", float("nan"))
@@ -269,7 +244,7 @@ class Trainer:
         """An annealing snapshot in herd format (rank 0), for the final Polyak average."""
         from herd.checkpoint import save_herd
 
-        msd = full_state_dict(self.model)[0] if self.dist.world > 1 else self.model.state_dict()
+        msd = ckpt.full_state_dict(self.model)[0]
         if self.dist.is_main:
             save_herd(self.model, self.out / "anneal" / f"step-{self.step:08d}", self.tokenizer,
                       extra={"train": {"step": self.step, "tokens": self.tokens}}, state_dict=msd)
@@ -297,23 +272,16 @@ class Trainer:
         tot = torch.zeros(2, dtype=torch.float64, device=self.device)
         for _ in range(e.batches):
             b = loader.next_batch(bs, seq).to(self.device)
-            with self._autocast():
-                s = loss_sum(self.model, b, self.cfg.data.doc_mask)
+            s = loss_sum(self.model, b, self.cfg.data.doc_mask)
             tot += torch.stack([s.double(), torch.tensor(b.n_targets, dtype=torch.float64, device=self.device)])
         self.model.train()
         self.dist.all_reduce_sum(tot)
         return float(tot[0] / tot[1]) if tot[1] > 0 else None
 
-    def _autocast(self):
-        import contextlib
-
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast)
-
     # ---- the step ----
-    def train_step(self, phase, loader) -> tuple[float, float, int]:
-        """One optimizer step -> (loss, grad_norm, global tokens)."""
+    def train_step(self, phase, loader) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Forward and backward of one global batch, gradients clipped -> (loss, grad_norm, global
+        tokens); loss and grad norm stay on the device (the caller reads both in one transfer)."""
         batch = loader.next_batch(phase.batch_size, phase.seq_len)
         n_local = batch.n_targets
         counts = torch.tensor([n_local], dtype=torch.float64, device=self.device)
@@ -325,18 +293,16 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         for i, mb in enumerate(micro):
             mb = mb.to(self.device)
-            if self.dist.world > 1:
-                self.model.set_requires_gradient_sync(i == len(micro) - 1)
-            with self._autocast():
-                s = loss_sum(self.model, mb, self.cfg.data.doc_mask)
+            self.model.set_requires_gradient_sync(i == len(micro) - 1)  # reduce-scatter once per step
+            s = loss_sum(self.model, mb, self.cfg.data.doc_mask)
             (s * scale).backward()
             total += s.detach().double()
-        loss = float(self.dist.all_reduce_sum(total) / n_global)
+        loss = self.dist.all_reduce_sum(total) / n_global
         clip = self.cfg.optim.grad_clip
         gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
         if hasattr(gn, "full_tensor"):
             gn = gn.full_tensor()
-        return loss, float(gn), phase.batch_tokens
+        return loss, gn, phase.batch_tokens
 
     def find_latest(self, log) -> Path | None:
         """The newest verified checkpoint, chosen by rank 0 (the only one that reads and hashes the
@@ -372,8 +338,24 @@ class Trainer:
 
     # ---- the run ----
     def run(self) -> dict:
-        from tqdm import tqdm
+        """resume -> steps (each: step, record, periodic work) -> finish."""
+        self.resume()
+        t_start = time.perf_counter()
+        self._bar = self._progress_bar()
+        try:
+            self.model.train()
+            while self.step < self.total:
+                rec = self.step_once()
+                if rec is not None:
+                    self.log_step(rec)
+                    self.periodic()
+        finally:
+            self._bar.close()
+            self._bar = None
+        return self.finish(time.perf_counter() - t_start)
 
+    def resume(self):
+        """Load the newest valid checkpoint (run.resume) or refuse to overwrite one; open metrics."""
         cfg = self.cfg
         self._bar = None
         self.metrics = None
@@ -394,88 +376,97 @@ class Trainer:
                             "or choose another --run.out_dir")
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(__import__("json").dumps(cfg.to_dict(), indent=1) + "\n")
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
             self.metrics = MetricsWriter(self.out, cfg.run.tensorboard, resume_step=resume_step)
             if resume_step is None:
                 self.metrics.write({"kind": "start", "step": 0, "params": self.n_params, "world": self.dist.world,
                                     "device": str(self.device), "dtype": str(self.dtype), "total_steps": self.total,
                                     "peak_flops": self.peak})
         self.dist.barrier()
-        self._bar = tqdm(total=self.total, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True,
-                         disable=not (cfg.run.progress and self.dist.is_main), file=sys.stderr)
-        val_loss = None
-        t_start = time.perf_counter()
-        try:
-            self.model.train()
-            while self.step < self.total:
-                phase = phase_at(self.plan, self.step)
-                loader = self.anneal_loader if (phase.mix == "anneal" and self.anneal_loader is not None) \
-                    else self.main_loader
-                lr = self.lr(self.step)
-                for g in self.optim.param_groups:
-                    g["lr"] = lr
-                t0 = time.perf_counter()
-                loss, gnorm, ntok = self.train_step(phase, loader)
-                finite = math.isfinite(loss) and math.isfinite(gnorm)
-                if finite:
-                    self.optim.step()
-                    self.bad_streak = 0
-                else:
-                    self.skipped += 1
-                    self.bad_streak += 1
-                    self.log(f"herd: warning: step {self.step + 1}: non-finite loss or gradient (loss {loss}, "
-                             f"grad norm {gnorm}); step skipped ({self.bad_streak} in a row)")
-                self.optim.zero_grad(set_to_none=True)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
-                self.train_time += dt
-                self.step += 1
-                self.tokens += ntok
-                if not finite:
-                    self.metrics_event("skip", step=self.step, loss=None if math.isnan(loss) else loss)
-                    if self.bad_streak >= cfg.guard.max_bad_steps:
-                        self.rollback()
-                    self._bar.n = self.step
-                    self._bar.refresh()
-                    continue
-                self.last_loss = loss
-                spike = self.loss_ema is not None and loss > cfg.guard.spike_factor * self.loss_ema
-                if spike:
-                    self.spikes += 1
-                    self.log(f"herd: loss spike at step {self.step}: {loss:.4f} vs running mean {self.loss_ema:.4f}")
-                self.loss_ema = loss if self.loss_ema is None else 0.95 * self.loss_ema + 0.05 * loss
-                tps = ntok / dt
-                mfu = self.args.flops_per_token(phase.seq_len) * tps / (self.peak * self.dist.world)
-                rec = {"kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss, "lr": lr,
-                       "grad_norm": gnorm, "tokens_per_s": tps, "mfu": mfu, "mem_gib": memory_gib(self.device),
-                       "phase": phase.name, "seq_len": phase.seq_len, "batch_size": phase.batch_size,
-                       "step_time": dt}
-                if spike:
-                    rec["spike"] = True
-                if self.dist.is_main:
-                    self.metrics.write(rec)
-                    self._bar.update(1)
-                    self._bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{100 * mfu:.0f}%")
-                    if cfg.run.log_interval and self.step % cfg.run.log_interval == 0:
-                        self.log(f"step {self.step}/{self.total} | tokens {self.tokens:,} | loss {loss:.4f} | "
-                                 f"lr {lr:.2e} | {tps:,.0f} tok/s | MFU {100 * mfu:.1f}% | "
-                                 f"mem {rec['mem_gib']:.2f} GiB | {phase.name}")
-                last_step = self.step == self.total
-                if cfg.eval.interval and self.step % cfg.eval.interval == 0 and not last_step:
-                    val_loss = self.evaluate()
-                    if val_loss is not None:
-                        self.metrics_event("val", step=self.step, tokens=self.tokens, val_loss=val_loss)
-                        self.log(f"step {self.step} | val loss {val_loss:.4f}")
-                if self.step - 1 in self.snap_steps:
-                    self.save_snapshot()
-                if last_step or (cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0):
-                    self.save_checkpoint()
-        finally:
-            self._bar.close()
-            self._bar = None
-        wall = time.perf_counter() - t_start
-        return self.finish(wall)
+
+    def _progress_bar(self):
+        from tqdm import tqdm
+
+        return tqdm(total=self.total, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True,
+                    disable=not (self.cfg.run.progress and self.dist.is_main), file=sys.stderr)
+
+    def step_once(self) -> dict | None:
+        """One optimizer step (or a skipped one, or a rollback) -> its metrics record, or None when
+        the step was not finite. One host transfer per step: the guard needs the loss and the
+        gradient norm (and reading them waits for the device, so the step time is real)."""
+        cfg = self.cfg
+        phase = phase_at(self.plan, self.step)
+        loader = self.anneal_loader if (phase.mix == "anneal" and self.anneal_loader is not None) \
+            else self.main_loader
+        lr = self.lr(self.step)
+        for g in self.optim.param_groups:
+            g["lr"] = lr
+        t0 = time.perf_counter()
+        loss_t, gn_t, ntok = self.train_step(phase, loader)
+        loss, gnorm = torch.stack([loss_t.double(), gn_t.double()]).tolist()
+        finite = math.isfinite(loss) and math.isfinite(gnorm)
+        if finite:
+            self.optim.step()
+            self.bad_streak = 0
+        else:
+            self.skipped += 1
+            self.bad_streak += 1
+            self.log(f"herd: warning: step {self.step + 1}: non-finite loss or gradient (loss {loss}, "
+                     f"grad norm {gnorm}); step skipped ({self.bad_streak} in a row)")
+        self.optim.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        self.train_time += dt
+        self.step += 1
+        self.tokens += ntok
+        if not finite:
+            self.metrics_event("skip", step=self.step, loss=None if math.isnan(loss) else loss)
+            if self.bad_streak >= cfg.guard.max_bad_steps:
+                self.rollback()
+            self._bar.n = self.step
+            self._bar.refresh()
+            return None
+        self.last_loss = loss
+        spike = self.loss_ema is not None and loss > cfg.guard.spike_factor * self.loss_ema
+        if spike:
+            self.spikes += 1
+            self.log(f"herd: loss spike at step {self.step}: {loss:.4f} vs running mean {self.loss_ema:.4f}")
+        self.loss_ema = loss if self.loss_ema is None else 0.95 * self.loss_ema + 0.05 * loss
+        tps = ntok / dt
+        mfu = self.args.flops_per_token(phase.seq_len) * tps / (self.peak * self.dist.world)
+        rec = {"kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss, "lr": lr,
+               "grad_norm": gnorm, "tokens_per_s": tps, "mfu": mfu, "mem_gib": memory_gib(self.device),
+               "phase": phase.name, "seq_len": phase.seq_len, "batch_size": phase.batch_size, "step_time": dt}
+        if spike:
+            rec["spike"] = True
+        return rec
+
+    def log_step(self, rec: dict):
+        """The step's metrics record, progress bar and (every run.log_interval steps) log line."""
+        if not self.dist.is_main:
+            return
+        self.metrics.write(rec)
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}",
+                              mfu=f"{100 * rec['mfu']:.0f}%")
+        li = self.cfg.run.log_interval
+        if li and self.step % li == 0:
+            self.log(f"step {self.step}/{self.total} | tokens {self.tokens:,} | loss {rec['loss']:.4f} | "
+                     f"lr {rec['lr']:.2e} | {rec['tokens_per_s']:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | "
+                     f"mem {rec['mem_gib']:.2f} GiB | {rec['phase']}")
+
+    def periodic(self):
+        """After a step: validation, annealing snapshot and checkpoint when they are due."""
+        cfg = self.cfg
+        last_step = self.step == self.total
+        if cfg.eval.interval and self.step % cfg.eval.interval == 0 and not last_step:
+            val_loss = self.evaluate()
+            if val_loss is not None:
+                self.metrics_event("val", step=self.step, tokens=self.tokens, val_loss=val_loss)
+                self.log(f"step {self.step} | val loss {val_loss:.4f}")
+        if self.step - 1 in self.snap_steps:
+            self.save_snapshot()
+        if last_step or (cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0):
+            self.save_checkpoint()
 
     def finish(self, wall: float) -> dict:
         """Final model: the Polyak average of the annealing snapshots (if any), else the last
@@ -498,12 +489,9 @@ class Trainer:
             full = {k: (v / len(snaps)).float() for k, v in avg.items()}
             if self.args.tie_embeddings:
                 full["output.weight"] = full["tok_embeddings.weight"]
-            if self.dist.world > 1:
-                load_full_state_dict(self.model, full)
-            else:
-                self.model.load_state_dict(full)
+            ckpt.load_full_state_dict(self.model, full)
             averaged = True
-        msd = full_state_dict(self.model)[0] if self.dist.world > 1 else self.model.state_dict()
+        msd = ckpt.full_state_dict(self.model)[0]
         model_dir = self.out / "model"
         if self.dist.is_main:
             save_herd(self.model, model_dir, self.tokenizer, state_dict=msd,

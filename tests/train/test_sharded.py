@@ -84,7 +84,8 @@ def _sharded_init_worker(rank, world, port, preset, out):
 
     from herd.model.args import get_preset
     from herd.model.transformer import Transformer
-    from herd.train.parallel import apply_fsdp, full_state_dict, materialize_sharded
+    from herd.train.checkpoint import full_state_dict
+    from herd.train.parallel import apply_fsdp, materialize_sharded
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
