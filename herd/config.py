@@ -29,6 +29,7 @@ import dataclasses
 import difflib
 import json
 import sys
+import textwrap
 import types
 import typing
 from functools import lru_cache
@@ -591,7 +592,7 @@ def fields_help(cls, section: str | None, helps: Mapping[str, str]) -> str:
         if dataclasses.is_dataclass(v):
             items = ", ".join(f"{g.name}={_value(getattr(v, g.name))}" for g in dataclasses.fields(v)
                               if getattr(v, g.name) is not None)
-            lines.append(f"  [{f.name}] {items}")
+            lines.append(textwrap.fill(items, 108, initial_indent=f"  [{f.name}] ", subsequent_indent="      "))
         elif isinstance(v, list):
             tp = typing.get_args(_hints(cls)[f.name])
             item = tp[0] if tp else None

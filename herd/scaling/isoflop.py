@@ -173,7 +173,7 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
         "eval": {"interval": 0, "batches": 2, "batch_size": cfg.val_batch_size},
         "checkpoint": {"interval": 0, "keep": 1},
         "run": {
-            "out_dir": str(out_dir),
+            "out": str(out_dir),
             "steps": steps,
             "device": cfg.device,
             "dtype": cfg.dtype,
