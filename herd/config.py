@@ -625,14 +625,17 @@ def add_config_parser(sub, name: str, cls, *, section: str | None = None, names=
     return p
 
 
-def load_args(args, values: Mapping | None = None, config: str | Path | None = None):
+def load_args(args, values: Mapping | None = None, config: str | Path | None = None,
+              first_overrides: list[str] | None = None):
     """The config of a command parsed by an `add_config_parser` parser: `--config` (or `config`),
-    then `values` (from shorthand flags), then the `--section.field` overrides."""
+    then `values` (from shorthand flags), then `first_overrides` (e.g. curate's `--set k=v`), then the
+    `--section.field` overrides."""
     spec = args.config_parser.config_spec
     cls = args.config_parser._config_cls()
     names = spec["names"]
     names = names() if callable(names) else names
-    return load(cls, config if config is not None else args.config, getattr(args, "config_overrides", []),
+    pairs = split_overrides(list(first_overrides or [])) + list(getattr(args, "config_overrides", []))
+    return load(cls, config if config is not None else args.config, pairs,
                 names=names, section=spec["section"], values=values)
 
 
