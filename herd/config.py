@@ -218,9 +218,10 @@ def resolve(config: str | Path, names: Mapping[str, Any] | None = None) -> tuple
     a TOML path, or a function returning either."""
     names = names or {}
     p = Path(config)
-    if p.is_file():
-        return read_toml(p), str(p)
     key = str(config).removesuffix(".toml")
+    bare = key == str(config) and "/" not in key and "\\" not in key
+    if p.is_file() and not (bare and key in names):  # a bare known name is the name, not a file here
+        return read_toml(p), str(p)
     if key in names:
         src = names[key]
         src = src() if callable(src) else src
@@ -432,8 +433,16 @@ def _value(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return repr(v) if v == v and v not in (float("inf"), float("-inf")) else \
-            ("nan" if v != v else ("inf" if v > 0 else "-inf"))
+        if v != v:
+            return "nan"
+        if v in (float("inf"), float("-inf")):
+            return "inf" if v > 0 else "-inf"
+        if abs(v) >= 1e6:  # 3e+16, not 30000000000000000.0 (still the exact value)
+            for p in range(17):
+                t = f"{v:.{p}e}"
+                if float(t) == v:
+                    return t.replace("e+0", "e+").replace("e-0", "e-")
+        return repr(v)
     if isinstance(v, str):
         return _str(v)
     if isinstance(v, (list, tuple)):

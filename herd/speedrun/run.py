@@ -302,7 +302,7 @@ def stage_isoflop(ctx: Context) -> dict:
         max_batch=c.max_batch,
         val_batches=c.val_batches,
         val_batch_size=c.val_batch_size,
-        out_dir=str(ctx.path("isoflop")),
+        out=str(ctx.path("isoflop")),
         device=c.device,
         dtype=c.dtype,
         seed=c.seed,
