@@ -194,11 +194,17 @@ def _canonicalize(cls, d: dict, where: str, warn: bool) -> dict:
     return out
 
 
-def _merge(base: dict, top: Mapping) -> dict:
-    """`top` over `base`: tables merge, everything else (lists included) is replaced."""
+def _merge(cls, base: dict, top: Mapping) -> dict:
+    """`top` over `base`: sections (dataclass fields) merge; every value, a list or a dict field
+    included, is replaced (a file's `weights = {...}` is the whole table, not an addition)."""
     out = dict(base)
+    hints = _hints(cls)
     for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+        tp = _strip_optional(hints.get(k, Any))
+        if _is_dc(tp) and isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(tp, out[k], v)
+        else:
+            out[k] = v
     return out
 
 
@@ -394,9 +400,9 @@ def load(cls, config: str | Path | None = None, overrides=None, *, names: Mappin
     if config is not None and str(config) != "":
         doc, _ = resolve(config, names)
         doc = _section_table(doc, section)
-        d = _merge(d, _canonicalize(cls, doc, section or "", warn=True))
+        d = _merge(cls, d, _canonicalize(cls, doc, section or "", warn=True))
     if values:
-        d = _merge(d, _canonicalize(cls, dict(values), section or "", warn=True))
+        d = _merge(cls, d, _canonicalize(cls, dict(values), section or "", warn=True))
     apply_overrides(cls, d, overrides or [], section)
     return build(cls, d, section or "")
 
@@ -525,11 +531,10 @@ class ConfigParser(argparse.ArgumentParser):
 
     def _take_overrides(self, args: list[str]):
         own = set(self._option_string_actions)
-        flat = None
-        if self.config_spec.get("section") and any(a.startswith("--") and a not in own and "." not in a.split("=")[0]
-                                                   for a in args):
-            cls = self._config_cls()
-            flat = {n: _strip_optional(t) for n, t in _hints(cls).items()}
+        flat = self.config_spec.get("section") is not None
+        fields = None  # the config's top-level fields, read only when a --name token needs them
+        if any(a.startswith("--") and a not in own and "." not in a.split("=")[0] for a in args):
+            fields = {n: _strip_optional(t) for n, t in _hints(self._config_cls()).items()}
         out, rest, i = [], [], 0
         while i < len(args):
             a = args[i]
@@ -543,16 +548,17 @@ class ConfigParser(argparse.ArgumentParser):
                 continue
             key = name[2:]
             field = key.replace("-", "_")
-            if "." in key or flat is not None:
+            # --section.field, any --field of a flat config, a whole top-level field (--stages [...])
+            if "." in key or flat or field in (fields or {}):
                 if "=" in a:
                     out.append((key, a.split("=", 1)[1]))
                     i += 1
                     continue
-                if flat is not None and "." not in key:
-                    if flat.get(field) is bool or (field.startswith("no_") and flat.get(field[3:]) is bool
-                                                   and field not in flat):
+                if flat and "." not in key:
+                    if fields.get(field) is bool or (field.startswith("no_") and fields.get(field[3:]) is bool
+                                                     and field not in fields):
                         value = "true"
-                        if field not in flat:
+                        if field not in fields:
                             key, value = key[3:], "false"
                         elif i + 1 < len(args) and args[i + 1].lower() in ("true", "false"):
                             value = args[i + 1].lower()
@@ -560,7 +566,7 @@ class ConfigParser(argparse.ArgumentParser):
                         out.append((key, value))
                         i += 1
                         continue
-                if i + 1 >= len(args):
+                if i + 1 >= len(args) or args[i + 1].startswith("--"):  # (write --key=--x for such a value)
                     raise HerdError(f"config override --{key} has no value")
                 out.append((key, args[i + 1]))
                 i += 2
