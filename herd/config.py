@@ -66,15 +66,6 @@ def _is_dc(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def is_flat(cls) -> bool:
-    """True when no field is a dataclass or a list of dataclasses (one section, named by the command)."""
-    for tp in _hints(cls).values():
-        tp = _strip_optional(tp)
-        if _is_dc(tp) or (typing.get_origin(tp) is list and any(_is_dc(a) for a in typing.get_args(tp))):
-            return False
-    return True
-
-
 def _unknown(cls, key: str, where: str) -> HerdError:
     names = _names(cls)
     extra = getattr(cls, "_config_extra", None)
@@ -219,21 +210,19 @@ def read_toml(path: str | Path) -> dict:
         raise HerdError(f"cannot read config file {p}: {e.strerror}") from None
 
 
-def resolve(config: str | Path, names: Mapping[str, Any] | None = None) -> tuple[dict, str]:
-    """The raw dict of a TOML file or a known name, and where it came from. A name maps to a dict,
-    a TOML path, or a function returning either."""
+def resolve(config: str | Path, names: Mapping[str, Any] | None = None) -> dict:
+    """The raw dict of a TOML file or a known name. A name maps to a dict, a TOML path, or a function
+    returning either; a bare known name wins over a file of that name in the working directory."""
     names = names or {}
     p = Path(config)
     key = str(config).removesuffix(".toml")
     bare = key == str(config) and "/" not in key and "\\" not in key
-    if p.is_file() and not (bare and key in names):  # a bare known name is the name, not a file here
-        return read_toml(p), str(p)
+    if p.is_file() and not (bare and key in names):
+        return read_toml(p)
     if key in names:
         src = names[key]
         src = src() if callable(src) else src
-        if isinstance(src, (str, Path)):
-            return read_toml(src), str(src)
-        return dict(src), f"the {key!r} preset"
+        return read_toml(src) if isinstance(src, (str, Path)) else dict(src)
     known = ", ".join(sorted(names))
     if p.suffix == ".toml" or "/" in str(config) or "\\" in str(config) or not known:
         hint = f"; or a name: {known}" if known else ""
@@ -398,8 +387,7 @@ def load(cls, config: str | Path | None = None, overrides=None, *, names: Mappin
     checks are the config's own `validate()`, which callers run before using it."""
     d = dataclasses.asdict(cls())
     if config is not None and str(config) != "":
-        doc, _ = resolve(config, names)
-        doc = _section_table(doc, section)
+        doc = _section_table(resolve(config, names), section)
         d = _merge(cls, d, _canonicalize(cls, doc, section or "", warn=True))
     if values:
         d = _merge(cls, d, _canonicalize(cls, dict(values), section or "", warn=True))
@@ -656,4 +644,4 @@ def load_args(args, values: Mapping | None = None, config: str | Path | None = N
 
 __all__ = ["load", "load_args", "dumps", "print_config", "from_dict", "build", "coerce", "parse_value",
            "apply_overrides", "split_overrides", "resolve", "read_toml", "add_config_parser", "ConfigParser",
-           "fields_help", "is_flat"]
+           "fields_help"]
