@@ -589,7 +589,7 @@ def fields_help(cls, section: str | None, helps: Mapping[str, str]) -> str:
             d = "not set" if v is None else _value(v)
             lines.append(f"  --{f.name.replace('_', '-'):<18} {text}{' ' if text else ''}(default: {d})")
         return "\n".join(lines)
-    lines = ["config fields (--SECTION.FIELD VALUE; lists by index, e.g. --stages.0.batch_size 8):"]
+    lines = ["config fields (--SECTION.FIELD VALUE; list items by index, table entries by key; docs/config.md):"]
     for f in dataclasses.fields(cls):
         v = getattr(defaults, f.name)
         if dataclasses.is_dataclass(v):
@@ -606,13 +606,22 @@ def fields_help(cls, section: str | None, helps: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps a one-paragraph description; keeps text with line breaks (examples, the field list) as is."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def add_config_parser(sub, name: str, cls, *, section: str | None = None, names=None, config_help: str = "",
                       field_help: Mapping[str, str] | None = None, **kw) -> ConfigParser:
     """`sub.add_parser(name, ...)` for a configurable command: --config, --print-config, overrides.
     `cls` (the config dataclass, or a function returning it so the import waits until it is needed)
     and `names` (known config names, or a function returning them) are kept for `load_args`."""
     kw.setdefault("allow_abbrev", False)
-    kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    kw.setdefault("formatter_class", _HelpFormatter)
     saved, sub._parser_class = sub._parser_class, ConfigParser
     try:
         p = sub.add_parser(name, **kw)
