@@ -52,11 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     try:
+        args = parser.parse_args(argv)  # a config override's mistake is found while parsing
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         rc = args.func(args)
         return int(rc or 0)
     except HerdError as e:

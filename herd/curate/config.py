@@ -1,9 +1,11 @@
-"""Curation recipe: one plain dataclass per stage of paper §3.1.1, read from a TOML recipe.
+"""Curation recipe: one plain dataclass per stage of paper §3.1.1, read from a TOML recipe by the
+one config loader (herd.config).
 
 A recipe has one table per stage (`[extract]`, `[langid]`, `[pii]`, `[dedup]`, `[heuristics]`,
 `[quality]`, `[domain]`, `[mix]`, `[output]`, `[run]`); every field has a documented default, so an
 empty recipe is a valid one. Unknown tables or keys are a `HerdError` (a typo must not silently
-turn a filter off). `override(cfg, "dedup.threshold=0.7")` applies a CLI `--set` override.
+turn a filter off). Any field is overridden on the command line as `--stage.key value` (or
+`--set stage.key=value`). No torch here.
 """
 
 from __future__ import annotations
@@ -74,12 +76,12 @@ class HeuristicsConfig:
     # Duplicated n-gram coverage (Gopher rep. filters): fraction of characters in repeated content.
     max_dup_line_frac: float = 0.30
     max_dup_line_char_frac: float = 0.20
-    max_top_ngram_char_frac: dict = field(default_factory=lambda: {"2": 0.20, "3": 0.18, "4": 0.16})
-    max_dup_ngram_char_frac: dict = field(
+    max_top_ngram_char_frac: dict[str, float] = field(default_factory=lambda: {"2": 0.20, "3": 0.18, "4": 0.16})
+    max_dup_ngram_char_frac: dict[str, float] = field(
         default_factory=lambda: {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
     # Dirty words: fraction of words found in the language's word list.
     max_dirty_word_ratio: float = 0.02
-    dirty_word_files: dict = field(default_factory=dict)  # {"fr": "path/to/list.txt"}; en ships
+    dirty_word_files: dict[str, str] = field(default_factory=dict)  # {"fr": "path/to/list.txt"}; en ships
     # Length / symbol / line shape rules judge prose only (domains in prose_domains); other domains
     # (code) get the repetition thresholds multiplied by nonprose_rep_scale: code repeats lines.
     prose_domains: list[str] = field(default_factory=lambda: ["general", "multilingual", "math-reasoning"])
@@ -125,7 +127,7 @@ class MixConfig:
     """Sample the kept documents to domain weights (paper: 50/25/17/8)."""
 
     enabled: bool = True
-    weights: dict = field(default_factory=lambda: {
+    weights: dict[str, float] = field(default_factory=lambda: {
         "general": 0.50, "math-reasoning": 0.25, "code": 0.17, "multilingual": 0.08})
     seed: int = 0
 
@@ -139,6 +141,10 @@ class OutputConfig:
 
 @dataclass
 class RunConfig:
+    """Where and how to run (not part of a run's identity: a resumed run may change these)."""
+
+    input: list[str] = field(default_factory=list)  # WARC/HTML/JSONL/Parquet/text files or directories
+    out: str = ""  # the output directory (every command calls it `out`); rerun with it to resume
     executor: str = "local"  # local | ray
     workers: int = 0  # 0 = all cores
     ray_address: str = ""  # empty = start a local Ray
@@ -179,84 +185,24 @@ class CurateConfig:
         return self
 
 
-def _set_fields(obj, table: dict, where: str) -> None:
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    for key, value in table.items():
-        if key not in names:
-            raise HerdError(f"unknown key {where}.{key} in the recipe (known: {', '.join(names)})")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise HerdError(f"recipe table [{where}.{key}] must be a table")
-            _set_fields(current, value, f"{where}.{key}" if where else key)
-            continue
-        setattr(obj, key, _coerce(value, current, f"{where}.{key}" if where else key))
+DEFAULT_RECIPE = Path(__file__).with_name("default.toml")
 
 
-def _coerce(value, current, name: str):
-    """Give a recipe/CLI value the type of the field's default (bool before int: bool is an int)."""
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes", "on")
-            return bool(value)
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, list) and isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(current, dict) and isinstance(value, str):
-            import json
-
-            return json.loads(value)
-    except (ValueError, TypeError) as e:
-        raise HerdError(f"recipe value for {name} must be like {current!r}, got {value!r}") from e
-    return value
+def recipe_names() -> dict[str, Path]:
+    """Names `--config` knows besides files: `default` (herd/curate/default.toml)."""
+    return {"default": DEFAULT_RECIPE}
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> CurateConfig:
-    """Read a TOML recipe (None = all defaults) and apply `key.sub=value` overrides."""
-    from herd.compat import tomllib
+    """A TOML recipe (a file, `default`, or None for the defaults) with `stage.key=value` or
+    `--stage.key value` overrides, through the one config loader (herd.config); validated."""
+    from herd.config import load
 
-    cfg = CurateConfig()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise HerdError(f"recipe not found: {p} (give a TOML file; herd/curate/default.toml is an example)")
-        try:
-            table = tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise HerdError(f"recipe {p} is not valid TOML: {e}") from e
-        table.pop("name", None)
-        table.pop("description", None)
-        _set_fields(cfg, table, "")
-    for ov in overrides or []:
-        override(cfg, ov)
-    return cfg.validate()
-
-
-def override(cfg: CurateConfig, assignment: str) -> None:
-    """Apply one `stage.key=value` override (value parsed as TOML when it can be)."""
-    from herd.compat import tomllib
-
-    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
-        raise HerdError(f"override must look like stage.key=value, got {assignment!r}")
-    key, raw = assignment.split("=", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    stage, name = key.strip().split(".", 1)
-    if not hasattr(cfg, stage) or not dataclasses.is_dataclass(getattr(cfg, stage)):
-        raise HerdError(f"unknown recipe table {stage!r} in override {assignment!r}")
-    _set_fields(getattr(cfg, stage), {name: value}, stage)
+    return load(CurateConfig, path, overrides, names=recipe_names()).validate()
 
 
 def default_config(**stage_overrides) -> CurateConfig:
     """The default recipe; `default_config(mix={"enabled": False})` changes single fields."""
-    cfg = CurateConfig()
-    _set_fields(cfg, stage_overrides, "")
-    return cfg.validate()
+    from herd.config import from_dict
+
+    return from_dict(CurateConfig, stage_overrides).validate()

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from herd.curate.config import CurateConfig, _set_fields
+from herd.config import from_dict
+from herd.curate.config import CurateConfig
 from herd.errors import HerdError
 
 STAGES = ["read", "extract", "langid", "pii", "url_dedup", "minhash_dedup", "line_dedup", "domain",
@@ -129,9 +130,7 @@ def write_marker(path: Path, content: dict) -> None:
 
 
 def config_from_dict(d: dict) -> CurateConfig:
-    cfg = CurateConfig()
-    _set_fields(cfg, d, "")
-    return cfg
+    return from_dict(CurateConfig, d)
 
 
 @lru_cache(maxsize=2)

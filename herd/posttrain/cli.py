@@ -1,15 +1,15 @@
 """`herd sft`, `herd rm`, `herd rejection-sample`, `herd dpo`, `herd average` and
 `herd posttrain make-task|demo`: the post-training stages of paper §4 on the command line.
 
-Each training command fills its dataclass config (herd.posttrain.*Config) from an optional TOML
-recipe (`--config FILE`: a flat table, or a table named after the command) and then from flags,
-which override the recipe. Heavy modules are imported inside the command functions.
+Each of sft, rm, rejection-sample and dpo reads its dataclass config (herd.posttrain.config) through
+the one config loader (herd.config): an optional TOML file (`--config FILE`: a table named after the
+command, e.g. `[dpo]`, or a flat file), then `--field value` flags (also written `--dpo.field value`;
+a bool as `--quiet` / `--no-resume`), which override it; `--print-config` prints the result as TOML.
+Heavy modules are imported inside the command functions.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 
 from herd.errors import HerdError
@@ -21,7 +21,7 @@ HELP = {
     "tokenizer": "tokenizer file to use instead of the checkpoint's ('llama3' for Meta's)",
     "eval_data": "held-out JSONL to report on at the end",
     "eval_fraction": "fraction of the data held out when --eval-data is not given",
-    "ref_model": "reference model for DPO (default: the starting model)",
+    "ref_model": "reference model for DPO (not set: the starting model)",
     "lr": "peak learning rate (paper, 405B: 1e-5)",
     "warmup": "linear warmup steps before the cosine decay",
     "weight_decay": "AdamW weight decay",
@@ -52,52 +52,21 @@ HELP = {
     "chunk": "prompts per chunk (unit of progress and resumption)",
     "max_batch": "rows decoded together",
     "code_timeout": "seconds per code test run",
+    "device": "auto (cuda if available, else cpu), cpu, cuda or cuda:N",
+    "dtype": "auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16",
 }
 
 
-def _add_config_flags(p: argparse.ArgumentParser, cls, positional: tuple[str, ...] = ()):
-    p.add_argument("--config", metavar="TOML", help="recipe file; flags override its values")
-    for f in dataclasses.fields(cls):
-        name = "--" + f.name.replace("_", "-")
-        kw = {"dest": f.name, "default": None, "help": HELP.get(f.name, f.name) + f" (default: {f.default!r})"}
-        if f.name in positional:
-            continue
-        if f.type in ("bool", bool):
-            p.add_argument(name, action=argparse.BooleanOptionalAction, **kw)
-        elif f.type in ("int", int):
-            p.add_argument(name, type=int, metavar="N", **kw)
-        elif f.type in ("float", float):
-            p.add_argument(name, type=float, metavar="X", **kw)
-        else:
-            choices = ["skip", "stop"] if f.name == "on_bad_line" else None
-            p.add_argument(name, metavar=None if choices else f.name.upper(), choices=choices, **kw)
+def _config(args, command: str):
+    """The command's config: --config (its [COMMAND] table, or a flat file), then the flags."""
+    from herd.config import load_args
+
+    return load_args(args)
 
 
-def _config(cls, args, command: str):
-    values = {}
-    if args.config:
-        from herd.compat import tomllib
-
-        from herd.errors import require_file
-
-        path = require_file(args.config, "recipe")
-        try:
-            doc = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise HerdError(f"{path}: not valid TOML ({e})") from None
-        values = doc.get(command, doc) if isinstance(doc.get(command), dict) else doc
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(k for k in values if k not in names)
-    if unknown:
-        raise HerdError(f"{args.config}: unknown field(s) {', '.join(unknown)} for `herd {command}`")
-    for n in names:
-        v = getattr(args, n, None)
-        if v is not None:
-            values[n] = v
-    try:
-        return cls(**values)
-    except TypeError as e:
-        raise HerdError(f"herd {command}: bad configuration ({e})") from None
+def _header(command: str, args) -> str:
+    src = f"from {args.config} and the flags" if args.config else "the defaults and the flags"
+    return f"herd {command} config ({src}); load it with: herd {command} --config FILE"
 
 
 def _print(metrics: dict):
@@ -106,22 +75,28 @@ def _print(metrics: dict):
 
 def _run(stage):
     def fn(args):
+        cfg = _config(args, stage)
+        if args.print_config:
+            from herd.config import print_config
+
+            return print_config(cfg, stage, header=_header(stage, args))
+        cfg.validate()
         if stage == "sft":
-            from herd.posttrain.sft import SFTConfig, sft
+            from herd.posttrain.sft import sft
 
-            _print(sft(_config(SFTConfig, args, "sft")))
+            _print(sft(cfg))
         elif stage == "rm":
-            from herd.posttrain.reward import RMConfig, train_reward_model
+            from herd.posttrain.reward import train_reward_model
 
-            _print(train_reward_model(_config(RMConfig, args, "rm")))
+            _print(train_reward_model(cfg))
         elif stage == "rejection-sample":
-            from herd.posttrain.rejection import RSConfig, rejection_sample
+            from herd.posttrain.rejection import rejection_sample
 
-            _print(rejection_sample(_config(RSConfig, args, "rejection-sample")))
+            _print(rejection_sample(cfg))
         elif stage == "dpo":
-            from herd.posttrain.dpo import DPOConfig, dpo
+            from herd.posttrain.dpo import dpo
 
-            _print(dpo(_config(DPOConfig, args, "dpo")))
+            _print(dpo(cfg))
         return 0
     return fn
 
@@ -156,6 +131,7 @@ def cmd_demo(args):
 
 
 def register(sub) -> None:
+    from herd.config import add_config_parser
     from herd.posttrain.config import DPOConfig, RMConfig, RSConfig, SFTConfig
 
     specs = [
@@ -168,8 +144,9 @@ def register(sub) -> None:
                               "(paper §4.1.4)"),
     ]
     for name, cls, desc in specs:
-        p = sub.add_parser(name, help=desc, description=desc)
-        _add_config_flags(p, cls)
+        p = add_config_parser(sub, name, cls, section=name, field_help=HELP, help=desc, description=desc,
+                              config_help=f"TOML file: a [{name}] table or a flat table of fields; flags "
+                                          "override it")
         p.set_defaults(func=_run(name))
 
     p = sub.add_parser("average", help="average compatible checkpoints (paper §4.1.5)",

@@ -5,19 +5,41 @@ from __future__ import annotations
 import json
 
 
-def _floats(text: str) -> list[float]:
-    from herd.errors import HerdError
+ISO_HELP = {
+    "data": "tokenized data directory (from `herd tokenize`); repeat the flag for a mix",
+    "budgets": "compute budgets in FLOPs, e.g. 3e13,1e14,3e14",
+    "val_data": "tokenized directory held out whole for the validation loss (default: the val split)",
+    "sizes": "non-embedding parameter counts to try at every budget, e.g. 2e5,5e5,1e6 (default: --n-sizes "
+             "sizes around the Chinchilla guess of each budget)",
+    "n_sizes": "sizes per budget when --sizes is not given",
+    "spread": "automatic sizes span guess/spread .. guess*spread, no lower than the vocab's floor on N",
+    "tokens_per_param": "Chinchilla's ratio, the centre of the automatic sizes",
+    "lr": "peak learning rate (decays to 0.1x)",
+    "warmup_frac": "share of the steps spent warming up",
+    "min_steps": "fewest optimizer steps a run may take",
+    "max_batch": "sequences per step at most",
+    "val_batches": "validation batches per run",
+    "val_batch_size": "sequences per validation batch",
+    "out": "output directory",
+    "device": "auto (cuda if available, else cpu), cpu, cuda or cuda:N",
+    "dtype": "auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16",
+    "vocab_size": "0: from the tokenized data",
+    "progress": "progress bars",
+    "peak_flops": "peak FLOP/s for MFU in the logs (0: probed)",
+    "threads": "torch CPU threads per run (0: torch's default)",
+    "doc_mask": "the document mask of §3.2",
+}
 
-    try:
-        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise HerdError(f"expected comma-separated numbers like 1e15,3e15, got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise HerdError(f"expected positive numbers, got {text!r}")
-    return vals
+
+def _iso_cls():
+    from herd.scaling.config import IsoFLOPConfig
+
+    return IsoFLOPConfig
 
 
 def register(sub) -> None:
+    from herd.config import add_config_parser
+
     p = sub.add_parser(
         "scaling",
         help="scaling laws: IsoFLOP sweeps, fits, compute-optimal predictions (§3.2.1)",
@@ -27,45 +49,22 @@ def register(sub) -> None:
     s = p.add_subparsers(dest="scaling_cmd", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
-    iso = s.add_parser(
+    iso = add_config_parser(
+        s,
         "isoflop",
+        _iso_cls,
+        section="isoflop",
+        field_help=ISO_HELP,
+        config_help="TOML file: an [isoflop] table or a flat table of fields; flags override it",
         help="train small models at several compute budgets",
         description="Train a family of models at each compute budget C; each model of N "
         "non-embedding parameters sees D = C / flops_per_token tokens, with a "
         "cosine schedule (warmup, decay to 0.1x peak). Writes OUT/runs.jsonl "
-        "(resumable: finished runs are skipped) and fits them.",
+        "(resumable: finished runs are skipped) and fits them. Every field below is set as "
+        "--FIELD VALUE (or --isoflop.FIELD VALUE); a list as a,b,c or by repeating the flag.",
+        epilog="example:\n  herd scaling isoflop --data data/tok --val-data data/heldout "
+        "--budgets 1e11,3e11,1e12 --out runs/iso",
     )
-    iso.add_argument(
-        "--data",
-        required=True,
-        action="append",
-        help="tokenized data directory (from `herd tokenize`); repeat for a mix",
-    )
-    iso.add_argument(
-        "--val-data",
-        default="",
-        help="tokenized directory held out whole for the validation loss (default: the val split)",
-    )
-    iso.add_argument("--budgets", required=True, help="compute budgets in FLOPs, e.g. 3e13,1e14,3e14")
-    iso.add_argument(
-        "--sizes",
-        default="",
-        help="non-embedding parameter counts to try at every budget, e.g. 2e5,5e5,1e6 "
-        "(default: --n-sizes sizes around the Chinchilla guess of each budget)",
-    )
-    iso.add_argument("--n-sizes", type=int, default=5, help="sizes per budget when --sizes is not given")
-    iso.add_argument(
-        "--spread",
-        type=float,
-        default=4.0,
-        help="automatic sizes span guess/spread .. guess*spread, starting no lower than the vocab's floor on N (default 4)",
-    )
-    iso.add_argument("--seq-len", type=int, default=256)
-    iso.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (decays to 0.1x)")
-    iso.add_argument("--min-steps", type=int, default=40, help="fewest optimizer steps a run may take")
-    iso.add_argument("--out", default="runs/isoflop", help="output directory")
-    iso.add_argument("--device", default="auto")
-    iso.add_argument("--seed", type=int, default=0)
     iso.set_defaults(func=_isoflop)
 
     fit = s.add_parser(
@@ -104,25 +103,20 @@ def register(sub) -> None:
 
 
 def _isoflop(args) -> int:
-    from herd.scaling.isoflop import IsoFLOPConfig, run_isoflop
+    from herd.config import load_args
 
-    cfg = IsoFLOPConfig(
-        data=args.data,
-        val_data=args.val_data,
-        budgets=_floats(args.budgets),
-        sizes=_floats(args.sizes) if args.sizes else [],
-        n_sizes=args.n_sizes,
-        spread=args.spread,
-        seq_len=args.seq_len,
-        lr=args.lr,
-        min_steps=args.min_steps,
-        out_dir=args.out,
-        device=args.device,
-        seed=args.seed,
-    )
-    fit = run_isoflop(cfg)
+    cfg = load_args(args)
+    if args.print_config:
+        from herd.config import print_config
+
+        src = f"from {args.config} and the flags" if args.config else "the defaults and the flags"
+        return print_config(cfg, "isoflop", header=f"herd scaling isoflop config ({src}); "
+                                                   "load it with: herd scaling isoflop --config FILE")
+    from herd.scaling.isoflop import run_isoflop
+
+    fit = run_isoflop(cfg.validate())
     print(format_fit(fit))
-    print(f"runs: {cfg.out_dir}/runs.jsonl  fit: {cfg.out_dir}/fit.json  plots: {cfg.out_dir}/*.png")
+    print(f"runs: {cfg.out}/runs.jsonl  fit: {cfg.out}/fit.json  plots: {cfg.out}/*.png")
     return 0
 
 

@@ -20,40 +20,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from herd.errors import HerdError
 from herd.model.args import ModelArgs
+from herd.scaling.config import IsoFLOPConfig
 
 CONVENTION = "N = non-embedding params (output layer included); C = D * ModelArgs.flops_per_token(seq_len)"
-
-
-@dataclass
-class IsoFLOPConfig:
-    data: list[str]  # tokenized data directories (herd tokenize), mixed with equal weight
-    budgets: list[float]
-    val_data: str = ""  # a tokenized directory held out whole; empty = the 'val' split of `data`
-    sizes: list[float] = field(default_factory=list)  # N values to try at every budget; empty = automatic
-    n_sizes: int = 5
-    spread: float = 4.0  # automatic sizes span guess/spread .. guess*spread
-    tokens_per_param: float = 20.0  # Chinchilla's ratio, the centre of the automatic sizes
-    seq_len: int = 256
-    lr: float = 2e-3
-    warmup_frac: float = 0.1
-    min_steps: int = 40
-    max_batch: int = 32  # sequences per step at most
-    val_batches: int = 16
-    val_batch_size: int = 8
-    out_dir: str = "runs/isoflop"
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 0
-    vocab_size: int = 0  # 0 = from the tokenized data
-    progress: bool = True
-    peak_flops: float = 0.0  # for MFU in the logs; 0 = the trainer probes it (a few seconds on CPU)
-    threads: int = 0  # torch CPU threads per run (0 = torch's default)
-    doc_mask: bool = True  # the document mask of §3.2 (on CPU it costs about 2x: attention per document)
 
 
 def model_for_size(n_nonemb: float, vocab_size: int, seq_len: int = 2048) -> ModelArgs:
@@ -173,7 +146,7 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
         "eval": {"interval": 0, "batches": 2, "batch_size": cfg.val_batch_size},
         "checkpoint": {"interval": 0, "keep": 1},
         "run": {
-            "out_dir": str(out_dir),
+            "out": str(out_dir),
             "steps": steps,
             "device": cfg.device,
             "dtype": cfg.dtype,
@@ -263,7 +236,7 @@ def run_isoflop(cfg: IsoFLOPConfig):
         if not (Path(p) / "meta.json").is_file():
             raise HerdError(f"{p}: not a tokenized data directory (run `herd tokenize` first)")
     vocab = cfg.vocab_size or _vocab_of(cfg.data)
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_runs(cfg, vocab)
     runs_file = out / "runs.jsonl"

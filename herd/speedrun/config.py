@@ -1,4 +1,6 @@
-"""Speedrun presets: one plain dataclass that sizes every stage of the miniature Llama 3 recipe.
+"""Speedrun presets: one plain flat dataclass that sizes every stage of the miniature Llama 3 recipe,
+read by the one config loader (herd.config): `herd speedrun --config quick|cpu|gpu|FILE.toml` with
+`--field value` (or `--speedrun.field value`) overrides; `--print-config` prints it as TOML.
 
 Three presets share one code path and differ only in sizes:
   quick  a CI smoke test: a few hundred KB of text, models of ~0.1M parameters, tens of steps
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 from herd.errors import HerdError
@@ -20,16 +23,16 @@ from herd.errors import HerdError
 
 @dataclass
 class SpeedrunConfig:
-    preset: str = "cpu"
-    out: str = "speedrun"
+    preset: str = "cpu"  # the preset's name, shown in the report (choose a preset with --config NAME)
+    out: str = "speedrun-cpu"  # the output directory (every command calls it `out`)
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto = cuda if available else cpu
     dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
     # CPU threads for torch (0 = torch's default, one per core). On a machine shared with other jobs,
     # 1 thread avoids OpenMP oversubscription, which can make tiny models several times slower.
     threads: int = 0
     # 1. corpus: characters per source (0 = leave the source out)
-    caps: dict = field(
+    caps: dict[str, int] = field(
         default_factory=lambda: {
             "wiki-en": 2_100_000,
             "sotu": 1_500_000,
@@ -48,7 +51,7 @@ class SpeedrunConfig:
     chunk_chars: int = 6000  # long documents are cut at paragraph breaks into pieces of about this size
     # 3. IsoFLOP sweep (C = D * ModelArgs.flops_per_token(seq_len); N = non-embedding params)
     seq_len: int = 256
-    budgets: list = field(default_factory=lambda: [4e11, 1.2e12, 3e12])
+    budgets: list[float] = field(default_factory=lambda: [4e11, 1.2e12, 3e12])
     n_sizes: int = 4
     spread: float = 3.0
     iso_lr: float = 3e-3
@@ -96,7 +99,7 @@ class SpeedrunConfig:
     bpb_max_chars: int = 4000  # per held-out document
     sample_tokens: int = 48
     humaneval_limit: int = 0  # HumanEval problems to run (0 = none; the gpu preset runs all 164)
-    sample_prompts: list = field(
+    sample_prompts: list[str] = field(
         default_factory=lambda: [
             "The President of the United States",
             "ROMEO:",
@@ -115,98 +118,120 @@ class SpeedrunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self) -> "SpeedrunConfig":
+        """Check values types alone do not catch; returns self."""
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise HerdError(f"speedrun: dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise HerdError(f"speedrun: device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if not self.out:
+            raise HerdError("speedrun: out (the output directory) is required")
+        if not self.budgets or min(self.budgets) <= 0:
+            raise HerdError(f"speedrun: budgets must be positive FLOP counts, got {self.budgets}")
+        if self.flagship_flops <= max(self.budgets):
+            raise HerdError(f"speedrun: flagship_flops ({self.flagship_flops:g}) must be above the largest "
+                            f"IsoFLOP budget ({max(self.budgets):g})")
+        for name in ("vocab_size", "seq_len", "n_sizes", "batch_size", "max_batch", "min_steps"):
+            if getattr(self, name) <= 0:
+                raise HerdError(f"speedrun: {name} must be positive, got {getattr(self, name)}")
+        if any(v < 0 for v in self.caps.values()):
+            raise HerdError(f"speedrun: caps must be >= 0 characters per source, got {self.caps}")
+        return self
+
+
+# The presets: `--config NAME` (or preset(NAME)); each is the defaults above with these changes.
+PRESETS: dict[str, dict] = {
+    "cpu": {"preset": "cpu", "out": "speedrun-cpu"},
+    "quick": {
+        "out": "speedrun-quick",
+        "preset": "quick",
+        "caps": {
+            "wiki-en": 60_000,
+            "sotu": 50_000,
+            "shakespeare": 60_000,
+            "python-stdlib": 40_000,
+            "arithmetic": 40_000,
+            "wiki-fr-es": 10_000,
+        },
+        "math_problems": 1200,
+        "vocab_size": 768,
+        "seq_len": 128,
+        "budgets": [3e10, 1e11],
+        "n_sizes": 3,
+        "spread": 2.0,
+        "min_steps": 10,
+        "max_batch": 8,
+        "val_batches": 2,
+        "val_batch_size": 8,
+        "flagship_flops": 3e11,
+        "batch_size": 8,
+        "anneal_checkpoints": 2,
+        "task_train": 300,
+        "task_test": 24,
+        "sft_steps": 30,
+        "sft_batch": 16,
+        "rs_prompts": 24,
+        "rs_k": 4,
+        "rs_sft_steps": 8,
+        "dpo_prompts": 24,
+        "dpo_steps": 8,
+        "dpo_batch": 8,
+        "task_max_new_tokens": 16,
+        "bpb_docs": 6,
+        "bpb_max_chars": 1500,
+        "sample_tokens": 16,
+        "sample_prompts": ["The President", "ROMEO:"],
+    },
+    "gpu": {
+        "out": "speedrun-gpu",
+        "preset": "gpu",
+        "dtype": "auto",
+        "caps": {
+            "wiki-en": 20_000_000,
+            "sotu": 14_000_000,
+            "shakespeare": 12_000_000,
+            "python-stdlib": 15_000_000,
+            "arithmetic": 6_000_000,
+            "wiki-fr-es": 3_000_000,
+        },
+        "math_problems": 120_000,
+        "vocab_size": 16384,
+        "seq_len": 1024,
+        "budgets": [1e16, 3e16, 1e17],
+        "n_sizes": 5,
+        "spread": 3.0,
+        "iso_lr": 1e-3,
+        "min_steps": 100,
+        "max_batch": 64,
+        "val_batches": 32,
+        "val_batch_size": 16,
+        "flagship_flops": 1e18,
+        "lr": 1e-3,
+        "batch_size": 64,
+        "task_train": 20_000,
+        "task_test": 500,
+        "sft_steps": 600,
+        "sft_lr": 2e-4,
+        "sft_batch": 64,
+        "rs_prompts": 2000,
+        "rs_k": 16,
+        "rs_sft_steps": 300,
+        "rs_sft_lr": 1e-4,
+        "dpo_steps": 300,
+        "dpo_lr": 1e-5,
+        "dpo_batch": 32,
+        "humaneval_limit": 164,
+        "bpb_docs": 200,
+        "sample_tokens": 96,
+    },
+}
+
 
 def preset(name: str, **overrides) -> SpeedrunConfig:
-    """The named preset with `overrides` applied (unknown names are a HerdError)."""
-    if name == "cpu":
-        cfg = SpeedrunConfig(preset="cpu")
-    elif name == "quick":
-        cfg = SpeedrunConfig(
-            preset="quick",
-            caps={
-                "wiki-en": 60_000,
-                "sotu": 50_000,
-                "shakespeare": 60_000,
-                "python-stdlib": 40_000,
-                "arithmetic": 40_000,
-                "wiki-fr-es": 10_000,
-            },
-            math_problems=1200,
-            vocab_size=768,
-            seq_len=128,
-            budgets=[3e10, 1e11],
-            n_sizes=3,
-            spread=2.0,
-            min_steps=10,
-            max_batch=8,
-            val_batches=2,
-            val_batch_size=8,
-            flagship_flops=3e11,
-            batch_size=8,
-            anneal_checkpoints=2,
-            task_train=300,
-            task_test=24,
-            sft_steps=30,
-            sft_batch=16,
-            rs_prompts=24,
-            rs_k=4,
-            rs_sft_steps=8,
-            dpo_prompts=24,
-            dpo_steps=8,
-            dpo_batch=8,
-            task_max_new_tokens=16,
-            bpb_docs=6,
-            bpb_max_chars=1500,
-            sample_tokens=16,
-            sample_prompts=["The President", "ROMEO:"],
-        )
-    elif name == "gpu":
-        cfg = SpeedrunConfig(
-            preset="gpu",
-            dtype="auto",
-            caps={
-                "wiki-en": 20_000_000,
-                "sotu": 14_000_000,
-                "shakespeare": 12_000_000,
-                "python-stdlib": 15_000_000,
-                "arithmetic": 6_000_000,
-                "wiki-fr-es": 3_000_000,
-            },
-            math_problems=120_000,
-            vocab_size=16384,
-            seq_len=1024,
-            budgets=[1e16, 3e16, 1e17],
-            n_sizes=5,
-            spread=3.0,
-            iso_lr=1e-3,
-            min_steps=100,
-            max_batch=64,
-            val_batches=32,
-            val_batch_size=16,
-            flagship_flops=1e18,
-            lr=1e-3,
-            batch_size=64,
-            task_train=20_000,
-            task_test=500,
-            sft_steps=600,
-            sft_lr=2e-4,
-            sft_batch=64,
-            rs_prompts=2000,
-            rs_k=16,
-            rs_sft_steps=300,
-            rs_sft_lr=1e-4,
-            dpo_steps=300,
-            dpo_lr=1e-5,
-            dpo_batch=32,
-            humaneval_limit=164,
-            bpb_docs=200,
-            sample_tokens=96,
-        )
-    else:
-        raise HerdError(f"unknown speedrun preset {name!r}; choose cpu, gpu or quick")
-    names = {f.name for f in dataclasses.fields(cfg)}
-    for k, v in overrides.items():
-        if k not in names:
-            raise HerdError(f"unknown speedrun setting {k!r}")
-        setattr(cfg, k, v)
-    return cfg
+    """The named preset with `overrides` (field=value) applied, through the one config loader
+    (herd.config); an unknown name or field is a HerdError."""
+    from herd.config import load
+
+    if name not in PRESETS:
+        raise HerdError(f"unknown speedrun preset {name!r} (known: {', '.join(PRESETS)})")
+    return load(SpeedrunConfig, name, names=PRESETS, section="speedrun", values=overrides)

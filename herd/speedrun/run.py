@@ -302,7 +302,7 @@ def stage_isoflop(ctx: Context) -> dict:
         max_batch=c.max_batch,
         val_batches=c.val_batches,
         val_batch_size=c.val_batch_size,
-        out_dir=str(ctx.path("isoflop")),
+        out=str(ctx.path("isoflop")),
         device=c.device,
         dtype=c.dtype,
         seed=c.seed,
@@ -438,7 +438,7 @@ def _pretrain_model(ctx: Context, name: str) -> dict:
         "eval": {"interval": max(1, main_steps // 8), "batches": 2, "batch_size": c.val_batch_size},
         "checkpoint": {"interval": max(10, total_steps // 5), "keep": 2},
         "run": {
-            "out_dir": str(ctx.path("pretrain", name)),
+            "out": str(ctx.path("pretrain", name)),
             "steps": main_steps,
             "device": c.device,
             "dtype": c.dtype,

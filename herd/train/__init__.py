@@ -4,7 +4,7 @@ Python API (stable; used by herd.scaling and herd.speedrun):
 
     from herd.train import TrainConfig, load_config, pretrain
 
-    cfg = load_config("recipes/herd-5m.toml", ["--run.out_dir", "runs/x", "--optim.lr", "1e-3"])
+    cfg = load_config("recipes/herd-5m.toml", ["--run.out", "runs/x", "--optim.lr", "1e-3"])
     cfg.data.sources = [Source(path="data/tok", weight=1.0)]     # or edit any field directly
     result = pretrain(cfg)
 
@@ -21,13 +21,13 @@ Python API (stable; used by herd.scaling and herd.speedrun):
   eval         interval (steps), batches, batch_size, seq_len
   checkpoint   interval (steps), keep
   guard        max_bad_steps (rollback after that many non-finite steps in a row), spike_factor
-  run          out_dir, tokens or steps (main-phase length), device, dtype, compile, activation_checkpointing,
+  run          out (the output directory; `out_dir` is its old name), tokens or steps (main-phase length), device, dtype, compile, activation_checkpointing,
                micro_batch_tokens (gradient accumulation), seed, log_interval, tensorboard, progress,
                peak_flops, threads, resume
 
-`load_config(toml_path_or_None, overrides: list[str]) -> TrainConfig`: `--section.field value` overrides
-(values parsed as TOML; list items as `--stages.0.batch_size 4`); an unknown field or a wrong type raises
-HerdError with one line.
+`load_config(toml_path_or_name_or_None, overrides: list[str]) -> TrainConfig`: `--section.field value` overrides
+(list items as `--stages.0.batch_size 4`), through the loader every command shares (herd.config, docs/config.md);
+an unknown field or a wrong type raises HerdError with one line.
 
 `pretrain(cfg) -> dict` with keys: train_loss, val_loss (of the final model), tokens, steps, wall_time,
 train_time, skipped_steps, rollbacks, loss_spikes, params, polyak_averaged, anneal_snapshots, out_dir,
@@ -35,7 +35,7 @@ model_dir (herd-format final model with the tokenizer: loads with herd.checkpoin
 metrics (metrics.jsonl path), checkpoint_dir. Under `torchrun --nproc_per_node N` it runs data-parallel
 (FSDP2); every rank returns the same dict.
 
-Files in run.out_dir: config.json, metrics.jsonl (kind = start/train/val/checkpoint/skip/rollback/final),
+Files in run.out: config.json, metrics.jsonl (kind = start/train/val/checkpoint/skip/rollback/final),
 checkpoints/step-NNNNNNNN/ (last `keep`), anneal/step-NNNNNNNN/ (herd-format snapshots), model/ (final).
 """
 

@@ -268,7 +268,7 @@ def find_latest(root: Path, log=None) -> Path | None:
         log(f"herd: warning: checkpoint {d} is unusable ({problem}); trying the previous one")
     if cks:
         raise HerdError(f"no usable checkpoint in {root}: all {len(cks)} are corrupt; start a new run "
-                        "(another --run.out_dir) or restore a backup")
+                        "(another --run.out) or restore a backup")
     return None
 
 

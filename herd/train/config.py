@@ -1,23 +1,18 @@
 """Pretraining configuration (paper §3.4): plain dataclasses, TOML recipes, `--section.field value`
-overrides.
+overrides, read by the one loader of every command (herd.config).
 
 A recipe is a TOML file whose tables mirror the dataclasses below ([model], [data], [optim],
-[schedule], [[stages]], [[long_context]], [anneal], [eval], [checkpoint], [guard], [run]). Every
-field can be overridden on the command line as `--section.field value` (values parsed as TOML, so
-`--optim.lr 3e-4`, `--run.compile true`, `--optim.betas [0.9,0.95]`). An unknown field or a value
-of the wrong type is a HerdError naming it.
+[schedule], [[stages]], [[long_context]], [anneal], [eval], [checkpoint], [guard], [run]), or the name
+of one in recipes/. Every field can be overridden on the command line as `--section.field value`
+(`--optim.lr 3e-4`, `--run.compile true`, `--optim.betas 0.9,0.95`, `--stages.1.seq_len 512`). An
+unknown field or a value of the wrong type is a HerdError naming it. No torch here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from herd.compat import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from herd.errors import HerdError
 from herd.model.args import ModelArgs, get_preset
@@ -32,6 +27,9 @@ class Source:
 
 @dataclass
 class ModelConfig:
+    # [model] may also hold any ModelArgs field directly (`n_layers = 2`): it goes into `overrides`.
+    _config_extra = ("overrides", ModelArgs)
+
     preset: str = "herd-5m"
     # Any ModelArgs field, e.g. {"n_layers": 2, "vocab_size": 512}; in TOML written inline in [model].
     overrides: dict = field(default_factory=dict)
@@ -128,7 +126,9 @@ class GuardConfig:
 
 @dataclass
 class RunConfig:
-    out_dir: str = "runs/pretrain"
+    _config_aliases = {"out_dir": "out"}  # the old name, accepted with a warning
+
+    out: str = "runs/pretrain"  # the output directory (every command calls it `out`)
     # Main-phase length (before long-context stages and annealing), in tokens or steps (one of them).
     tokens: int = 0
     steps: int = 0
@@ -145,7 +145,7 @@ class RunConfig:
     # Peak FLOP/s for MFU; 0 = a matmul probe on CPU, the datasheet bf16 peak on GPU.
     peak_flops: float = 0.0
     threads: int = 0  # torch threads on CPU; 0 = torch's default
-    # Continue from the newest valid checkpoint in out_dir/checkpoints (the CLI's --resume).
+    # Continue from the newest valid checkpoint in out/checkpoints (the CLI's --resume).
     resume: bool = False
 
 
@@ -168,7 +168,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        return _build(cls, d, "")
+        from herd.config import from_dict
+
+        return from_dict(cls, d)
 
     def validate(self) -> "TrainConfig":
         """Check values that types alone do not catch; returns self."""
@@ -209,158 +211,23 @@ class TrainConfig:
         return self
 
 
-# ---- loading ------------------------------------------------------------------------------------
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
+# ---- loading (the one loader: herd.config) -------------------------------------------------------
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
-def _coerce(value: Any, tp, where: str):
-    """Check `value` against the annotation `tp` (int, float, str, bool, list[...], dict, dataclass)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise HerdError(f"config: {where} must be a table, got {value!r}")
-        return _build(tp, value, where)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise HerdError(f"config: {where} must be a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where)
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise HerdError(f"config: {where} must be a table, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise HerdError(f"config: {where} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise HerdError(f"config: {where} must be an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise HerdError(f"config: {where} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise HerdError(f"config: {where} must be a string, got {value!r}")
-        return value
-    return value
+def recipe_names() -> dict[str, Path]:
+    """The recipes a bare name finds: recipes/NAME.toml."""
+    return {p.stem: p for p in sorted(RECIPES.glob("*.toml"))}
 
 
-def _build(cls, d: dict, prefix: str):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kw, direct = {}, {}
-    model_fields = {f.name for f in dataclasses.fields(ModelArgs)}
-    for key, value in d.items():
-        where = f"{prefix}.{key}" if prefix else key
-        if cls is ModelConfig and key not in names:
-            # [model] may hold any ModelArgs field directly: an override of the preset.
-            if key not in model_fields:
-                raise HerdError(f"config: unknown field {where} (not a ModelArgs field; see herd/model/args.py)")
-            direct[key] = value
-            continue
-        if key not in names:
-            raise HerdError(f"config: unknown field {where} (known: {', '.join(sorted(names))})")
-        kw[key] = _coerce(value, hints[key], where)
-    if cls is ModelConfig:
-        mh = typing.get_type_hints(ModelArgs)
-        ov = {**kw.get("overrides", {}), **direct}
-        for k, v in ov.items():
-            if k not in model_fields:
-                raise HerdError(f"config: unknown field {prefix}.{k} (not a ModelArgs field; see herd/model/args.py)")
-            ov[k] = _coerce(v, mh[k], f"{prefix}.{k}")
-        kw["overrides"] = ov
-    return cls(**kw)
+def load_config(config: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A TOML recipe (a file, a name in recipes/, or None for the defaults) with `--section.field value`
+    overrides, names and types checked -> TrainConfig (not yet validated: call `.validate()`)."""
+    from herd.config import load
 
-
-def _merge(base: dict, top: dict) -> dict:
-    """`top` over `base`: tables merge, everything else (lists included) is replaced."""
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _parse_value(text: str):
-    """A command-line value, parsed as a TOML value; bare words are strings."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(d: dict, overrides: list[str]) -> dict:
-    """Apply `--section.field value` pairs (or `section.field=value`) to a raw config dict."""
-    items = list(overrides)
-    pairs = []
-    i = 0
-    while i < len(items):
-        key = items[i]
-        if not key.startswith("--") and "=" not in key:
-            raise HerdError(f"config override {key!r}: expected --section.field value")
-        key = key[2:] if key.startswith("--") else key
-        if "=" in key:
-            key, val = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(items):
-                raise HerdError(f"config override --{key} has no value")
-            val = items[i + 1]
-            i += 2
-        pairs.append((key, _parse_value(val)))
-    for key, val in pairs:
-        parts = key.replace("-", "_").split(".")
-        node = d
-        for j, p in enumerate(parts[:-1]):
-            if p.isdigit() and isinstance(node, list):
-                idx = int(p)
-                if idx >= len(node):
-                    raise HerdError(f"config override {key}: index {idx} out of range")
-                node = node[idx]
-            else:
-                node = node.setdefault(p, {})
-            if not isinstance(node, (dict, list)):
-                raise HerdError(f"config override {key}: {'.'.join(parts[:j + 1])} is not a table")
-        node[parts[-1]] = val
-    return d
-
-
-def load_config(toml_path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a TOML recipe (or start from the defaults with None), apply `--section.field value`
-    overrides, check names and types -> TrainConfig. Any mistake is a one-line HerdError."""
-    d: dict = {}
-    if toml_path:
-        p = Path(toml_path)
-        if not p.is_file():
-            # A bare recipe name finds the file in recipes/.
-            alt = Path(__file__).resolve().parents[2] / "recipes" / f"{p.name.removesuffix('.toml')}.toml"
-            if not alt.is_file():
-                raise HerdError(f"config file not found: {p} (see recipes/ for examples)")
-            p = alt
-        try:
-            d = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise HerdError(f"{p}: not valid TOML ({e})") from None
-    # Overrides apply over the defaults too, so `--stages.0.batch_size 4` works without a recipe.
-    if not isinstance(d.get("model", {}), dict):
-        raise HerdError("config: [model] must be a table")
-    d = _merge(TrainConfig().to_dict(), d)
-    d = apply_overrides(d, overrides or [])
-    return TrainConfig.from_dict(d)
-
-
-def config_json(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_dict(), sort_keys=True)
+    return load(TrainConfig, config, overrides, names=recipe_names())
 
 
 __all__ = ["TrainConfig", "ModelConfig", "DataConfig", "Source", "OptimConfig", "ScheduleConfig", "Stage",
            "LongContextStage", "AnnealConfig", "EvalConfig", "CheckpointConfig", "GuardConfig", "RunConfig",
-           "load_config", "apply_overrides"]
+           "load_config", "recipe_names"]

@@ -105,7 +105,7 @@ class Trainer:
         self._log = log or (lambda s: print(s, file=sys.stderr))
         self._bar = None
         self.metrics = None
-        self.out = Path(cfg.run.out_dir)
+        self.out = Path(cfg.run.out)
         self.ck_root = self.out / "checkpoints"
         if not cfg.data.sources:
             raise HerdError("config: no data sources; add [[data.sources]] path = \"<dir from herd tokenize>\"")
@@ -224,7 +224,7 @@ class Trainer:
             a, b = ts.get("model_args", {}), self.args.to_dict()
             diff = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in b if a.get(k) != b.get(k))
             raise HerdError(f"checkpoint {d_path} is for another model shape ({diff}); resume with the model "
-                            "config it was trained with, or use another --run.out_dir")
+                            "config it was trained with, or use another --run.out")
         if state is None:
             ckpt.load_sharded(self.model, self.optim, d_path / ckpt.SHARDS)
         else:
@@ -373,7 +373,7 @@ class Trainer:
             resume_step = self.step if (self.out / "metrics.jsonl").exists() else None
         elif existing:
             raise HerdError(f"{self.out} already holds checkpoints; pass --resume to continue that run, "
-                            "or choose another --run.out_dir")
+                            "or choose another --run.out")
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")

@@ -162,6 +162,10 @@ def test_cli_runs_and_reports_bad_input(fuzz_corpus, tmp_path, capsys):
     bad.write_text("[dedup]\nthreshhold = 0.5\n")
     assert main(["curate", str(bad), "--input", str(root), "--out", str(tmp_path / "o3")]) == 2
     err = capsys.readouterr().err
-    assert "unknown key dedup.threshhold" in err and "Traceback" not in err
+    assert "unknown field dedup.threshhold (did you mean dedup.threshold?)" in err and "Traceback" not in err
+    # --config, --stage.key and the shorthands land in the recipe (run.input, run.out)
+    rc = main(["curate", "--config", str(recipe), "--input", str(root / "records.jsonl"), "--out",
+               str(tmp_path / "o4"), "--heuristics.min_words", "10", "--quiet"])
+    assert rc == 0 and "accounting OK" in capsys.readouterr().out
     with pytest.raises(HerdError, match="multiple of dedup.bands"):
         load_recipe(None, ["dedup.num_perm=100"])

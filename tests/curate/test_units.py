@@ -239,18 +239,22 @@ def test_mix_rates_hit_the_weights():
 
 
 def test_recipe_errors(tmp_path):
-    with pytest.raises(HerdError, match="recipe not found"):
+    with pytest.raises(HerdError, match="config file not found"):
         load_recipe(tmp_path / "none.toml")
     (tmp_path / "a.toml").write_text("[dedup\nx=1")
     with pytest.raises(HerdError, match="not valid TOML"):
         load_recipe(tmp_path / "a.toml")
     (tmp_path / "b.toml").write_text("[nosuchstage]\nx = 1\n")
-    with pytest.raises(HerdError, match="unknown key"):
+    with pytest.raises(HerdError, match="unknown field nosuchstage"):
         load_recipe(tmp_path / "b.toml")
-    with pytest.raises(HerdError, match="must be like"):
+    with pytest.raises(HerdError, match="dedup.num_perm must be an integer"):
         load_recipe(None, ["dedup.num_perm=lots"])
+    with pytest.raises(HerdError, match="mix.weights.code must be a number"):
+        load_recipe(None, ['--mix.weights', '{general = 1.0, code = "x"}'])
     cfg = load_recipe(None, ["dedup.threshold=0.7", "langid.languages=[\"en\", \"fr\"]", "mix.enabled=false"])
     assert cfg.dedup.threshold == 0.7 and cfg.langid.languages == ["en", "fr"] and not cfg.mix.enabled
+    cfg = load_recipe("default", ["--langid.languages", "en,fr", "--mix.weights", '{"general": 1.0}'])
+    assert cfg.langid.languages == ["en", "fr"] and cfg.mix.weights == {"general": 1.0}  # a table is replaced
 
 
 def test_mix_sampling_does_not_depend_on_where_the_files_lie():

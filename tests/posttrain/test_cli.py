@@ -43,7 +43,13 @@ def test_errors_are_one_line(tmp_path, tiny_ckpt, capsys):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[dpo]\nbeta = 0.1\nbogus = 1\n')
     rc = main(["dpo", "--config", str(recipe), "--model", str(tiny_ckpt), "--data", "x", "--out", "y"])
-    assert rc == 2 and "unknown field(s) bogus" in capsys.readouterr().err
+    assert rc == 2 and "unknown field dpo.bogus" in capsys.readouterr().err
+    rc = main(["sft", "--data", "x", "--out", "y"])
+    assert rc == 2 and "sft: 'model' is required" in capsys.readouterr().err
+    rc = main(["dpo", "--model", "m", "--data", "x", "--out", "y", "--dtype", "fp8"])
+    assert rc == 2 and "dpo: dtype must be auto, float32, bfloat16 or float16" in capsys.readouterr().err
+    rc = main(["sft", "--model", "m", "--data", "x", "--out", "y", "--lora-targets", "wq,wz"])
+    assert rc == 2 and "lora_targets must be comma-separated names" in capsys.readouterr().err
 
 
 def test_recipe_and_flags(tmp_path, tiny_ckpt, capsys):
@@ -56,3 +62,21 @@ def test_recipe_and_flags(tmp_path, tiny_ckpt, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] == 1 and out["pairs"] == 1  # the flag overrode the recipe
+    # the --dpo.field form, and --print-config of the resolved config
+    assert main(["dpo", "--config", str(recipe), "--dpo.steps", "2", "--no-resume", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "[dpo]" in printed and "steps = 2" in printed and "resume = false" in printed
+
+
+def test_posttrain_configs_share_one_base():
+    from herd.posttrain.config import (DPOConfig, PostTrainConfig, RMConfig, RSConfig, SFTConfig,
+                                       TrainLoopConfig)
+
+    for cls in (SFTConfig, RMConfig, DPOConfig, RSConfig):
+        assert issubclass(cls, PostTrainConfig)
+        c = cls()
+        assert (c.device, c.dtype) == ("auto", "auto")
+    for cls in (SFTConfig, RMConfig, DPOConfig):
+        assert issubclass(cls, TrainLoopConfig) and cls().lr == 1e-5
+    assert RSConfig(model="m", prompts="p", out="o").validate()
+    assert SFTConfig(model="m", data="d", out="o", device="cuda:1", dtype="bfloat16").validate()

@@ -124,8 +124,9 @@ def test_presets_and_hash():
     assert max(q.budgets) < q.flagship_flops and max(c.budgets) < c.flagship_flops
     with pytest.raises(HerdError, match="unknown speedrun preset"):
         preset("tpu")
-    with pytest.raises(HerdError, match="unknown speedrun setting"):
+    with pytest.raises(HerdError, match="unknown field speedrun.nope"):
         preset("cpu", nope=1)
+    assert preset("quick", caps={"sotu": 5}).caps == {"sotu": 5}  # a table value is replaced whole
 
 
 @needs_corpora

@@ -42,15 +42,15 @@ def test_405b_recipe_is_the_papers():
 
 def test_overrides_and_types(tmp_path):
     cfg = load_config("herd-5m", ["--optim.lr", "1e-3", "--run.compile", "true", "--stages.1.seq_len", "384",
-                                  "--model.n_layers", "3", "--optim.betas", "[0.8, 0.9]", "--run.out_dir=x/y"])
+                                  "--model.n_layers", "3", "--optim.betas", "[0.8, 0.9]", "--run.out=x/y"])
     assert cfg.optim.lr == 1e-3 and cfg.run.compile is True and cfg.stages[1].seq_len == 384
-    assert cfg.model.args().n_layers == 3 and cfg.optim.betas == [0.8, 0.9] and cfg.run.out_dir == "x/y"
-    cfg = load_config(None, ["--run.steps", "5", "--stages.0.batch_size", "2"])
-    assert cfg.stages[0].batch_size == 2 and cfg.validate()
+    assert cfg.model.args().n_layers == 3 and cfg.optim.betas == [0.8, 0.9] and cfg.run.out == "x/y"
+    cfg = load_config(None, ["--run.steps", "5", "--stages.0.batch_size", "2", "--optim.betas", "0.8,0.99"])
+    assert cfg.stages[0].batch_size == 2 and cfg.optim.betas == [0.8, 0.99] and cfg.validate()
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--optim.lrr", "1"], "unknown field optim.lrr"),
+    (["--optim.lrr", "1"], r"unknown field optim.lrr \(did you mean optim.lr\?\)"),
     (["--nosuch.x", "1"], "unknown field nosuch"),
     (["--model.dimm", "3"], "unknown field model.dimm"),
     (["--optim.lr", "fast"], "optim.lr must be a number"),
@@ -58,6 +58,8 @@ def test_overrides_and_types(tmp_path):
     (["--run.compile", "1"], "run.compile must be true or false"),
     (["--model.dim", "\"big\""], "model.dim must be an integer"),
     (["--optim.lr"], "has no value"),
+    (["--stages.5.seq_len", "1"], "index 5 out of range"),
+    (["--data.sources.path", "x"], "is a list; index it by number"),
 ])
 def test_bad_config_one_line(args, msg):
     with pytest.raises(HerdError, match=msg) as e:
@@ -91,10 +93,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("herd: error: config: unknown field optim.nope") and err.count("\n") == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["pretrain", "--config", "herd-5m", "--data", str(empty), "--run.out_dir", str(tmp_path / "o")]) == 2
+    assert main(["pretrain", "--config", "herd-5m", "--data", str(empty), "--run.out", str(tmp_path / "o")]) == 2
     assert "empty data directory" in capsys.readouterr().err
     assert main(["pretrain", "--config", "herd-5m", "--print-config", "--data", "a:3", "--data", "b"]) == 0
     out = capsys.readouterr().out
-    assert "stage1: steps" in out and '"weight": 3.0' in out and '"path": "b"' in out
+    assert "# stage1: steps" in out and '{ path = "a", weight = 3.0 }, { path = "b", weight = 1.0 }' in out
     assert main(["pretrain", "--config", "herd-5m", "--data", "a:0"]) == 2
     assert "positive weight" in capsys.readouterr().err

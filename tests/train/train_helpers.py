@@ -13,7 +13,7 @@ def tiny_config(tok_dir, out_dir, *extra):
     """A ~100K-parameter model on the byte-level data: a few ms per step."""
     from herd.train import Source, load_config
 
-    cfg = load_config(None, TINY + ["--run.out_dir", str(out_dir)] + [str(x) for x in extra])
+    cfg = load_config(None, TINY + ["--run.out", str(out_dir)] + [str(x) for x in extra])
     cfg.data.sources = [Source(path=str(tok_dir), weight=1.0)]
     return cfg
 
