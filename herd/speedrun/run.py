@@ -664,7 +664,10 @@ STAGES = [
     ("pretrain_small", stage_pretrain_small),
     ("pretrain_medium", stage_pretrain_medium),
     ("pretrain_flagship", stage_pretrain_flagship),
-    ("posttrain", stage_posttrain),  # the stages posttrain_sft, posttrain_rs, posttrain_dpo
+    # one function, three stages: the post-training round runs each of its steps through run_stage
+    ("posttrain_sft", stage_posttrain),
+    ("posttrain_rs", stage_posttrain),
+    ("posttrain_dpo", stage_posttrain),
     ("evaluate", stage_evaluate),
 ]
 
@@ -723,8 +726,10 @@ def run_speedrun(cfg: SpeedrunConfig, log=print) -> dict:
         torch.set_num_threads(cfg.threads)
     t_start = time.time()
     for name, fn in STAGES:
-        if name == "posttrain":
-            fn(ctx)  # its steps are stages of their own (run_stage each)
+        if fn is stage_posttrain:
+            # the round runs (or reuses) all of its stages at the first of them not yet handled
+            if name not in ctx.outputs and name not in ctx.skipped:
+                fn(ctx)
         else:
             run_stage(ctx, name, fn)
     ctx.seconds["_this_invocation"] = time.time() - t_start
