@@ -58,7 +58,7 @@ def average_state_dicts(state_dicts: Iterable[dict], weights=None, *, names=None
         this = names[n - 1] if names else f"state dict {n}"
         first = names[0] if names else "state dict 1"
         if set(sd) != set(acc):
-            odd = sorted(set(sd) ^ set(acc))[0]
+            odd = min(set(sd) ^ set(acc))
             raise HerdError(f"{what}: {this} is not compatible with {first}: tensor {odd} is in one only")
         for k, v in sd.items():
             if tuple(v.shape) != shapes[k]:

@@ -5,6 +5,7 @@ pretraining's (herd.train.schedule)."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +20,9 @@ from herd.train.schedule import LRSchedule, build_plan, param_groups, warmup_dec
 
 
 def _tiny_round(tmp_path, **kw):
-    base = dict(out=str(tmp_path / "round"), sft_steps=3, batch_size=4, seq_len=96, k=4, max_new_tokens=6, rs_chunk=4,
-                rs_sft_steps=2, dpo_steps=2, dpo_batch=2, warmup=1, quiet=True, device="cpu", dtype="float32")
+    base = {"out": str(tmp_path / "round"), "sft_steps": 3, "batch_size": 4, "seq_len": 96, "k": 4, "max_new_tokens": 6,
+            "rs_chunk": 4, "rs_sft_steps": 2, "dpo_steps": 2, "dpo_batch": 2, "warmup": 1, "quiet": True,
+            "device": "cpu", "dtype": "float32"}
     base.update(kw)
     return RoundConfig(**base)
 
@@ -47,11 +49,11 @@ def _verifier_passing_some(monkeypatch):
 def test_task_files(tmp_path):
     task = _task(tmp_path)
     assert len(task.train) == 24 and len(task.test) == 6
-    rs = [json.loads(x) for x in open(task.rs_prompts)]
-    dp = [json.loads(x) for x in open(task.dpo_prompts)]
+    rs = [json.loads(x) for x in Path(task.rs_prompts).read_text().splitlines()]
+    dp = [json.loads(x) for x in Path(task.dpo_prompts).read_text().splitlines()]
     assert len(rs) == len(dp) == 6
     assert rs[0]["answer"] == task.train[0].answer and dp[0]["answer"] == task.train[6].answer
-    assert sum(1 for _ in open(task.sft_data)) == 24
+    assert len(Path(task.sft_data).read_text().splitlines()) == 24
 
 
 def test_round_stops_without_a_correct_sample(tmp_path, tiny_ckpt):
