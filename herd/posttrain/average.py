@@ -3,8 +3,9 @@ versions of data or hyperparameters at each RM, SFT, or DPO stage".
 
 Checkpoints are compatible when they have the same model config and the same tensors with the
 same shapes; anything else is refused with the first difference named. The average is uniform
-unless weights are given (they are normalised to sum to 1), accumulated in fp32 and written in the
-first checkpoint's dtype. A reward head (reward_head.safetensors) is averaged too when every
+unless weights are given (they are normalised to sum to 1), accumulated in float64 (by
+herd.train.average, which pretraining's Polyak average shares) and written in fp32 (the dtype
+herd.checkpoint.load_model gives). A reward head (reward_head.safetensors) is averaged too when every
 checkpoint has one. The tokenizer of the first checkpoint goes with the result.
 """
 
@@ -17,58 +18,44 @@ import torch
 from herd.errors import HerdError
 
 
-def _load(path):
-    from herd.checkpoint import load_model
-
-    model, tok = load_model(path)
-    return model, tok
-
-
 def average_checkpoints(paths, out, weights=None) -> dict:
-    from herd.checkpoint import save_herd
+    """Average the checkpoints `paths` (any format herd loads) into a herd checkpoint at `out`;
+    the tensors are averaged by herd.train.average.average_state_dicts, the one implementation
+    pretraining's Polyak average uses too."""
+    from herd.checkpoint import load_model, save_herd
+    from herd.train.average import average_state_dicts, check_weights
 
     paths = [str(p) for p in paths]
     if len(paths) < 2:
         raise HerdError("average: give at least two checkpoints")
-    if weights is None:
-        weights = [1.0] * len(paths)
-    weights = [float(w) for w in weights]
-    if len(weights) != len(paths):
-        raise HerdError(f"average: {len(weights)} weight(s) for {len(paths)} checkpoints; give one per checkpoint")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise HerdError(f"average: weights must be >= 0 with a positive sum, got {weights}")
+    weights = check_weights(weights, len(paths))
     total = sum(weights)
-    weights = [w / total for w in weights]
+    norm = [w / total for w in weights]
 
-    first, tok = _load(paths[0])
+    first, tok = load_model(paths[0])
     cfg0 = first.args.to_dict()
-    sd0 = first.state_dict()
-    acc = {k: v.float() * weights[0] for k, v in sd0.items()}
-    heads = [_head(paths[0])]
-    for p, w in zip(paths[1:], weights[1:]):
-        m, _ = _load(p)
-        cfg = m.args.to_dict()
-        diff = [k for k in cfg0 if cfg0[k] != cfg.get(k)]
-        if diff:
-            k = diff[0]
-            raise HerdError(f"average: {p} is not compatible with {paths[0]}: model config field {k} is "
-                            f"{cfg.get(k)!r} vs {cfg0[k]!r}")
-        sd = m.state_dict()
-        if set(sd) != set(sd0):
-            odd = sorted(set(sd) ^ set(sd0))[0]
-            raise HerdError(f"average: {p} is not compatible with {paths[0]}: tensor {odd} is in one only")
-        for k, v in sd.items():
-            if v.shape != sd0[k].shape:
-                raise HerdError(f"average: {p} is not compatible with {paths[0]}: tensor {k} has shape "
-                                f"{tuple(v.shape)} vs {tuple(sd0[k].shape)}")
-            acc[k] += v.float() * w
-        heads.append(_head(p))
-        del m, sd
+
+    def state_dicts():
+        # one checkpoint in memory at a time (besides the first, whose model receives the average)
+        yield first.state_dict()
+        for p in paths[1:]:
+            m, _ = load_model(p)
+            cfg = m.args.to_dict()
+            diff = [k for k in cfg0 if cfg0[k] != cfg.get(k)]
+            if diff:
+                k = diff[0]
+                raise HerdError(f"average: {p} is not compatible with {paths[0]}: model config field {k} is "
+                                f"{cfg.get(k)!r} vs {cfg0[k]!r}")
+            yield m.state_dict()
+            del m
+
+    avg = average_state_dicts(state_dicts(), weights, names=paths)
+    heads = [_head(p) for p in paths]
     with torch.no_grad():
         for name, t in list(first.named_parameters()) + list(first.named_buffers()):
-            if name in acc:
-                t.copy_(acc[name].to(t.dtype))
-    extra = {"posttrain": {"stage": "average", "sources": paths, "weights": weights}}
+            if name in avg:
+                t.copy_(avg[name].to(t.dtype))
+    extra = {"posttrain": {"stage": "average", "sources": paths, "weights": norm}}
     save_herd(first, out, tokenizer=tok, extra=extra)
     if all(h is not None for h in heads):
         from safetensors.torch import save_file
@@ -77,7 +64,7 @@ def average_checkpoints(paths, out, weights=None) -> dict:
 
         if len({tuple(h.shape) for h in heads}) != 1:
             raise HerdError("average: the reward heads have different shapes")
-        head = sum(h.float() * w for h, w in zip(heads, weights))
+        head = average_state_dicts(({"weight": h} for h in heads), weights)["weight"]
         save_file({"weight": head.contiguous()}, str(Path(out) / HEAD_FILE))
         import json
 
@@ -85,7 +72,7 @@ def average_checkpoints(paths, out, weights=None) -> dict:
         c = json.loads(cfg_path.read_text())
         c["reward_head"] = HEAD_FILE
         cfg_path.write_text(json.dumps(c, indent=2) + "\n")
-    return {"out": str(out), "weights": weights, "sources": paths}
+    return {"out": str(out), "weights": norm, "sources": paths}
 
 
 def _head(path):

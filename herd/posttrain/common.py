@@ -1,5 +1,11 @@
-"""What the post-training loops (paper §4.1) share: loading the policy, the optimizer and its
-schedule, per-sequence log-probs, padding, and an interruptible, resumable step loop.
+"""What the post-training loops (paper §4.1) share: the device and dtype, loading the policy, the
+optimizer and its schedule (both from herd.train.schedule, as in pretraining), per-sequence
+log-probs, padding, and an interruptible, resumable step loop.
+
+Device and dtype: every stage reads `device` ("auto" = cuda when available, else cpu) and `dtype`
+("auto" = bfloat16 on a GPU, float32 on a CPU) from its config, resolved by `resolve_device`.
+Training keeps fp32 weights and runs the forward under autocast in `dtype` (as the pretraining
+trainer does); sampling loads the weights in `dtype` itself.
 
 Resuming: every `save_every` steps (and on Ctrl-C) the loop writes `OUT/train_state.pt` (the
 trainable tensors, the optimizer, the step, the data order's seed); running the same command
@@ -9,7 +15,7 @@ again continues from there. The file holds only tensors and numbers and is read 
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import sys
 import time
@@ -23,11 +29,54 @@ from herd.errors import HerdError
 IGNORE = -100
 
 
-def load_policy(path, tokenizer=None, device="cpu"):
-    """(model, tokenizer) in fp32 for training; a clear error when no tokenizer can be found."""
+def resolve_device(device="auto", dtype="auto") -> tuple[torch.device, torch.dtype]:
+    """(torch.device, compute dtype) from the configs' strings: device "auto" | "cpu" | "cuda" |
+    "cuda:N", dtype "auto" | "float32"/"fp32" | "bfloat16"/"bf16" | "float16"/"fp16" (or a
+    torch.dtype). Anything else, or a GPU that is not there, is a HerdError."""
+    from herd.checkpoint.common import parse_dtype
+
+    dev = str(device or "auto").strip().lower()
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise HerdError(f"device {device!r}: use auto, cpu, cuda or cuda:N")
+    if dev.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise HerdError(f"device {device!r} but no CUDA GPU is available; use device cpu (or auto)")
+        idx = int(dev[5:]) if ":" in dev else 0
+        if idx >= torch.cuda.device_count():
+            raise HerdError(f"device {device!r} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    d = torch.device(dev)
+    if isinstance(dtype, torch.dtype):
+        dt = dtype
+    elif str(dtype or "auto").lower() == "auto":
+        dt = torch.bfloat16 if d.type == "cuda" else torch.float32
+    else:
+        dt = parse_dtype(dtype)
+    if dt not in (torch.float32, torch.bfloat16, torch.float16):
+        raise HerdError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    return d, dt
+
+
+def cfg_device(cfg) -> tuple[torch.device, torch.dtype]:
+    """resolve_device of a stage config's `device` and `dtype` (both "auto" when it has none)."""
+    return resolve_device(getattr(cfg, "device", "auto"), getattr(cfg, "dtype", "auto"))
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """The forward's precision context: nothing in fp32, else torch.autocast in `dtype` (the
+    weights, the optimizer and the loss stay fp32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def load_policy(path, tokenizer=None, device="cpu", dtype=torch.float32):
+    """(model, tokenizer) on `device` in `dtype` (fp32 for training; the compute dtype for
+    sampling); a clear error when no tokenizer can be found."""
     from herd.checkpoint import load_model
 
-    model, tok = load_model(path, device=device, dtype=torch.float32, tokenizer=tokenizer)
+    model, tok = load_model(path, device=device, dtype=dtype, tokenizer=tokenizer)
     if tok is None:
         raise HerdError(f"{path}: no tokenizer beside the weights; pass --tokenizer PATH (or 'llama3')")
     if tok.n_words > model.args.vocab_size:
@@ -44,23 +93,28 @@ def check_positive(name: str, v, *, integer: bool = False, allow_zero: bool = Fa
         raise HerdError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {v!r}")
 
 
-def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float = 0.1) -> float:
-    """Linear warmup, then cosine decay to min_ratio * lr [unconfirmed: the paper gives only the
-    peak LR, 1e-5 for SFT and DPO of the 405B]."""
-    if warmup and step < warmup:
-        return lr * (step + 1) / warmup
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+# Linear warmup, then cosine decay to 10% of the peak over the run [unconfirmed: the paper gives
+# only the peak LR, 1e-5 for SFT and DPO of the 405B]; herd.train.schedule.warmup_decay_lr.
+FINAL_LR_RATIO = 0.1
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
+    """The LR of optimizer step `step` of `total`: pretraining's warmup + cosine schedule
+    (herd.train.schedule.warmup_decay_lr) from `lr` to FINAL_LR_RATIO * lr at the last step."""
+    from herd.train.schedule import warmup_decay_lr
+
+    return warmup_decay_lr(step, peak=lr, final=FINAL_LR_RATIO * lr, warmup=warmup, decay_steps=total)
 
 
 def make_optimizer(params, lr: float, weight_decay: float):
-    params = [p for p in params if p.requires_grad]
-    if not params:
+    """AdamW (betas 0.9/0.95, eps 1e-8) over pretraining's parameter groups
+    (herd.train.schedule.param_groups: decay on matrices, none on the norm gains)."""
+    from herd.train.schedule import param_groups
+
+    groups = param_groups(params, weight_decay)
+    if not any(g["params"] for g in groups):
         raise HerdError("no trainable parameters")
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
 def pad_right(seqs: list[list[int]], value: int) -> torch.Tensor:
@@ -190,5 +244,5 @@ def mean_of(history: list[dict], key: str, last: int = 10) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-__all__ = ["IGNORE", "load_policy", "lr_at", "make_optimizer", "pad_right", "sequence_logps", "masked_labels",
+__all__ = ["IGNORE", "resolve_device", "cfg_device", "autocast", "load_policy", "lr_at", "FINAL_LR_RATIO", "make_optimizer", "pad_right", "sequence_logps", "masked_labels",
            "cross_entropy", "StepLoop", "check_positive", "mean_of"]

@@ -13,6 +13,9 @@
 4. DPO from the RS model on (correct, wrong) pairs sampled from the RS model itself on other train
    prompts (the paper collects preference data with the latest, best model).
 
+Steps 2-4 are herd.posttrain.round.post_train_round, the round the speedrun runs too; this module
+keeps only the demo's own part: its tokenizer, its base model and its pretraining text.
+
 Held-out accuracy (greedy, exact "#### N") is measured on test problems that never appear in
 training. `herd posttrain demo OUT` and `run_demo(out)` run it; the slow test asserts that the
 accuracy rises after each stage.
@@ -28,8 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-from herd.errors import HerdError
 
 
 @dataclass
@@ -60,6 +61,8 @@ class DemoConfig:
     dpo_prompts: int = 400
     dpo_lora_rank: int = 0
     quiet: bool = True
+    device: str = "auto"  # auto = cuda if available, else cpu
+    dtype: str = "auto"  # auto = bfloat16 on a GPU, float32 on a CPU (the documented run: cpu, float32)
 
 
 def demo_tokenizer():
@@ -103,10 +106,12 @@ def pretrain_text(cfg: DemoConfig, problems) -> list[str]:
 
 
 def _pretrain(model, tok, texts, cfg: DemoConfig, out: Path):
-    """Plain next-token training on packed documents (every token a target)."""
-    from herd.posttrain.common import StepLoop, cross_entropy, make_optimizer
-    from herd.posttrain.sft import collate
+    """Plain next-token training on packed documents (every token a target), on the model's
+    device, the forward in cfg.dtype."""
+    from herd.posttrain.common import StepLoop, autocast, cross_entropy, make_optimizer, resolve_device
+    from herd.posttrain.sft import collate, to_device
 
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
     examples = []
     for t in texts:
         ids = tok.encode(t, bos=True, eos=True)
@@ -119,9 +124,11 @@ def _pretrain(model, tok, texts, cfg: DemoConfig, out: Path):
     def step_fn(step):
         order = rng.sample(range(len(examples)), len(examples))
         rows = [[examples[i]] for i in order[: cfg.batch_size]]
-        tokens, labels, doc_ids = collate(rows, tok.pad_id, False)
+        tokens, labels, doc_ids = to_device(collate(rows, tok.pad_id, False), device)
         model.train()
-        loss, _ = cross_entropy(model(tokens, doc_ids=doc_ids), labels)
+        with autocast(device, dtype):
+            logits = model(tokens, doc_ids=doc_ids)
+        loss, _ = cross_entropy(logits, labels)
         loss.backward()
         return {"loss": loss.detach()}
 
@@ -130,87 +137,49 @@ def _pretrain(model, tok, texts, cfg: DemoConfig, out: Path):
 
 
 def run_demo(out: str | Path | None = None, cfg: DemoConfig | None = None, log=print) -> dict:
-    """Run the whole round; returns {"accuracy": {stage: acc}, ...} and writes OUT/results.json."""
-    from herd.checkpoint import load_model, save_herd
+    """Pretrain the base model, then run the round (herd.posttrain.round.post_train_round); returns
+    {"accuracy": {stage: acc}, ...} and writes OUT/results.json."""
+    from herd.checkpoint import save_herd
     from herd.model import ModelArgs, Transformer
-    from herd.posttrain.dpo import DPOConfig, dpo
-    from herd.posttrain.rejection import RSConfig, rejection_sample
-    from herd.posttrain.sft import SFTConfig, sft
-    from herd.posttrain.tasks import split_task, task_accuracy, write_task
+    from herd.posttrain.common import resolve_device
+    from herd.posttrain.round import RoundConfig, arithmetic_round_task, post_train_round
 
     cfg = cfg or DemoConfig()
     if out is not None:
         cfg.out = str(out)
+    device, _ = resolve_device(cfg.device, cfg.dtype)  # a bad device or dtype stops here, before any work
     o = Path(cfg.out)
     o.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    files = write_task(o / "task", cfg.n_train, cfg.n_test, cfg.seed, cfg.max_value)
-    train, test = split_task(cfg.n_train, cfg.n_test, cfg.seed, cfg.max_value)
-    # RS prompts: a slice of the train problems (the policy has seen their answers in SFT only once)
-    from herd.posttrain.data import write_jsonl
-
-    write_jsonl(o / "task" / "rs_prompts.jsonl", (p.prompt_record() for p in train[: cfg.rs_prompts]))
+    # RS prompts: a slice of the train problems (the policy has seen their answers in SFT only once);
+    # DPO prompts: the next slice, not used above
+    task = arithmetic_round_task(o / "task", cfg.n_train, cfg.n_test, cfg.seed, cfg.max_value, cfg.rs_prompts,
+                                 cfg.dpo_prompts)
 
     tok = demo_tokenizer()
     args = ModelArgs(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
                      vocab_size=tok.n_words, multiple_of=32, max_seq_len=cfg.seq_len)
-    model = Transformer.build(args, seed=cfg.seed)
-    timings, acc = {}, {}
-
-    def evaluate(stage, path):
-        m, t = load_model(path)
-        acc[stage] = task_accuracy(m, t, test, max_new_tokens=24)
-        log(f"posttrain demo: {stage:9s} held-out accuracy {acc[stage]:.3f}")
-
+    model = Transformer.build(args, seed=cfg.seed).to(device)
     t = time.time()
-    loss = _pretrain(model, tok, pretrain_text(cfg, train), cfg, o / "base")
+    loss = _pretrain(model, tok, pretrain_text(cfg, task.train), cfg, o / "base")
     save_herd(model, o / "base", tokenizer=tok, extra={"posttrain": {"stage": "pretrain-demo", "loss": loss}})
-    timings["pretrain"] = time.time() - t
-    evaluate("base", o / "base")
+    timings = {"pretrain": time.time() - t}
+    del model
 
-    # One dialog per row (pack=False): the dialogs are ~50 tokens, and on a CPU the document-mask
-    # path (attention per document slice) costs more than the little padding it saves here.
-    common = dict(batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed, quiet=cfg.quiet, warmup=5,
-                  save_every=0, pack=False)
-    t = time.time()
-    m_sft = sft(SFTConfig(model=str(o / "base"), data=files["train"], out=str(o / "sft"), lr=cfg.sft_lr,
-                          steps=cfg.sft_steps, **common))
-    timings["sft"] = time.time() - t
-    evaluate("sft", o / "sft")
-
-    t = time.time()
-    rs = rejection_sample(RSConfig(model=str(o / "sft"), prompts=str(o / "task" / "rs_prompts.jsonl"),
-                                   out=str(o / "rs"), scorer="math", k=cfg.k, max_new_tokens=24,
-                                   temperature=cfg.temperature, seed=cfg.seed, quiet=cfg.quiet, chunk=200))
-    log(f"posttrain demo: rejection sampling pass@1 {rs['pass@1']:.3f}, pass@{cfg.k} {rs['pass@k']:.3f}, "
-        f"kept {rs['kept_for_sft']}, pairs {rs['pairs']}")
-    if rs["kept_for_sft"] == 0:
-        raise HerdError("posttrain demo: no correct sample to fine-tune on")
-    rs_mix = f"{o / 'rs' / 'sft.jsonl'},{files['train']}"  # the RS samples mixed with the SFT data
-    m_rs = sft(SFTConfig(model=str(o / "sft"), data=rs_mix, out=str(o / "rs_sft"), lr=cfg.rs_sft_lr,
-                         steps=cfg.rs_sft_steps, **common))
-    timings["rejection_sampling"] = time.time() - t
-    evaluate("rs", o / "rs_sft")
-
-    # DPO on preference pairs sampled from the current best policy (paper §4.2.1: preference data
-    # is collected with the best models of the previous round), on train prompts not used above.
-    t = time.time()
-    write_jsonl(o / "task" / "dpo_prompts.jsonl",
-                (p.prompt_record() for p in train[cfg.rs_prompts: cfg.rs_prompts + cfg.dpo_prompts]))
-    rs2 = rejection_sample(RSConfig(model=str(o / "rs_sft"), prompts=str(o / "task" / "dpo_prompts.jsonl"),
-                                    out=str(o / "dpo_samples"), scorer="math", k=cfg.k, max_new_tokens=24,
-                                    temperature=cfg.temperature, seed=cfg.seed, quiet=cfg.quiet, chunk=200))
-    log(f"posttrain demo: preference pairs from the RS model: {rs2['pairs']} (pass@1 {rs2['pass@1']:.3f})")
-    m_dpo = dpo(DPOConfig(model=str(o / "rs_sft"), data=str(o / "dpo_samples" / "pairs.jsonl"), out=str(o / "dpo"),
-                          lr=cfg.dpo_lr, steps=cfg.dpo_steps, batch_size=cfg.dpo_batch, max_len=cfg.seq_len,
-                          lora_rank=cfg.dpo_lora_rank, seed=cfg.seed, quiet=cfg.quiet, warmup=5, save_every=0))
-    timings["dpo"] = time.time() - t
-    evaluate("dpo", o / "dpo")
-
-    res = {"accuracy": acc, "rejection_sampling": rs, "dpo_sampling": rs2, "sft": m_sft, "rs_sft": m_rs, "dpo": m_dpo,
+    rcfg = RoundConfig(out=str(o), sft_steps=cfg.sft_steps, sft_lr=cfg.sft_lr, batch_size=cfg.batch_size,
+                       seq_len=cfg.seq_len, k=cfg.k, temperature=cfg.temperature, max_new_tokens=24, rs_chunk=200,
+                       rs_sft_steps=cfg.rs_sft_steps, rs_sft_lr=cfg.rs_sft_lr, dpo_steps=cfg.dpo_steps,
+                       dpo_lr=cfg.dpo_lr, dpo_batch=cfg.dpo_batch, dpo_lora_rank=cfg.dpo_lora_rank, warmup=5,
+                       seed=cfg.seed, quiet=cfg.quiet, device=cfg.device, dtype=cfg.dtype)
+    r = post_train_round(str(o / "base"), task, rcfg, log=log, prefix="posttrain demo")
+    acc = {"base": r["sft"]["accuracy_base"], "sft": r["sft"]["accuracy"], "rs": r["rs"]["accuracy"],
+           "dpo": r["dpo"]["accuracy"]}
+    timings.update(sft=r["sft"]["seconds"], rejection_sampling=r["rs"]["seconds"], dpo=r["dpo"]["seconds"])
+    res = {"accuracy": acc, "rejection_sampling": r["rs"]["rejection_sampling"], "dpo_sampling": r["dpo"]["sampling"],
+           "sft": r["sft"]["metrics"], "rs_sft": r["rs"]["metrics"], "dpo": r["dpo"]["metrics"],
            "seconds": timings, "total_seconds": time.time() - t0, "params": args.num_params(),
-           "config": asdict(cfg)}
+           "device": r["sft"]["device"], "dtype": r["sft"]["dtype"], "config": asdict(cfg)}
     (o / "results.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     return res
 

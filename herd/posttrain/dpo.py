@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from herd.errors import HerdError
 from herd.posttrain.config import DPOConfig
-from herd.posttrain.common import (StepLoop, check_positive, load_policy, make_optimizer, masked_labels, mean_of,
-                                   pad_right, sequence_logps, IGNORE)
+from herd.posttrain.common import (IGNORE, StepLoop, autocast, cfg_device, check_positive, load_policy, make_optimizer,
+                                   masked_labels, mean_of, pad_right, sequence_logps)
 from herd.posttrain.data import encode_pair, parse_preference, read_jsonl
 
 
@@ -74,30 +74,36 @@ def load_pairs(path, tokenizer, max_len: int, on_bad_line: str = "skip"):
     return enc
 
 
-def batch_logps(model, pairs, pad_id: int):
-    """Summed log-probs and token counts [B] of chosen and of rejected, in one forward."""
+def batch_logps(model, pairs, pad_id: int, dtype=torch.float32):
+    """Summed log-probs and token counts [B] of chosen and of rejected, in one forward (on the
+    model's device, in `dtype`; the log-softmax in fp32)."""
+    device = next(model.parameters()).device
     seqs = [p[0] for p in pairs] + [p[1] for p in pairs]
-    tokens = pad_right([s[0] for s in seqs], pad_id)
-    labels = pad_right([s[1] for s in seqs], IGNORE)
-    lp, n = sequence_logps(model, tokens, labels)
+    tokens = pad_right([s[0] for s in seqs], pad_id).to(device)
+    labels = pad_right([s[1] for s in seqs], IGNORE).to(device)
+    with autocast(device, dtype):
+        lp, n = sequence_logps(model, tokens, labels)
     B = len(pairs)
     return lp[:B], lp[B:], n[:B], n[B:]
 
 
 @torch.no_grad()
-def reference_logps(model, pairs, pad_id: int, batch_size: int, quiet: bool = False) -> torch.Tensor:
-    """[N, 2] reference log-probs (chosen, rejected), computed once."""
+def reference_logps(model, pairs, pad_id: int, batch_size: int, quiet: bool = False,
+                    dtype=torch.float32) -> torch.Tensor:
+    """[N, 2] reference log-probs (chosen, rejected), computed once, on the model's device."""
     from tqdm import tqdm
 
     model.eval()
     out = []
     for i in tqdm(range(0, len(pairs), batch_size), desc="dpo: reference log-probs", disable=quiet, file=sys.stderr):
-        c, r, _, _ = batch_logps(model, pairs[i:i + batch_size], pad_id)
+        c, r, _, _ = batch_logps(model, pairs[i:i + batch_size], pad_id, dtype)
         out.append(torch.stack([c, r], dim=1))
     return torch.cat(out)
 
 
-def _ref_cache(cfg: DPOConfig, model, pairs, pad_id: int) -> torch.Tensor:
+def _ref_cache(cfg: DPOConfig, model, pairs, pad_id: int, device, dtype) -> torch.Tensor:
+    """[N, 2] reference log-probs on `device`, from OUT/ref_logps.pt (kept on the CPU) when it
+    matches this run."""
     from pathlib import Path
 
     path = Path(cfg.out) / "ref_logps.pt"
@@ -105,15 +111,15 @@ def _ref_cache(cfg: DPOConfig, model, pairs, pad_id: int) -> torch.Tensor:
     if cfg.resume and path.is_file():
         st = torch.load(path, map_location="cpu", weights_only=True)
         if st.get("key") == key:
-            return st["logps"]
+            return st["logps"].to(device)
     if cfg.ref_model:
-        ref, _ = load_policy(cfg.ref_model, cfg.tokenizer)
-        logps = reference_logps(ref, pairs, pad_id, cfg.batch_size, cfg.quiet)
+        ref, _ = load_policy(cfg.ref_model, cfg.tokenizer, device=device)
+        logps = reference_logps(ref, pairs, pad_id, cfg.batch_size, cfg.quiet, dtype)
         del ref
     else:
-        logps = reference_logps(model, pairs, pad_id, cfg.batch_size, cfg.quiet)
+        logps = reference_logps(model, pairs, pad_id, cfg.batch_size, cfg.quiet, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "logps": logps}, path)
+    torch.save({"key": key, "logps": logps.cpu()}, path)
     return logps
 
 
@@ -128,11 +134,12 @@ def dpo(cfg: DPOConfig) -> dict:
     check_positive("nll_coef", cfg.nll_coef, allow_zero=True)
     check_positive("lr", cfg.lr)
     check_positive("batch_size", cfg.batch_size, integer=True)
+    device, dtype = cfg_device(cfg)
     torch.manual_seed(cfg.seed)
-    model, tok = load_policy(cfg.model, cfg.tokenizer)
+    model, tok = load_policy(cfg.model, cfg.tokenizer, device=device)
     max_len = min(cfg.max_len, model.args.max_seq_len)
     pairs = load_pairs(cfg.data, tok, max_len, cfg.on_bad_line)
-    ref = _ref_cache(cfg, model, pairs, tok.pad_id)  # before any update: the starting policy
+    ref = _ref_cache(cfg, model, pairs, tok.pad_id, device, dtype)  # before any update: the starting policy
     if cfg.lora_rank:
         apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     per_epoch = -(-len(pairs) // cfg.batch_size)
@@ -149,7 +156,7 @@ def dpo(cfg: DPOConfig) -> dict:
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
         idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         model.train()
-        pc, pr, nc, _ = batch_logps(model, [pairs[j] for j in idx], tok.pad_id)
+        pc, pr, nc, _ = batch_logps(model, [pairs[j] for j in idx], tok.pad_id, dtype)
         loss, stats = dpo_loss(pc, pr, ref[idx, 0], ref[idx, 1], nc, cfg.beta, cfg.nll_coef)
         loss.backward()
         return {"loss": loss.detach(), **stats}

@@ -71,9 +71,11 @@ def make_scorer(cfg: RSConfig):
                     for t in texts]
         return score
     if Path(cfg.scorer).is_dir():
+        from herd.posttrain.common import cfg_device
         from herd.posttrain.reward import load_reward_model, score_responses
 
-        rm, rm_tok = load_reward_model(cfg.scorer)
+        device, dtype = cfg_device(cfg)
+        rm, rm_tok = load_reward_model(cfg.scorer, device=device, dtype=dtype)
         return lambda rec, texts: score_responses(rm, rm_tok, rec["messages"], texts)
     raise HerdError(f"scorer {cfg.scorer!r}: use 'math', 'code' or a reward-model directory")
 
@@ -124,7 +126,7 @@ def build_outputs(records: list[dict], verifier: bool) -> tuple[list[dict], list
 def rejection_sample(cfg: RSConfig) -> dict:
     from tqdm import tqdm
 
-    from herd.posttrain.common import check_positive, load_policy
+    from herd.posttrain.common import cfg_device, check_positive, load_policy
     from herd.posttrain.data import encode_prompt
     from herd.posttrain.sampling import sample_completions, strip_stop
 
@@ -134,10 +136,11 @@ def rejection_sample(cfg: RSConfig) -> dict:
     check_positive("k", cfg.k, integer=True)
     check_positive("max_new_tokens", cfg.max_new_tokens, integer=True)
     check_positive("chunk", cfg.chunk, integer=True)
+    device, dtype = cfg_device(cfg)
     verifier = cfg.scorer in ("math", "code")
     recs = read_jsonl(cfg.prompts, _parse(cfg.scorer), cfg.on_bad_line, what="prompt record")
     score = make_scorer(cfg)
-    model, tok = load_policy(cfg.model, cfg.tokenizer)
+    model, tok = load_policy(cfg.model, cfg.tokenizer, device=device, dtype=dtype)  # sampling: weights in dtype
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "samples.partial.jsonl"

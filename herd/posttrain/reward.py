@@ -22,7 +22,8 @@ from torch import nn
 
 from herd.errors import HerdError
 from herd.posttrain.config import RMConfig
-from herd.posttrain.common import StepLoop, check_positive, load_policy, make_optimizer, mean_of, pad_right
+from herd.posttrain.common import (StepLoop, autocast, cfg_device, check_positive, load_policy, make_optimizer, mean_of,
+                                   pad_right)
 from herd.posttrain.data import Preference, encode_pair, parse_preference, read_jsonl
 
 HEAD_FILE = "reward_head.safetensors"
@@ -68,11 +69,19 @@ def _encode(tokenizer, pref: Preference, max_len: int) -> list[list[int]] | None
     return seqs
 
 
-def rewards_for(rm: RewardModel, batch: list[list[list[int]]], pad_id: int) -> list[torch.Tensor]:
-    """One reward tensor per example (its responses in order) from one forward of all sequences."""
+def _rm_device(rm: RewardModel) -> torch.device:
+    return rm.head.weight.device
+
+
+def rewards_for(rm: RewardModel, batch: list[list[list[int]]], pad_id: int,
+                dtype=torch.float32) -> list[torch.Tensor]:
+    """One reward tensor per example (its responses in order) from one forward of all sequences
+    (on the reward model's device, in `dtype`)."""
+    device = _rm_device(rm)
     flat = [s for ex in batch for s in ex]
-    lengths = torch.tensor([len(s) for s in flat])
-    r = rm(pad_right(flat, pad_id), lengths)
+    lengths = torch.tensor([len(s) for s in flat], device=device)
+    with autocast(device, dtype):
+        r = rm(pad_right(flat, pad_id).to(device), lengths)
     out, at = [], 0
     for ex in batch:
         out.append(r[at:at + len(ex)])
@@ -81,12 +90,12 @@ def rewards_for(rm: RewardModel, batch: list[list[list[int]]], pad_id: int) -> l
 
 
 @torch.no_grad()
-def pairwise_accuracy(rm: RewardModel, examples, pad_id: int, batch_size: int = 8) -> dict:
+def pairwise_accuracy(rm: RewardModel, examples, pad_id: int, batch_size: int = 8, dtype=torch.float32) -> dict:
     rm.eval()
     ok = n = 0
     cr_ok = cr_n = 0
     for i in range(0, len(examples), batch_size):
-        rs = rewards_for(rm, examples[i:i + batch_size], pad_id)
+        rs = rewards_for(rm, examples[i:i + batch_size], pad_id, dtype)
         _, k, m = ranking_loss(rs)
         ok, n = ok + int(k), n + m
         for r in rs:  # chosen vs rejected alone: the last two responses
@@ -118,8 +127,9 @@ def train_reward_model(cfg: RMConfig) -> dict:
     check_positive("batch_size", cfg.batch_size, integer=True)
     if not 0 <= cfg.eval_fraction < 1:
         raise HerdError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
+    device, dtype = cfg_device(cfg)
     torch.manual_seed(cfg.seed)
-    backbone, tok = load_policy(cfg.model, cfg.tokenizer)
+    backbone, tok = load_policy(cfg.model, cfg.tokenizer, device=device)
     max_len = min(cfg.max_len, backbone.args.max_seq_len)
     train = load_preferences(cfg.data, tok, max_len, cfg.on_bad_line)
     if cfg.eval_data:
@@ -143,7 +153,7 @@ def train_reward_model(cfg: RMConfig) -> dict:
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
         batch = [train[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
         rm.train()
-        loss, k, n = ranking_loss(rewards_for(rm, batch, tok.pad_id))
+        loss, k, n = ranking_loss(rewards_for(rm, batch, tok.pad_id, dtype))
         loss.backward()
         return {"loss": loss.detach(), "acc": int(k) / n}
 
@@ -151,7 +161,8 @@ def train_reward_model(cfg: RMConfig) -> dict:
     metrics = {"steps": total, "train_records": len(train), "train_loss": mean_of(history, "loss"),
                "train_accuracy": mean_of(history, "acc")}
     if held:
-        metrics.update({f"heldout_{k}": v for k, v in pairwise_accuracy(rm, held, tok.pad_id, cfg.batch_size).items()})
+        metrics.update({f"heldout_{k}": v for k, v in pairwise_accuracy(rm, held, tok.pad_id, cfg.batch_size,
+                                                                             dtype).items()})
     save_reward_model(rm, cfg.out, tok, extra={"posttrain": {"stage": "rm", "config": asdict(cfg),
                                                              "metrics": metrics}})
     loop.finish()
@@ -171,14 +182,15 @@ def save_reward_model(rm: RewardModel, out, tokenizer, extra: dict | None = None
     tmp.replace(Path(out) / HEAD_FILE)
 
 
-def load_reward_model(path, device="cpu"):
-    """(RewardModel, tokenizer) from a directory written by `train_reward_model`."""
+def load_reward_model(path, device="cpu", dtype=torch.float32):
+    """(RewardModel, tokenizer) from a directory written by `train_reward_model`, on `device` with
+    its weights in `dtype`."""
     from safetensors.torch import load_file
 
     head = Path(path) / HEAD_FILE
     if not head.is_file():
         raise HerdError(f"{path}: no {HEAD_FILE}; not a reward model (train one with `herd rm`)")
-    backbone, tok = load_policy(path, device=device)
+    backbone, tok = load_policy(path, device=device, dtype=dtype)
     rm = RewardModel(backbone)
     w = load_file(str(head))["weight"]
     if tuple(w.shape) != tuple(rm.head.weight.shape):
@@ -192,11 +204,13 @@ def load_reward_model(path, device="cpu"):
 @torch.no_grad()
 def score_responses(rm: RewardModel, tokenizer, prompt: list[dict], responses: list[str],
                     batch_size: int = 16) -> list[float]:
+    device = _rm_device(rm)
     seqs = [encode_pair(tokenizer, prompt, {"role": "assistant", "content": r}).tokens for r in responses]
     out = []
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i:i + batch_size]
-        out += rm(pad_right(chunk, tokenizer.pad_id), torch.tensor([len(s) for s in chunk])).tolist()
+        out += rm(pad_right(chunk, tokenizer.pad_id).to(device),
+                  torch.tensor([len(s) for s in chunk], device=device)).tolist()
     return out
 
 

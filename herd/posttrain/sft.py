@@ -18,8 +18,8 @@ import torch
 
 from herd.errors import HerdError
 from herd.posttrain.config import SFTConfig
-from herd.posttrain.common import (IGNORE, StepLoop, check_positive, cross_entropy, load_policy, make_optimizer,
-                                   masked_labels, mean_of)
+from herd.posttrain.common import (IGNORE, StepLoop, autocast, cfg_device, check_positive, cross_entropy, load_policy,
+                                   make_optimizer, masked_labels, mean_of)
 from herd.posttrain.data import encode_dialog, parse_chat, read_jsonl
 
 
@@ -88,8 +88,9 @@ def sft(cfg: SFTConfig) -> dict:
     check_positive("batch_size", cfg.batch_size, integer=True)
     check_positive("seq_len", cfg.seq_len, integer=True)
     check_positive("epochs", cfg.epochs)
+    device, dtype = cfg_device(cfg)
     torch.manual_seed(cfg.seed)
-    model, tok = load_policy(cfg.model, cfg.tokenizer)
+    model, tok = load_policy(cfg.model, cfg.tokenizer, device=device)
     seq_len = min(cfg.seq_len, model.args.max_seq_len)
     examples = load_chat_examples(cfg.data, tok, seq_len, cfg.on_bad_line)
     eval_examples = load_chat_examples(cfg.eval_data, tok, seq_len, cfg.on_bad_line) if cfg.eval_data else None
@@ -117,9 +118,11 @@ def sft(cfg: SFTConfig) -> dict:
         if epoch not in cache:
             cache.clear()
             cache[epoch] = epoch_batches(epoch)
-        tokens, labels, doc_ids = collate(cache[epoch][i], tok.pad_id, cfg.pack)
+        tokens, labels, doc_ids = to_device(collate(cache[epoch][i], tok.pad_id, cfg.pack), device)
         model.train()
-        loss, n = cross_entropy(model(tokens, doc_ids=doc_ids), labels)
+        with autocast(device, dtype):
+            logits = model(tokens, doc_ids=doc_ids)
+        loss, n = cross_entropy(logits, labels)
         loss.backward()
         return {"loss": loss.detach(), "tokens": n}
 
@@ -127,7 +130,7 @@ def sft(cfg: SFTConfig) -> dict:
     metrics = {"steps": total, "examples": len(examples), "train_loss": mean_of(history, "loss"),
                "seconds": getattr(loop, "seconds", 0.0)}
     if eval_examples:
-        metrics["eval_loss"] = eval_loss(model, eval_examples, tok.pad_id, cfg.batch_size)
+        metrics["eval_loss"] = eval_loss(model, eval_examples, tok.pad_id, cfg.batch_size, dtype=dtype)
     if cfg.lora_rank:
         merge_lora(model)
     save_herd(model, cfg.out, tokenizer=tok, extra={"posttrain": {"stage": "sft", "config": asdict(cfg),
@@ -136,17 +139,26 @@ def sft(cfg: SFTConfig) -> dict:
     return metrics
 
 
+def to_device(batch, device):
+    """collate's (tokens, labels, doc_ids or None) on `device`."""
+    return tuple(None if t is None else t.to(device) for t in batch)
+
+
 @torch.no_grad()
-def eval_loss(model, examples, pad_id: int, batch_size: int = 8) -> float:
-    """Mean per-token CE on the assistant tokens of `examples` (one dialog a row)."""
+def eval_loss(model, examples, pad_id: int, batch_size: int = 8, dtype=torch.float32) -> float:
+    """Mean per-token CE on the assistant tokens of `examples` (one dialog a row), on the model's
+    device, the forward in `dtype`."""
+    device = next(model.parameters()).device
     model.eval()
     tot, n = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        tokens, labels, _ = collate([[e] for e in examples[i:i + batch_size]], pad_id, False)
-        loss, k = cross_entropy(model(tokens), labels)
+        tokens, labels, _ = to_device(collate([[e] for e in examples[i:i + batch_size]], pad_id, False), device)
+        with autocast(device, dtype):
+            logits = model(tokens)
+        loss, k = cross_entropy(logits, labels)
         tot += float(loss) * k
         n += k
     return tot / max(n, 1)
 
 
-__all__ = ["SFTConfig", "sft", "load_chat_examples", "pack_rows", "collate", "eval_loss"]
+__all__ = ["SFTConfig", "sft", "load_chat_examples", "pack_rows", "collate", "to_device", "eval_loss"]

@@ -9,6 +9,7 @@ Stages, each a function of the run context returning a JSON-able dict of its out
   pretrain_*    the herd (small, medium, flagship) with herd.train: warmup, cosine,
                 annealing on the high-quality mix, Polyak averaging               (§3.4)
   posttrain_*   the flagship: SFT -> rejection sampling (+SFT) -> DPO              (§4)
+                (herd.posttrain.round, the posttrain demo's round; on cfg.device in cfg.dtype)
   evaluate      held-out bits per byte, task accuracy, samples (herd.eval, herd.inference) (§5)
   report        report.md and a self-contained report.html
 
@@ -521,154 +522,66 @@ def stage_pretrain_flagship(ctx):
     return _pretrain_model(ctx, "flagship")
 
 
-def _task(ctx: Context):
-    from herd.posttrain.tasks import split_task
-
-    return split_task(ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7, ctx.cfg.task_max_value)
-
-
-def _task_files(ctx: Context) -> dict:
-    from herd.posttrain.data import write_jsonl
-    from herd.posttrain.tasks import write_task
-
-    d = ctx.path("posttrain", "task")
-    files = write_task(d, ctx.cfg.task_train, ctx.cfg.task_test, ctx.cfg.seed + 7, ctx.cfg.task_max_value)
-    train, _ = _task(ctx)
-    files["rs_prompts"] = str(d / "rs_prompts.jsonl")
-    write_jsonl(files["rs_prompts"], (p.prompt_record() for p in train[: ctx.cfg.rs_prompts]))
-    return files
+# The post-training round (herd.posttrain.round, the code `herd posttrain demo` runs too): each of
+# its three steps is a stage of its own here, with its marker, so a killed run resumes at the first
+# unfinished step. step -> (stage, the stage it needs)
+POSTTRAIN_STEPS = {
+    "sft": ("posttrain_sft", "pretrain_flagship"),
+    "rs": ("posttrain_rs", "posttrain_sft"),
+    "dpo": ("posttrain_dpo", "posttrain_rs"),
+}
 
 
-def _accuracy(ctx: Context, path: str) -> float:
-    from herd.checkpoint import load_model
-    from herd.posttrain.tasks import task_accuracy
-
-    model, tok = load_model(path)
-    _, test = _task(ctx)
-    return float(task_accuracy(model, tok, test, max_new_tokens=ctx.cfg.task_max_new_tokens))
+class _RoundSkipped(Exception):
+    """A post-training step was skipped: the later ones cannot run."""
 
 
-def _common(ctx: Context) -> dict:
+def stage_posttrain(ctx: Context) -> None:
+    """posttrain_sft, posttrain_rs, posttrain_dpo: the flagship through one post-training round on
+    the arithmetic task (the recipe of the posttrain demo, docs/posttraining.md), on cfg.device in
+    cfg.dtype. Each step goes through run_stage; outputs land in ctx.outputs[stage]."""
     c = ctx.cfg
-    return dict(
-        batch_size=c.sft_batch, seq_len=c.seq_len, seed=c.seed, quiet=True, warmup=5, save_every=0, pack=False
-    )
-
-
-def stage_posttrain_sft(ctx: Context) -> dict:
     try:
-        from herd.posttrain.sft import SFTConfig, sft
+        from herd.posttrain.round import RoundConfig, RoundStopped, arithmetic_round_task, post_train_round
     except ImportError as e:
-        raise Skip(f"herd.posttrain is not available ({e})") from None
-    base = ctx.need("pretrain_flagship")["model_dir"]
-    files = _task_files(ctx)
-    acc_base = _accuracy(ctx, base)
-    out = str(ctx.path("posttrain", "sft"))
-    m = sft(
-        SFTConfig(
-            model=base,
-            data=files["train"],
-            out=out,
-            lr=ctx.cfg.sft_lr,
-            steps=ctx.cfg.sft_steps,
-            **_common(ctx),
-        )
-    )
-    acc = _accuracy(ctx, out)
-    ctx.log(f"speedrun: task accuracy base {acc_base:.3f} -> SFT {acc:.3f}")
-    return {"model_dir": out, "accuracy_base": acc_base, "accuracy": acc, "metrics": m, "files": files}
+        reason = f"herd.posttrain is not available ({e})"
 
+        def unavailable(ctx):
+            raise Skip(reason)
 
-def _sample_scored(ctx: Context, model: str, prompts: str, name: str) -> dict:
-    """K samples per prompt from `model`, scored by the exact-answer verifier, into posttrain/NAME
-    (herd.posttrain.rejection: the best correct samples as SFT data, (correct, wrong) pairs)."""
-    from herd.posttrain.rejection import RSConfig, rejection_sample
+        for stage, _ in POSTTRAIN_STEPS.values():
+            run_stage(ctx, stage, unavailable)
+        return
 
-    c = ctx.cfg
-    return rejection_sample(
-        RSConfig(
-            model=model,
-            prompts=prompts,
-            out=str(ctx.path("posttrain", name)),
-            scorer="math",
-            k=c.rs_k,
-            max_new_tokens=c.task_max_new_tokens,
-            temperature=1.0,
-            seed=c.seed,
-            quiet=True,
-        )
-    )
+    def run_step(step, fn):
+        stage, prev = POSTTRAIN_STEPS[step]
 
+        def call(ctx):
+            ctx.need(prev)
+            try:
+                return fn()
+            except RoundStopped as e:
+                raise Skip(str(e)) from None
 
-def stage_posttrain_rs(ctx: Context) -> dict:
-    from herd.posttrain.sft import SFTConfig, sft
+        out = run_stage(ctx, stage, call)
+        if out is None:
+            raise _RoundSkipped(stage)
+        return out
 
-    prev = ctx.need("posttrain_sft")
-    c = ctx.cfg
-    rs = _sample_scored(ctx, prev["model_dir"], prev["files"]["rs_prompts"], "rs")
-    if rs.get("kept_for_sft", 0) == 0:
-        raise Skip("rejection sampling found no correct sample to fine-tune on (the SFT model is too weak)")
-    out = str(ctx.path("posttrain", "rs_sft"))
-    # the RS samples mixed with the SFT data, as the paper mixes RS data with its other sources
-    # (§4.2.2); on the few hundred RS samples alone the fine-tune overfits them
-    m = sft(
-        SFTConfig(
-            model=prev["model_dir"],
-            data=f"{ctx.path('posttrain', 'rs', 'sft.jsonl')},{prev['files']['train']}",
-            out=out,
-            lr=c.rs_sft_lr,
-            steps=c.rs_sft_steps,
-            **_common(ctx),
-        )
-    )
-    acc = _accuracy(ctx, out)
-    ctx.log(
-        f"speedrun: rejection sampling pass@1 {rs.get('pass@1', float('nan')):.3f}, "
-        f"pass@{c.rs_k} {rs.get('pass@k', float('nan')):.3f} -> accuracy {acc:.3f}"
-    )
-    return {
-        "model_dir": out,
-        "accuracy": acc,
-        "rejection_sampling": rs,
-        "metrics": m,
-        "pairs": str(ctx.path("posttrain", "rs", "pairs.jsonl")),
-    }
-
-
-def stage_posttrain_dpo(ctx: Context) -> dict:
-    from herd.posttrain.data import write_jsonl
-    from herd.posttrain.dpo import DPOConfig, dpo
-
-    prev = ctx.need("posttrain_rs")
-    c = ctx.cfg
-    # Preference pairs sampled from the RS model itself (on-policy, paper §4.2.1: preference data
-    # comes from the latest, best models) on train prompts not used by rejection sampling; the
-    # posttrain demo measured off-policy pairs (from the SFT model) as a loss, not a gain.
-    train, _ = _task(ctx)
-    prompts = ctx.path("posttrain", "task", "dpo_prompts.jsonl")
-    write_jsonl(prompts, (p.prompt_record() for p in train[c.rs_prompts : c.rs_prompts + c.dpo_prompts]))
-    samp = _sample_scored(ctx, prev["model_dir"], str(prompts), "dpo_samples")
-    if not samp.get("pairs"):
-        raise Skip("sampling from the RS model produced no (correct, wrong) pair for DPO")
-    out = str(ctx.path("posttrain", "dpo"))
-    m = dpo(
-        DPOConfig(
-            model=prev["model_dir"],
-            data=str(ctx.path("posttrain", "dpo_samples", "pairs.jsonl")),
-            out=out,
-            lr=c.dpo_lr,
-            steps=c.dpo_steps,
-            batch_size=c.dpo_batch,
-            max_len=c.seq_len,
-            seed=c.seed,
-            quiet=True,
-            warmup=5,
-            save_every=0,
-        )
-    )
-    acc = _accuracy(ctx, out)
-    ctx.log(f"speedrun: DPO ({samp['pairs']} on-policy pairs) -> accuracy {acc:.3f}")
-    return {"model_dir": out, "accuracy": acc, "metrics": m, "sampling": samp}
+    task = arithmetic_round_task(ctx.path("posttrain", "task"), c.task_train, c.task_test, c.seed + 7,
+                                 c.task_max_value, c.rs_prompts, c.dpo_prompts)
+    rcfg = RoundConfig(out=str(ctx.path("posttrain")), sft_steps=c.sft_steps, sft_lr=c.sft_lr, batch_size=c.sft_batch,
+                       seq_len=c.seq_len, k=c.rs_k, temperature=1.0, max_new_tokens=c.task_max_new_tokens,
+                       rs_sft_steps=c.rs_sft_steps, rs_sft_lr=c.rs_sft_lr, dpo_steps=c.dpo_steps, dpo_lr=c.dpo_lr,
+                       dpo_batch=c.dpo_batch, warmup=5, seed=c.seed, quiet=True, device=c.device, dtype=c.dtype)
+    base = ctx.outputs.get("pretrain_flagship", {}).get("model_dir", "")  # none: the sft step is skipped
+    try:
+        post_train_round(base, task, rcfg, log=ctx.log, prefix="speedrun", run_step=run_step)
+    except _RoundSkipped:
+        # each later step is skipped in turn, naming the stage it needs (ctx.need raises the Skip)
+        for stage, prev in POSTTRAIN_STEPS.values():
+            if stage not in ctx.outputs and stage not in ctx.skipped:
+                run_stage(ctx, stage, lambda ctx, prev=prev: ctx.need(prev))
 
 
 def stage_evaluate(ctx: Context) -> dict:
@@ -751,11 +664,52 @@ STAGES = [
     ("pretrain_small", stage_pretrain_small),
     ("pretrain_medium", stage_pretrain_medium),
     ("pretrain_flagship", stage_pretrain_flagship),
-    ("posttrain_sft", stage_posttrain_sft),
-    ("posttrain_rs", stage_posttrain_rs),
-    ("posttrain_dpo", stage_posttrain_dpo),
+    # one function, three stages: the post-training round runs each of its steps through run_stage
+    ("posttrain_sft", stage_posttrain),
+    ("posttrain_rs", stage_posttrain),
+    ("posttrain_dpo", stage_posttrain),
     ("evaluate", stage_evaluate),
 ]
+
+
+def run_stage(ctx: Context, name: str, fn) -> dict | None:
+    """Run stage `name` (`fn(ctx)` -> its outputs) unless its marker says it is complete (then its
+    outputs are reused); a Skip is recorded in ctx.skipped. Returns the outputs, None if skipped."""
+    log = ctx.log
+    marker = ctx.out / "stages" / f"{name}.json"
+    if marker.is_file():
+        try:
+            m = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            m = {}
+        if m.get("complete"):
+            ctx.outputs[name] = m["outputs"]
+            ctx.seconds[name] = m.get("seconds", 0.0)
+            log(f"speedrun: [{name}] done already ({m.get('seconds', 0):.1f}s), skipped")
+            return ctx.outputs[name]
+    log(f"speedrun: [{name}] ...")
+    t0 = time.time()
+    try:
+        outputs = fn(ctx)
+    except Skip as e:
+        ctx.skipped[name] = str(e)
+        log(f"speedrun: [{name}] skipped: {e}")
+        return None
+    dt = time.time() - t0
+    ctx.outputs[name] = outputs
+    ctx.seconds[name] = dt
+    _atomic_json(
+        marker,
+        {
+            "stage": name,
+            "complete": True,
+            "seconds": dt,
+            "outputs": outputs,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    log(f"speedrun: [{name}] done in {dt:.1f}s")
+    return outputs
 
 
 def run_speedrun(cfg: SpeedrunConfig, log=print) -> dict:
@@ -772,39 +726,12 @@ def run_speedrun(cfg: SpeedrunConfig, log=print) -> dict:
         torch.set_num_threads(cfg.threads)
     t_start = time.time()
     for name, fn in STAGES:
-        marker = out / "stages" / f"{name}.json"
-        if marker.is_file():
-            try:
-                m = json.loads(marker.read_text())
-            except json.JSONDecodeError:
-                m = {}
-            if m.get("complete"):
-                ctx.outputs[name] = m["outputs"]
-                ctx.seconds[name] = m.get("seconds", 0.0)
-                log(f"speedrun: [{name}] done already ({m.get('seconds', 0):.1f}s), skipped")
-                continue
-        log(f"speedrun: [{name}] ...")
-        t0 = time.time()
-        try:
-            outputs = fn(ctx)
-        except Skip as e:
-            ctx.skipped[name] = str(e)
-            log(f"speedrun: [{name}] skipped: {e}")
-            continue
-        dt = time.time() - t0
-        ctx.outputs[name] = outputs
-        ctx.seconds[name] = dt
-        _atomic_json(
-            marker,
-            {
-                "stage": name,
-                "complete": True,
-                "seconds": dt,
-                "outputs": outputs,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
-        log(f"speedrun: [{name}] done in {dt:.1f}s")
+        if fn is stage_posttrain:
+            # the round runs (or reuses) all of its stages at the first of them not yet handled
+            if name not in ctx.outputs and name not in ctx.skipped:
+                fn(ctx)
+        else:
+            run_stage(ctx, name, fn)
     ctx.seconds["_this_invocation"] = time.time() - t_start
     rep = stage_report(ctx)
     _atomic_json(out / "stages" / "report.json", {"stage": "report", "complete": True, "outputs": rep})

@@ -12,6 +12,10 @@ LR: linear warmup to the peak over warmup_steps, then cosine (or linear) decay t
 decay_steps (0 = at the start of annealing), final_lr after that; during annealing the LR goes
 linearly from its value at the start of annealing to 0 (0 is reached right after the last step).
 Everything is a pure function of the step, so a resumed run needs no scheduler state.
+
+Shared with post-training (herd.posttrain): `warmup_decay_lr` (the warmup + cosine/linear decay that
+`LRSchedule` applies before annealing; SFT, RM and DPO use it with final_lr = 10% of the peak) and
+`param_groups` (AdamW's weight-decay and no-decay groups).
 """
 
 from __future__ import annotations
@@ -105,6 +109,35 @@ def anneal_snapshot_steps(plan: list[Phase], n: int) -> list[int]:
     return sorted({a.start_step + max(1, round(k * a.steps / n)) - 1 for k in range(1, n + 1)})
 
 
+def warmup_decay_lr(step: int, *, peak: float, final: float, warmup: int, decay_steps: int,
+                    kind: str = "cosine") -> float:
+    """Linear warmup to `peak` over `warmup` steps (step 0 already at peak/warmup), then `kind`
+    ("cosine", "linear" or "constant") decay from `peak` to `final`, reached at `decay_steps`; `final`
+    after that."""
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    if kind == "constant":
+        return peak
+    span = max(1, decay_steps - warmup)
+    p = min(1.0, max(0.0, (step - warmup) / span))
+    if kind == "linear":
+        return peak + (final - peak) * p
+    return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def param_groups(params, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight decay on matrices (and embeddings), none on vectors (the
+    RMSNorm gains) [unconfirmed: the paper gives no detail; this is the common choice]. `params`: a
+    module or an iterable of parameters; frozen ones (requires_grad False) are left out, in order."""
+    if hasattr(params, "parameters"):
+        params = params.parameters()
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 class LRSchedule:
     """lr(step), a pure function: warmup, cosine/linear decay to final_lr, linear anneal to 0."""
 
@@ -117,15 +150,8 @@ class LRSchedule:
         self.decay_steps = s.decay_steps or end
 
     def base(self, step: int) -> float:
-        if self.warmup and step < self.warmup:
-            return self.peak * (step + 1) / self.warmup
-        if self.kind == "constant":
-            return self.peak
-        span = max(1, self.decay_steps - self.warmup)
-        p = min(1.0, max(0.0, (step - self.warmup) / span))
-        if self.kind == "linear":
-            return self.peak + (self.final - self.peak) * p
-        return self.final + (self.peak - self.final) * 0.5 * (1 + math.cos(math.pi * p))
+        return warmup_decay_lr(step, peak=self.peak, final=self.final, warmup=self.warmup,
+                               decay_steps=self.decay_steps, kind=self.kind)
 
     def __call__(self, step: int) -> float:
         if self.anneal and step >= self.anneal[0]:
@@ -134,4 +160,5 @@ class LRSchedule:
         return self.base(step)
 
 
-__all__ = ["Phase", "build_plan", "total_steps", "phase_at", "anneal_snapshot_steps", "LRSchedule"]
+__all__ = ["Phase", "build_plan", "total_steps", "phase_at", "anneal_snapshot_steps", "LRSchedule", "warmup_decay_lr",
+           "param_groups"]

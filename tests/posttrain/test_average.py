@@ -47,3 +47,29 @@ def test_incompatible_refused(tmp_path, tok, three, make_args):
     with pytest.raises(HerdError, match="positive sum"):
         average_checkpoints(three[:2], tmp_path / "x", weights=[0, 0])
     assert not (tmp_path / "x").exists()
+
+
+def test_one_implementation_for_polyak_and_checkpoints(three):
+    """herd.train.average.average_state_dicts is what `herd average` runs and what pretraining's
+    Polyak average of the annealing snapshots needs: uniform, it equals sum(sd) / n in float64 cast
+    to fp32 bit for bit (the trainer's formula); mismatched tensors are refused, naming the source."""
+    from herd.checkpoint.herd_format import load_herd_state_dict
+    from herd.train.average import average_state_dicts
+
+    sds = [load_herd_state_dict(p) for p in three]
+    got = average_state_dicts(iter(sds), dtype=torch.float32)
+    for k in sds[0]:
+        ref = ((sds[0][k].double() + sds[1][k].double() + sds[2][k].double()) / 3).float()
+        assert torch.equal(got[k], ref)
+    w = average_state_dicts(sds[:2], [3, 1])
+    assert all(torch.allclose(w[k], 0.75 * sds[0][k] + 0.25 * sds[1][k], atol=1e-7) for k in w)
+    bad = dict(sds[1])
+    bad.pop(next(iter(bad)))
+    with pytest.raises(HerdError, match="b is not compatible with a: tensor .* is in one only"):
+        average_state_dicts([sds[0], bad], names=["a", "b"])
+    k = next(iter(sds[0]))
+    bad = dict(sds[1], **{k: torch.zeros(3)})
+    with pytest.raises(HerdError, match=f"tensor {k} has shape"):
+        average_state_dicts([sds[0], bad])
+    with pytest.raises(HerdError, match="nothing to average"):
+        average_state_dicts([])

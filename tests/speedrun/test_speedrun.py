@@ -192,3 +192,44 @@ def test_herd_has_three_distinct_sizes():
     iso = {"flagship_model": flag.to_dict(), "prediction": {"n_params": 4e4}}
     h = sr._herd_sizes(types.SimpleNamespace(cfg=cfg, need=lambda k: iso))
     assert h["small"].dim == h["medium"].dim == flag.dim
+
+
+def test_posttrain_steps_are_stages(tmp_path):
+    """The post-training round (herd.posttrain.round) runs as the stages posttrain_sft / _rs / _dpo:
+    each has its marker, a step that finds nothing to train on is skipped with the reason and the
+    later ones name the stage they need; a rerun reuses the finished step. Without a flagship all
+    three are skipped in turn."""
+    import torch
+
+    from herd.checkpoint import save_herd
+    from herd.model import ModelArgs, Transformer
+    from herd.posttrain.demo import demo_tokenizer
+
+    cfg = preset("quick", out=str(tmp_path / "run"), device="cpu", dtype="float32")
+    ctx = sr.Context(cfg=cfg, out=tmp_path / "run", log=lambda s: None)
+    sr.stage_posttrain(ctx)
+    assert ctx.skipped["posttrain_sft"] == "needs stage 'pretrain_flagship', which did not complete (not run)"
+    assert ctx.skipped["posttrain_dpo"].startswith("needs stage 'posttrain_rs', which did not complete (needs stage")
+
+    tok = demo_tokenizer()
+    torch.manual_seed(0)
+    args = ModelArgs(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=tok.n_words, multiple_of=16,
+                     max_seq_len=256)
+    flag = save_herd(Transformer.build(args, seed=0), tmp_path / "flag", tokenizer=tok)
+    ctx = sr.Context(cfg=cfg, out=tmp_path / "run", log=lambda s: None)
+    ctx.outputs["pretrain_flagship"] = {"model_dir": str(flag)}
+    sr.stage_posttrain(ctx)
+    m = json.loads((tmp_path / "run" / "stages" / "posttrain_sft.json").read_text())
+    assert m["complete"] and m["outputs"]["metrics"]["steps"] == cfg.sft_steps
+    assert {"accuracy_base", "accuracy", "model_dir"} <= set(m["outputs"]) and m["outputs"]["device"] == "cpu"
+    # a random model answers nothing right: RS is skipped with the reason, DPO after it
+    assert "no correct sample to fine-tune on" in ctx.skipped["posttrain_rs"]
+    assert ctx.skipped["posttrain_dpo"] == (
+        f"needs stage 'posttrain_rs', which did not complete ({ctx.skipped['posttrain_rs']})")
+    assert not (tmp_path / "run" / "stages" / "posttrain_rs.json").exists()
+    logs = []
+    ctx = sr.Context(cfg=cfg, out=tmp_path / "run", log=logs.append)
+    ctx.outputs["pretrain_flagship"] = {"model_dir": str(flag)}
+    sr.stage_posttrain(ctx)
+    assert any("[posttrain_sft] done already" in s for s in logs)
+    assert ctx.outputs["posttrain_sft"] == m["outputs"]
