@@ -25,37 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from herd.errors import HerdError
+from herd.train.parallel import resolve_device
 
 IGNORE = -100
-
-
-def resolve_device(device="auto", dtype="auto") -> tuple[torch.device, torch.dtype]:
-    """(torch.device, compute dtype) from the configs' strings: device "auto" | "cpu" | "cuda" |
-    "cuda:N", dtype "auto" | "float32"/"fp32" | "bfloat16"/"bf16" | "float16"/"fp16" (or a
-    torch.dtype). Anything else, or a GPU that is not there, is a HerdError."""
-    from herd.checkpoint.common import parse_dtype
-
-    dev = str(device or "auto").strip().lower()
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise HerdError(f"device {device!r}: use auto, cpu, cuda or cuda:N")
-    if dev.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise HerdError(f"device {device!r} but no CUDA GPU is available; use device cpu (or auto)")
-        idx = int(dev[5:]) if ":" in dev else 0
-        if idx >= torch.cuda.device_count():
-            raise HerdError(f"device {device!r} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
-    d = torch.device(dev)
-    if isinstance(dtype, torch.dtype):
-        dt = dtype
-    elif str(dtype or "auto").lower() == "auto":
-        dt = torch.bfloat16 if d.type == "cuda" else torch.float32
-    else:
-        dt = parse_dtype(dtype)
-    if dt not in (torch.float32, torch.bfloat16, torch.float16):
-        raise HerdError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16")
-    return d, dt
 
 
 def cfg_device(cfg) -> tuple[torch.device, torch.dtype]:

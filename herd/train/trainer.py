@@ -25,34 +25,15 @@ from herd.errors import HerdError
 from herd.train import checkpoint as ckpt
 from herd.train.config import TrainConfig
 from herd.train.metrics import MetricsWriter, memory_gib, peak_flops
+from herd.train import parallel
 from herd.train.parallel import Dist, init_distributed, parallelize
-from herd.train.schedule import LRSchedule, anneal_snapshot_steps, build_plan, phase_at, total_steps
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
+from herd.train.average import average_state_dicts
+from herd.train.schedule import (LRSchedule, anneal_snapshot_steps, build_plan, param_groups, phase_at,
+                                 total_steps)
 
 def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
-    dev = cfg.run.device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise HerdError(f"run.device = {dev!r} but no CUDA GPU is available; use --run.device cpu")
-    device = torch.device(dev)
-    if cfg.run.dtype == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    else:
-        dtype = DTYPES[cfg.run.dtype]
-    return device, dtype
-
-
-def _param_groups(model, weight_decay: float):
-    """Weight decay on matrices (and embeddings), none on the RMSNorm gains [unconfirmed: the paper
-    gives no detail; this is the common choice]."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """run.device / run.dtype ("auto": cuda if available else cpu; bfloat16 on GPU, float32 on CPU)."""
+    return parallel.resolve_device(cfg.run.device, cfg.run.dtype)
 
 
 def build_optimizer(model, cfg: TrainConfig):
@@ -60,17 +41,16 @@ def build_optimizer(model, cfg: TrainConfig):
     kw = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     impl = o.impl
     if impl == "auto":
-        # The fused kernel exists for CUDA and CPU; with DTensor (FSDP) parameters foreach is the safe path.
-        from torch.distributed.tensor import DTensor
-
-        impl = "foreach" if any(isinstance(p, DTensor) for p in model.parameters()) else "fused"
+        # The fused kernel exists for CUDA and CPU and takes FSDP2's DTensor parameters (its local
+        # shards): 5x faster than foreach on the CPU (herd-20m, one process).
+        impl = "fused"
     if impl == "fused":
         kw["fused"] = True
     elif impl == "foreach":
         kw["foreach"] = True
     else:
         kw["foreach"] = False
-    return torch.optim.AdamW(_param_groups(model, o.weight_decay), **kw)
+    return torch.optim.AdamW(param_groups(model, o.weight_decay), **kw)
 
 
 def loss_sum(model, batch, doc_mask: bool) -> torch.Tensor:
@@ -478,15 +458,8 @@ class Trainer:
         snaps = [s for s in snaps if int(s.name.split("-")[1]) - 1 in self.snap_steps]
         averaged = False
         if snaps:
-            avg = None
-            for s in snaps:
-                sd = load_herd_state_dict(s)
-                if avg is None:
-                    avg = {k: v.double().clone() for k, v in sd.items()}
-                else:
-                    for k, v in sd.items():
-                        avg[k] += v.double()
-            full = {k: (v / len(snaps)).float() for k, v in avg.items()}
+            full = average_state_dicts((load_herd_state_dict(s) for s in snaps), names=[str(s) for s in snaps],
+                                       dtype=torch.float32)
             if self.args.tie_embeddings:
                 full["output.weight"] = full["tok_embeddings.weight"]
             ckpt.load_full_state_dict(self.model, full)
