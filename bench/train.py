@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile herd's blocks (herd.train.parallel)")
+    ap.add_argument("--bare", action="store_true",
+                    help="herd's model alone (no parallelize(): the trainer wraps it in FSDP2 even on one process)")
     ap.add_argument("--only", choices=["herd", "hf"], default=None)
     ap.add_argument("--plain-loss", action="store_true",
                     help="herd computes logits then F.cross_entropy as HF does (not its fused loss)")
@@ -92,12 +94,17 @@ def main():
     from herd.train.metrics import peak_flops
 
     margs, herd, hf = build_pair(args, device, torch.float32)
-    if args.compile:
-        from herd.train.parallel import apply_compile
+    if args.bare:
+        if args.compile:
+            from herd.train.parallel import apply_compile
 
-        apply_compile(herd, doc_mask=False)
+            apply_compile(herd, doc_mask=False)
+    else:  # the trainer's own path: parallelize() (FSDP2 of degree 1 on one process), fp32 parameters
+        from herd.train.parallel import init_distributed, parallelize
+
+        parallelize(herd, init_distributed(device.type), device, compile=args.compile, doc_mask=False)
     peak = args.peak * 1e9 if args.peak else peak_flops(device, torch.bfloat16 if amp else torch.float32)
-    # herd trains with fused AdamW (herd.train.trainer.build_optimizer picks it on one process);
+    # herd trains with fused AdamW (herd.train.trainer.build_optimizer's choice, FSDP2 or not);
     # HF gets torch's default AdamW (a per-tensor loop on CPU, foreach on CUDA) unless --same-optim.
     opts = {
         "herd": torch.optim.AdamW(herd.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True),
