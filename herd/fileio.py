@@ -155,5 +155,13 @@ def atomic_dir(path: str | os.PathLike):
     replace_dir(tmp, out)
 
 
-__all__ = ["AtomicFile", "atomic_open", "atomic_write", "atomic_write_json", "atomic_dir", "replace_dir",
-           "fsync_file", "fsync_dir"]
+__all__ = [
+    "AtomicFile",
+    "atomic_dir",
+    "atomic_open",
+    "atomic_write",
+    "atomic_write_json",
+    "fsync_dir",
+    "fsync_file",
+    "replace_dir",
+]

@@ -40,15 +40,13 @@ def test_atomic_open_success_and_failure(tmp_path):
         f.write("one\n")
         assert not p.exists()  # nothing at the target until the block completes
     assert p.read_text() == "one\n"
-    with pytest.raises(Boom):
-        with atomic_open(p, "w") as f:
-            f.write("half of tw")
-            raise Boom
+    with pytest.raises(Boom), atomic_open(p, "w") as f:
+        f.write("half of tw")
+        raise Boom
     assert p.read_text() == "one\n"  # the old file is intact
     assert names(tmp_path) == ["log.jsonl"]  # and no temporary is left
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_open(p, "wb") as f:
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_open(p, "wb") as f:
+        raise KeyboardInterrupt
     assert names(tmp_path) == ["log.jsonl"] and p.read_text() == "one\n"
 
 
@@ -69,10 +67,9 @@ def test_atomic_file_by_name(tmp_path):
         assert a.tmp.parent == tmp_path and a.tmp != p
         a.tmp.write_bytes(b"new")
     assert p.read_bytes() == b"new"
-    with pytest.raises(Boom):
-        with AtomicFile(p) as a:
-            a.tmp.write_bytes(b"partial")
-            raise Boom
+    with pytest.raises(Boom), AtomicFile(p) as a:
+        a.tmp.write_bytes(b"partial")
+        raise Boom
     assert p.read_bytes() == b"new" and names(tmp_path) == ["w.npy"]
 
 
@@ -114,19 +111,17 @@ def test_atomic_dir_new_replace_and_failure(tmp_path):
     with atomic_dir(out) as d:  # an existing directory is replaced by the complete new one
         (d / "model.safetensors").write_text("m")
     assert names(out) == ["model.safetensors"]
-    with pytest.raises(Boom):
-        with atomic_dir(out) as d:
-            (d / "half").write_text("h")
-            raise Boom
+    with pytest.raises(Boom), atomic_dir(out) as d:
+        (d / "half").write_text("h")
+        raise Boom
     assert names(out) == ["model.safetensors"]  # untouched
     assert names(tmp_path) == ["ckpt"]  # no temporary or .old directory left
 
 
 def test_atomic_dir_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(HerdError, match="not a directory"):
-        with atomic_dir(tmp_path / "f"):
-            pass
+    with pytest.raises(HerdError, match="not a directory"), atomic_dir(tmp_path / "f"):
+        pass
     assert (tmp_path / "f").read_text() == "x"
 
 
