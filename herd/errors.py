@@ -5,6 +5,8 @@ checkpoint) gets one line that names the problem and what to do. Code raises `He
 that line; the CLI prints it as `herd: error: ...` and exits with status 2, no traceback.
 """
 
+from pathlib import Path
+
 
 class HerdError(Exception):
     """A problem with the user's input, reported as one clear line."""
@@ -12,8 +14,6 @@ class HerdError(Exception):
 
 def require_file(path, what: str = "file"):
     """Return `path` as a Path if it exists, else raise a HerdError naming it."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.exists():
         raise HerdError(f"{what} not found: {p} (check the path)")

@@ -7,6 +7,7 @@ unpickles arbitrary objects (`torch.load(weights_only=True)` or safetensors)."""
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 
 from herd.errors import HerdError
@@ -44,7 +45,7 @@ def load_model(path: str | os.PathLike, device="cpu", dtype=None, tokenizer=None
 
         model, tok = load_hf(path, device=device, dtype=dtype)
     if tokenizer is not None:
-        from herd.checkpoint.common import tokenizer_from_spec
+        from herd.checkpoint.tokenizer_files import tokenizer_from_spec
 
         tok = tokenizer_from_spec(tokenizer)
     return model, tok
@@ -70,7 +71,7 @@ def read_args(path: str | os.PathLike):
 def load_state_dict_any(path: str | os.PathLike):
     """(ModelArgs, state dict in herd's names, tokenizer or None) of any checkpoint, tensors in
     their stored dtype. A tied model's dict has no output.weight."""
-    from herd.checkpoint.common import load_tokenizer_beside, load_tokenizer_in
+    from herd.checkpoint.tokenizer_files import load_tokenizer_beside, load_tokenizer_in
 
     p = Path(path)
     fmt = detect_format(p)
@@ -101,17 +102,6 @@ def load_state_dict_any(path: str | os.PathLike):
     return args, sd, tok
 
 
-def weights_source(path: str | os.PathLike, fmt: str) -> str:
-    """The weight file(s) of a checkpoint, for error messages."""
-    p = Path(path)
-    if fmt == "meta":
-        files = sorted(p.glob("consolidated.*.pth"))
-        return str(files[0]) if len(files) == 1 else f"{p}/consolidated.*.pth"
-    if fmt == "hf" and not (p / "model.safetensors").is_file():
-        return f"{p}/model-*.safetensors"
-    return str(p / "model.safetensors")
-
-
 def check_state_dict(args, sd: dict, source: str) -> None:
     """Key and shape check against the model `args` describes, without building it."""
     from herd.model.transformer import Transformer
@@ -139,9 +129,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
     model: tensors are renamed, permuted or (un)sharded and keep their bits unless `dtype` is
     given. `tokenizer` (a path or 'llama3') replaces the one found beside the weights. `original_weights`
     (to='hf'): also write Meta's consolidated.00.pth + params.json under original/, as Meta's HF repos."""
-    import types
-
-    from herd.checkpoint.common import parse_dtype
+    from herd.checkpoint.common import parse_dtype, weights_source
 
     if to not in ("herd", "hf", "meta"):
         raise HerdError(f"unknown target format {to!r}; choose herd, hf or meta")
@@ -156,7 +144,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
     args, sd, tok = load_state_dict_any(src)
     check_state_dict(args, sd, weights_source(src, fmt))
     if tokenizer is not None:
-        from herd.checkpoint.common import tokenizer_from_spec
+        from herd.checkpoint.tokenizer_files import tokenizer_from_spec
 
         tok = tokenizer_from_spec(tokenizer)
     if tok is not None and tok.n_words != args.vocab_size:

@@ -1,4 +1,4 @@
-"""Safe readers and an atomic writer shared by the checkpoint formats (paper §3.2 models).
+"""Safe readers shared by the checkpoint formats (paper §3.2 models).
 
 Every reader turns a bad file into one `HerdError` line naming the file and the problem: a
 missing file, JSON that does not parse, a truncated or corrupt `.pth` or `.safetensors`, and a
@@ -9,12 +9,10 @@ and mmap keeps a 16 GB shard out of memory until its tensors are used.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -96,35 +94,15 @@ def safetensors_load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(iter_safetensors(path))
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary sibling directory; on success it replaces `path` (rename), so a crash never
-    leaves a half-written checkpoint and an existing one is only replaced by a complete one."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise HerdError(f"{out}: exists and is not a directory; choose another output path")
-    tmp = out.with_name(out.name + ".tmp-save")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        for f in sorted(tmp.rglob("*")):  # files in subfolders too (an HF export's original/)
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+def weights_source(path: str | os.PathLike, fmt: str) -> str:
+    """The weight file(s) of a checkpoint, for error messages."""
+    p = Path(path)
+    if fmt == "meta":
+        files = sorted(p.glob("consolidated.*.pth"))
+        return str(files[0]) if len(files) == 1 else f"{p}/consolidated.*.pth"
+    if fmt == "hf" and not (p / "model.safetensors").is_file():
+        return f"{p}/model-*.safetensors"
+    return str(p / "model.safetensors")
 
 
 def materialize(args, items, source: str, device="cpu", dtype: torch.dtype = torch.float32):
@@ -171,55 +149,6 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     if str(name).lower() not in table:
         raise HerdError(f"unknown dtype {name!r}; choose bf16, fp16 or fp32")
     return table[str(name).lower()]
-
-
-def load_tokenizer_beside(path: Path):
-    """The herd/tiktoken tokenizer.model found beside the weights (else a Llama 3 style HF
-    tokenizer.json), or None."""
-    f = Path(path) / "tokenizer.model"
-    if not f.is_file():
-        if (Path(path) / "tokenizer.json").is_file():
-            from herd.checkpoint.hf_tokenizer import load_hf_tokenizer_json
-
-            return load_hf_tokenizer_json(Path(path) / "tokenizer.json")
-        return None
-    from herd.tokenizer import Tokenizer
-
-    try:
-        return Tokenizer.load(f)
-    except HerdError:
-        raise
-    except Exception as e:  # a SentencePiece model (Llama 2) or a damaged file
-        raise HerdError(f"{f}: not a tiktoken BPE file ({_first_line(e)}); pass --tokenizer PATH "
-                        f"to use another tokenizer") from None
-
-
-def load_tokenizer_in(path: Path):
-    """The tokenizer of a checkpoint directory laid out as Meta's Hugging Face repos (and herd's HF
-    export) are: the tiktoken original/tokenizer.model; else what `load_tokenizer_beside` finds
-    (tokenizer.model beside the weights, as herd's HF exports before the original/ layout, or
-    tokenizer.json), or None."""
-    p = Path(path)
-    if (p / "original" / "tokenizer.model").is_file():
-        return load_tokenizer_beside(p / "original")
-    return load_tokenizer_beside(p)
-
-
-def tokenizer_from_spec(spec):
-    """A tokenizer named on the command line or in load_model/convert_checkpoint: 'llama3' (the real
-    Llama 3 tokenizer), a tiktoken file, or a checkpoint directory holding one (tokenizer.model, a
-    Hugging Face export's original/tokenizer.model, or a Llama 3 style tokenizer.json)."""
-    from herd.tokenizer import Tokenizer
-
-    if str(spec) == "llama3":
-        return Tokenizer.llama3()
-    p = Path(spec)
-    if p.is_dir():
-        tok = load_tokenizer_in(p)
-        if tok is None:
-            raise HerdError(f"{p}: no tokenizer.model, original/tokenizer.model or tokenizer.json in this directory")
-        return tok
-    return Tokenizer.load(p)
 
 
 def check_tokenizer_fits(tokenizer, args) -> None:

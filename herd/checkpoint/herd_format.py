@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:  # torch is imported lazily, so that `herd --help` stays fast
     import torch
 
 from herd.errors import HerdError
+from herd.fileio import atomic_dir
 from herd.model.args import ModelArgs
 
 FORMAT_VERSION = 1
@@ -58,37 +58,22 @@ def save_herd(model, path: str | os.PathLike, tokenizer=None, extra: dict | None
     from safetensors.torch import save_file
 
     out = Path(path)
-    tmp = out.with_name(out.name + ".tmp-save")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     sd = state_dict if state_dict is not None else model.state_dict()
     args: ModelArgs = model.args
     tensors = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     if args.tie_embeddings:
         tensors.pop("output.weight", None)
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     cfg = {"format": "herd", "version": FORMAT_VERSION, "model": args.to_dict(),
            "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", ""),
            "tokenizer": None}
-    if tokenizer is not None:
-        tokenizer.save(tmp / "tokenizer.model")
-        cfg["tokenizer"] = "tokenizer.model"
-    if extra:
-        cfg.update(extra)
-    (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.model")
+            cfg["tokenizer"] = "tokenizer.model"
+        if extra:
+            cfg.update(extra)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return out
 
 

@@ -34,9 +34,11 @@ from pathlib import Path
 
 import torch
 
-from herd.checkpoint.common import (atomic_dir, check_tokenizer_fits, iter_safetensors, load_tokenizer_in, read_json,
-                                    torch_load_tensors)
+from herd.checkpoint.common import (check_tokenizer_fits, iter_safetensors, materialize, read_json,
+                                    torch_load_tensors, weights_source)
+from herd.checkpoint.tokenizer_files import load_tokenizer_in
 from herd.errors import HerdError
+from herd.fileio import atomic_dir
 from herd.model.args import ModelArgs
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # as transformers' save_pretrained
@@ -231,8 +233,6 @@ def _hf_weight_files(p: Path) -> list[Path]:
 
 def iter_hf_tensors(path: str | os.PathLike, args: ModelArgs):
     """Yield (herd name, tensor) one file and one tensor at a time (safetensors are memory-mapped)."""
-    from herd.checkpoint import weights_source
-
     p = Path(path)
     source = weights_source(p, "hf")
     for f in _hf_weight_files(p):
@@ -262,9 +262,6 @@ def load_hf(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = N
     unless `dtype` says otherwise; the file's tensors become its parameters (no copy). The tokenizer is the
     tiktoken original/tokenizer.model (Meta's HF repos, herd's export), else a tokenizer.model beside the
     weights (herd's older exports), else a Llama 3 style tokenizer.json, if any."""
-    from herd.checkpoint import weights_source
-    from herd.checkpoint.common import materialize
-
     p = Path(path)
     args = read_hf_args(p)
     model = materialize(args, iter_hf_tensors(p, args), weights_source(p, "hf"), device, dtype or torch.float32)

@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from herd.errors import HerdError
+
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map, used by HF's ByteLevel."""
@@ -114,7 +116,6 @@ def load_hf_tokenizer_json(path: str | os.PathLike):
     """A Llama 3 style tokenizer.json (byte-level BPE, Llama 3's split pattern) -> herd Tokenizer
     with the same ids; the BPE ranks are the vocabulary ids below the 256 special tokens."""
     from herd.checkpoint.common import read_json
-    from herd.errors import HerdError
     from herd.tokenizer import Tokenizer
 
     p = Path(path)

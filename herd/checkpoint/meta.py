@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
-from herd.checkpoint.common import (atomic_dir, check_tokenizer_fits, load_tokenizer_beside, read_json,
-                                    torch_load_tensors)
+from herd.checkpoint.common import (check_tokenizer_fits, materialize, read_json, torch_load_tensors,
+                                    weights_source)
+from herd.checkpoint.tokenizer_files import load_tokenizer_beside
 from herd.errors import HerdError
+from herd.fileio import atomic_dir
 from herd.model.args import ModelArgs
 
 # Llama 3.1 RoPE scaling as llama-models applies it (factor 8); Llama 3.2's tied 1B/3B use 32.
@@ -231,9 +233,6 @@ def read_meta_args(path: str | os.PathLike) -> ModelArgs:
 def load_meta(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """Load a Meta checkpoint directory -> (Transformer, Tokenizer or None). The model is fp32
     unless `dtype` says otherwise; the merged tensors become its parameters (no second copy)."""
-    from herd.checkpoint import weights_source
-    from herd.checkpoint.common import materialize
-
     p = Path(path)
     args, shards, files = open_meta(p)
     model = materialize(args, iter_meta_tensors(args, shards, files), weights_source(p, "meta"), device,

@@ -15,6 +15,7 @@ multilingual whatever the head says: MiniLM is an English model, lid.176 is the 
 from __future__ import annotations
 
 import json
+import random
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class Embedder:
 
     def encode(self, ids, mask):
         """Last hidden states [B, T, 384] of BertModel (eval mode)."""
-        torch, F, w = self.torch, self.torch.nn.functional, self.w
+        F, w = self.torch.nn.functional, self.w
         B, T = ids.shape
         x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
              + w["embeddings.token_type_embeddings.weight"][0])
@@ -169,8 +170,6 @@ def train_head(texts: list[str], labels: list[str], epochs: int = 300, lr: float
 
 def main() -> None:
     """Train the shipped head on herd/curate/seeds.py's documents, report held-out accuracy."""
-    import random
-
     from herd.curate.seeds import seed_documents
 
     docs = seed_documents()

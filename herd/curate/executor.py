@@ -10,7 +10,9 @@ With Ray, every worker must see the same filesystem paths (a local Ray, or a sha
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -24,8 +26,6 @@ def _init_worker() -> None:
     IN_WORKER = True
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:  # one core per worker: torch's own thread pool would oversubscribe the machine
-        import sys
-
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(1)
     except Exception:
@@ -61,8 +61,6 @@ def run_tasks(fn: Callable, tasks: list[tuple], markers: list[Path], executor: s
                 fn(*tasks[i])
                 bar.update(1)
         else:
-            import multiprocessing as mp
-
             ctx = mp.get_context("fork")
             with ctx.Pool(min(workers, len(pending)), initializer=_init_worker) as pool:
                 for _ in pool.imap_unordered(_call, [(fn, tasks[i]) for i in pending]):

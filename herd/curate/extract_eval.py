@@ -155,7 +155,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-trafilatura", action="store_true")
     a = ap.parse_args(argv)
     res = evaluate(default_extractors(not a.no_trafilatura), Path(a.root), a.limit)
-    print(f"| extractor | pages | line recall | line precision | F1 | ms/page |")
+    print("| extractor | pages | line recall | line precision | F1 | ms/page |")
     print("|---|---|---|---|---|---|")
     for name, r in res.items():
         print(f"| {name} | {r['pages']} | {r['recall']:.3f} | {r['precision']:.3f} | {r['f1']:.3f} | "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from functools import lru_cache
@@ -30,65 +29,31 @@ import numpy as np
 
 from herd.config import from_dict
 from herd.curate.config import CurateConfig
+from herd.curate.executor import read_marker, run_tasks
+from herd.curate.report import Tally, write_report
 from herd.errors import HerdError
+from herd.fileio import AtomicFile, atomic_open, atomic_write_json
 
-STAGES = ["read", "extract", "langid", "pii", "url_dedup", "minhash_dedup", "line_dedup", "domain",
-          "heuristics", "quality", "mix"]
 BATCH = 256  # documents per batch inside a map task (bounded memory)
 
 
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-class Tally:
-    """Per-stage documents/bytes in and out, and drop counts by 'stage/reason'."""
-
-    def __init__(self):
-        self.stages = {s: [0, 0, 0, 0] for s in STAGES}  # docs_in, bytes_in, docs_out, bytes_out
-        self.drops: Counter = Counter()
-
-    def passed(self, stage: str, nbytes_in: int, nbytes_out: int | None = None) -> None:
-        s = self.stages[stage]
-        s[0] += 1
-        s[1] += nbytes_in
-        s[2] += 1
-        s[3] += nbytes_in if nbytes_out is None else nbytes_out
-
-    def dropped(self, stage: str, nbytes_in: int, reason: str) -> None:
-        s = self.stages[stage]
-        s[0] += 1
-        s[1] += nbytes_in
-        self.drops[f"{stage}/{reason.split(':', 1)[0]}"] += 1
-
-    def to_dict(self) -> dict:
-        return {"stages": self.stages, "drops": dict(self.drops)}
-
-
-def merge_tallies(dicts: list[dict]) -> dict:
-    stages = {s: [0, 0, 0, 0] for s in STAGES}
-    drops: Counter = Counter()
-    for d in dicts:
-        for s, v in d.get("stages", {}).items():
-            stages[s] = [a + b for a, b in zip(stages[s], v)]
-        drops.update(d.get("drops", {}))
-    return {"stages": stages, "drops": dict(drops)}
-
-
 class DropWriter:
     """Side file of dropped documents: one JSON line each (id, source, stage, reason)."""
 
     def __init__(self, path: Path):
-        self.path, self.tmp = path, path.with_suffix(".tmp")
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.tmp, "w", encoding="utf-8")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.out = AtomicFile(path, "w", encoding="utf-8")
+        self.f = self.out.file
 
     def add(self, doc_id: str, source: str, stage: str, reason: str) -> None:
         self.f.write(json.dumps({"id": doc_id, "source": source, "stage": stage, "reason": reason},
                                 ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        self.f.close()
-        os.replace(self.tmp, self.path)
+        self.out.commit()
 
 
 class ParquetRows:
@@ -97,9 +62,9 @@ class ParquetRows:
     def __init__(self, path: Path, schema):
         import pyarrow.parquet as pq
 
-        self.path, self.tmp, self.schema = path, path.with_name(path.name + ".tmp"), schema
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = pq.ParquetWriter(str(self.tmp), schema, compression="zstd")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.out, self.schema = AtomicFile(path), schema
+        self.writer = pq.ParquetWriter(str(self.out.tmp), schema, compression="zstd")
         self.rows: list[dict] = []
         self.n = 0
 
@@ -119,14 +84,12 @@ class ParquetRows:
     def close(self) -> None:
         self.flush()
         self.writer.close()
-        os.replace(self.tmp, self.path)
+        self.out.commit()
 
 
 def write_marker(path: Path, content: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(content))
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, content)
 
 
 def config_from_dict(d: dict) -> CurateConfig:
@@ -267,9 +230,8 @@ def phase_a(task_id: int, files: list[str], cfg_dict: dict, work: str) -> None:
     rows.close()
     drops.close()
     if tok_counts is not None:
-        tmp = work_p / "a" / f"{name}.tok.tmp.npy"
-        np.save(tmp, tok_counts)
-        os.replace(tmp, work_p / "a" / f"{name}.tok.npy")
+        with atomic_open(work_p / "a" / f"{name}.tok.npy", "wb") as f:
+            np.save(f, tok_counts)
     write_marker(work_p / "a" / f"{name}.done.json",
                  {"input_docs": input_docs, "input_bytes": input_bytes, "kept": rows.n, **tally.to_dict()})
 
@@ -283,7 +245,7 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
     from herd.curate.dedup import MinHashLSH, frequent_lines
 
     marker = work / "b" / "done.json"
-    done = _read_json(marker)
+    done = read_marker(marker)
     if done is not None:
         return done
     (work / "b").mkdir(parents=True, exist_ok=True)
@@ -304,7 +266,6 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
                 if k not in best or ts > best[k][0]:
                     best[k] = (ts, t, r)
     lsh = MinHashLSH(d.num_perm, d.bands, d.threshold) if d.minhash else None
-    bucket_of: list[np.ndarray] = []
     bucket_lines: list[np.ndarray] = []
     position = 0
     current_bucket = 0
@@ -373,13 +334,6 @@ def position_key(task: int, row: int) -> int:
 
 def _key_str(key: int, work: Path) -> str:
     return f"task {key >> 32} row {key & 0xFFFFFFFF}"
-
-
-def _read_json(p: Path):
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,17 +498,15 @@ def phase_e(task_id: int, cfg_dict: dict, rates: dict | None, work: str, out: st
         table = pa.Table.from_pylist(buf, schema=_schema_c())
         if cfg.output.format == "parquet":
             path = out_p / "data" / f"part-{name}-{part:03d}.parquet"
-            tmp = path.with_name(path.name + ".tmp")
-            pq.write_table(table, tmp, compression="zstd")
+            with AtomicFile(path) as a:
+                pq.write_table(table, a.tmp, compression="zstd")
         else:
             import zstandard
 
             path = out_p / "data" / f"part-{name}-{part:03d}.jsonl.zst"
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as fh, zstandard.ZstdCompressor(level=3).stream_writer(fh) as w:
+            with atomic_open(path, "wb") as fh, zstandard.ZstdCompressor(level=3).stream_writer(fh) as w:
                 for row in buf:
                     w.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-        os.replace(tmp, path)
         files.append(path.name)
         part += 1
         buf = []
@@ -586,7 +538,6 @@ def phase_e(task_id: int, cfg_dict: dict, rates: dict | None, work: str, out: st
 def run_curation(config: CurateConfig, inputs, out_dir, executor: str | None = None,
                  ray_address: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Run the recipe on the inputs into out_dir; return (and write) the report."""
-    from herd.curate.executor import run_tasks
     from herd.curate.readers import expand_inputs, plan_tasks
 
     t0 = time.time()
@@ -646,8 +597,6 @@ def run_curation(config: CurateConfig, inputs, out_dir, executor: str | None = N
     e_markers = run_tasks(phase_e, [(i, cfg_dict, rates, str(work), str(out)) for i in range(len(tasks))],
                           [work / "e" / f"{i:05d}.done.json" for i in range(len(tasks))], desc="curate E mix", **run)
     timings["E_mix_write"] = time.time() - t
-
-    from herd.curate.report import write_report
 
     report = write_report(cfg, out, work, files, a_markers, b, c_markers, e_markers, rates, target, timings,
                           time.time() - t0)

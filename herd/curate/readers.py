@@ -13,6 +13,7 @@ and everything else as one plain-text document per file (source code, .txt, .md,
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
@@ -87,8 +88,6 @@ _CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)"""
 def _decode_html(raw: bytes, declared: str = "") -> str:
     """HTML bytes -> str: the declared charset (HTTP header or <meta>) when Python knows it, else
     UTF-8 when the bytes are valid UTF-8, else resiliparse's encoding detection."""
-    import codecs
-
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
     m = _CHARSET_RE.search(raw[:4096])

@@ -2,7 +2,8 @@
 domain mix and score histograms (PNG), and the accounting check kept + dropped == input.
 
 Writes out/report.json, out/report.md, out/drops.jsonl (every dropped or unreadable document:
-id, source, stage, reason) and out/histograms.png.
+id, source, stage, reason) and out/histograms.png. The counts come from each map task's `Tally`
+(kept in its completion marker) and are summed by `merge_tallies`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,51 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from herd.curate.pipeline import STAGES, merge_tallies
+from herd.fileio import atomic_open
+
+STAGES = ["read", "extract", "langid", "pii", "url_dedup", "minhash_dedup", "line_dedup", "domain",
+          "heuristics", "quality", "mix"]
+
+
+class Tally:
+    """Per-stage documents/bytes in and out, and drop counts by 'stage/reason'."""
+
+    def __init__(self):
+        self.stages = {s: [0, 0, 0, 0] for s in STAGES}  # docs_in, bytes_in, docs_out, bytes_out
+        self.drops: Counter = Counter()
+
+    def passed(self, stage: str, nbytes_in: int, nbytes_out: int | None = None) -> None:
+        s = self.stages[stage]
+        s[0] += 1
+        s[1] += nbytes_in
+        s[2] += 1
+        s[3] += nbytes_in if nbytes_out is None else nbytes_out
+
+    def dropped(self, stage: str, nbytes_in: int, reason: str) -> None:
+        s = self.stages[stage]
+        s[0] += 1
+        s[1] += nbytes_in
+        self.drops[f"{stage}/{reason.split(':', 1)[0]}"] += 1
+
+    def to_dict(self) -> dict:
+        return {"stages": self.stages, "drops": dict(self.drops)}
+
+
+def merge_tallies(dicts: list[dict]) -> dict:
+    stages = {s: [0, 0, 0, 0] for s in STAGES}
+    drops: Counter = Counter()
+    for d in dicts:
+        for s, v in d.get("stages", {}).items():
+            stages[s] = [a + b for a, b in zip(stages[s], v)]
+        drops.update(d.get("drops", {}))
+    return {"stages": stages, "drops": dict(drops)}
+
+
 
 
 def _histograms(work: Path, out: Path, cfg) -> str | None:
@@ -62,8 +103,7 @@ def _gather_drops(work: Path, out: Path) -> tuple[int, list[dict]]:
     for prefix in ("a-", "b", "c-", "e-"):
         parts += sorted(p for p in (work / "drops").glob(f"{prefix}*.jsonl"))
     n, bad = 0, []
-    tmp = out / "drops.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as fo:
+    with atomic_open(out / "drops.jsonl", "w", encoding="utf-8") as fo:
         for p in parts:
             with open(p, encoding="utf-8") as fi:
                 for line in fi:
@@ -71,7 +111,6 @@ def _gather_drops(work: Path, out: Path) -> tuple[int, list[dict]]:
                     n += 1
                     if len(bad) < 200 and '"stage": "read"' in line:
                         bad.append(json.loads(line))
-    os.replace(tmp, out / "drops.jsonl")
     return n, bad
 
 

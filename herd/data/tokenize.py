@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +26,7 @@ import numpy as np
 
 from herd.data.shards import FORMAT, VERSION
 from herd.errors import HerdError
+from herd.fileio import atomic_write_json, replace_dir
 
 TEXT_EXT = (".txt", ".md", ".text")
 JSONL_EXT = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")
@@ -205,14 +207,6 @@ def _identity(files: list[Path], tok_sha: str, **params) -> dict:
             **params}
 
 
-def _write_json_atomic(path: Path, obj: dict):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj) + "\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_fraction: float = 0.005,
                    bos: bool = True, eos: bool = True, workers: int = 0, shard_tokens: int = 1 << 28,
                    chunk_docs: int = 64, overwrite: bool = False, progress: bool = True, log=None) -> dict:
@@ -226,8 +220,6 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
     written so far and the number of documents they hold are recorded in OUT.tmp-tokenize/
     progress.json; a re-run with the same inputs (paths, sizes, mtimes), tokenizer and options
     continues from there and produces the same output as an uninterrupted run."""
-    import sys
-
     from tqdm import tqdm
 
     from herd.tokenizer import Tokenizer
@@ -296,7 +288,7 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
 
     def record(docs: int, empty: int):
         writers["val"].roll()  # both splits end at the same document
-        _write_json_atomic(prog_file, {"identity": ident, "docs": docs, "empty": empty,
+        atomic_write_json(prog_file, {"identity": ident, "docs": docs, "empty": empty,
                                        "shards": {s: w.shards for s, w in writers.items()}})
 
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize", disable=not progress)
@@ -307,7 +299,7 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
             _init_worker(ranks, name)
             results = map(_encode_chunk, jobs())
         else:
-            import multiprocessing as mp
+            import multiprocessing as mp  # here, not at the top: this module is loaded by `herd --help`
 
             pool = mp.get_context("spawn" if os.name != "posix" else "fork").Pool(
                 workers, initializer=_init_worker, initargs=(ranks, name))
@@ -346,11 +338,9 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
         "bos": bos, "eos": eos, "val_fraction": val_fraction, "text_field": text_field,
         "inputs": [str(f) for f in files], "empty_documents_skipped": n_empty, "splits": splits,
     }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write_json(tmp / "meta.json", meta, indent=1)
     prog_file.unlink(missing_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     return meta
 
 

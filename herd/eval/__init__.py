@@ -75,6 +75,8 @@ lm-eval-harness — `herd.eval.lm_eval_adapter` (needs `pip install lm-eval`)
 
 from __future__ import annotations
 
+import importlib
+
 # The submodules are imported lazily so that `import herd.eval` stays cheap (no torch for the sandbox).
 _EXPORTS = {
     "loglikelihood": "herd.eval.scoring",
@@ -107,8 +109,6 @@ _EXPORTS = {
 
 def __getattr__(name):
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'herd.eval' has no attribute {name!r}")
 

@@ -11,6 +11,10 @@ Each task's result is written to --out as soon as it is done; --resume skips tas
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from herd.errors import HerdError, require_file
 
 TASKS = ("humaneval", "gsm8k", "mc", "mc-robustness", "ppl", "memorization")
 ALIASES = {"mmlu": "mc", "bpb": "ppl", "perplexity": "ppl"}
@@ -107,11 +111,6 @@ def cmd_lm_eval(args) -> int:
 
 
 def _read_texts(paths) -> list[str]:
-    import json
-    from pathlib import Path
-
-    from herd.errors import HerdError, require_file
-
     texts = []
     for p in paths:
         f = require_file(p, "text file")
@@ -128,10 +127,6 @@ def _read_texts(paths) -> list[str]:
 
 
 def cmd_eval(args) -> int:
-    import json
-    from pathlib import Path
-
-    from herd.errors import HerdError
     from herd.eval.report import entry, format_table, write_results
 
     tasks = [ALIASES.get(t, t) for t in args.task]

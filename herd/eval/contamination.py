@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from herd.errors import HerdError
+from herd.fileio import atomic_open
 
 MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier (golden ratio), a standard hashing constant
 OFFSET = np.uint64(0x632BE59BD9B4E019)
@@ -119,9 +120,8 @@ class NgramIndex:
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         for i, t in enumerate(self.tables):
-            tmp = d / f"shard-{i:05d}.tmp.npy"
-            np.save(tmp, t)
-            os.replace(tmp, d / f"shard-{i:05d}.npy")
+            with atomic_open(d / f"shard-{i:05d}.npy", "wb") as f:
+                np.save(f, t)
         (d / "ngram.txt").write_text(f"n={self.n}\nshards={len(self.tables)}\n")
         return d
 

@@ -11,6 +11,7 @@ stop sequences (a new top-level statement).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -37,8 +38,6 @@ def _default_problems_path() -> Path:
 
 def load_problems(path: str | os.PathLike | None = None, limit: int | None = None) -> list[dict]:
     """HumanEval problems (task_id, prompt, canonical_solution, test, entry_point), in file order."""
-    import gzip
-
     p = require_file(path, "HumanEval problems file") if path else _default_problems_path()
     opener = gzip.open if str(p).endswith(".gz") else open
     problems = []

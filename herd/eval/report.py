@@ -13,6 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from herd.fileio import atomic_write_json
+
 
 def ci95(score: float, n: int) -> float:
     """Half-width of the 95% confidence interval of a proportion `score` over `n` examples."""
@@ -54,10 +56,7 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
     """Write the results JSON atomically (a crash never leaves half a file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    os.replace(tmp, p)
-    return p
+    return atomic_write_json(p, results, indent=2, default=float)
 
 
 __all__ = ["ci95", "entry", "format_table", "write_results"]

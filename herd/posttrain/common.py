@@ -16,7 +16,6 @@ again continues from there. The file holds only tensors and numbers and is read 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from herd.errors import HerdError
+from herd.fileio import AtomicFile
 from herd.train.parallel import resolve_device
 
 IGNORE = -100
@@ -165,9 +165,8 @@ class StepLoop:
         st = {"params": {n: p.detach().clone() for n, p in self._trainable().items()},
               "optimizer": self.opt.state_dict(), "step": self.step, "fingerprint": self.fingerprint,
               "history": self.history}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(st, tmp)
-        os.replace(tmp, self.path)
+        with AtomicFile(self.path) as a:
+            torch.save(st, a.tmp)
 
     def run(self, step_fn, log_every: int = 10, quiet: bool = False):
         """Call `step_fn(step) -> dict of floats` (it computes the loss and calls backward) for each

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from herd.errors import HerdError
+from herd.fileio import atomic_open
 
 ROLES = ("system", "user", "assistant", "ipython")
 
@@ -90,13 +91,11 @@ def _lines(f, p):
 def write_jsonl(path, records: Iterable[dict]) -> int:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(p, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             n += 1
-    tmp.replace(p)
     return n
 
 

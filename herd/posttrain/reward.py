@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from herd.errors import HerdError
+from herd.fileio import AtomicFile
 from herd.posttrain.config import RMConfig
 from herd.posttrain.common import (StepLoop, autocast, cfg_device, check_positive, load_policy, make_optimizer, mean_of,
                                    pad_right)
@@ -177,9 +178,8 @@ def save_reward_model(rm: RewardModel, out, tokenizer, extra: dict | None = None
     extra = dict(extra or {})
     extra["reward_head"] = HEAD_FILE
     save_herd(rm.backbone, out, tokenizer=tokenizer, extra=extra)
-    tmp = Path(out) / (HEAD_FILE + ".tmp")
-    save_file({"weight": rm.head.weight.detach().contiguous().cpu()}, str(tmp))
-    tmp.replace(Path(out) / HEAD_FILE)
+    with AtomicFile(Path(out) / HEAD_FILE) as a:
+        save_file({"weight": rm.head.weight.detach().contiguous().cpu()}, str(a.tmp))
 
 
 def load_reward_model(path, device="cpu", dtype=torch.float32):

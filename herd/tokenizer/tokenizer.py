@@ -13,13 +13,16 @@ plain threads scale) with the same cutting, hence the same ids as `encode`.
 from __future__ import annotations
 
 import base64
+import importlib.util
+import multiprocessing as mp
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import AbstractSet, Collection, Iterable, Iterator, Literal, Sequence
 
 from herd.errors import HerdError
+from herd.fileio import atomic_open
 
 PAT_STR = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
            r"\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -60,8 +63,6 @@ _WHITESPACE = re.compile(r"\s")
 
 def llama3_tokenizer_path() -> Path:
     """Where the real Llama 3 BPE file lies: inside the installed `llama-models` package."""
-    import importlib.util
-
     spec = importlib.util.find_spec("llama_models")
     if spec is None or not spec.submodule_search_locations:
         raise HerdError("the Llama 3 tokenizer ships in the PyPI package llama-models: "
@@ -109,12 +110,9 @@ def check_ranks(ranks: dict[bytes, int], where: str = "tokenizer") -> None:
 
 
 def save_bpe_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
             f.write(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n")
-    os.replace(tmp, p)
 
 
 def _has_long_run(s: str, max_run: int) -> bool:
@@ -324,9 +322,6 @@ class ParallelEncoder:
     """
 
     def __init__(self, tok: "Tokenizer", processes: int | None = None, chunk_chars: int = 250_000):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         self.processes = processes or os.cpu_count() or 1
         self.chunk_chars = chunk_chars
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")

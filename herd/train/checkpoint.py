@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -34,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from herd.errors import HerdError
+from herd.fileio import fsync_dir, fsync_file, replace_dir
 
 STEP_RE = re.compile(r"^step-(\d{8})$")
 SHARDS = "state"  # directory of a sharded checkpoint's state
@@ -45,22 +45,6 @@ def sha256_file(path: Path) -> str:
         for b in iter(lambda: f.read(1 << 22), b""):
             h.update(b)
     return h.hexdigest()
-
-
-def _fsync_file(path: Path):
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -103,7 +87,7 @@ def write_rng(root: Path, step: int, rank: int):
     tmp.mkdir(parents=True, exist_ok=True)
     f = tmp / f"rng-{rank}.pt"
     torch.save(rng_state(), f)
-    _fsync_file(f)
+    fsync_file(f)
 
 
 def seal(root: Path, step: int, state: dict | None, train_state: dict, keep: int,
@@ -118,7 +102,7 @@ def seal(root: Path, step: int, state: dict | None, train_state: dict, keep: int
     (tmp / "train_state.json").write_text(json.dumps(train_state, indent=1) + "\n")
     files = sorted(p for p in tmp.iterdir() if p.name != "checksums.json" and p.is_file())
     for f in files:
-        _fsync_file(f)
+        fsync_file(f)
     sums = {f.name: sha256_file(f) for f in files}
     if state is None:
         shard_sums = dict(shard_sums or {})
@@ -126,16 +110,13 @@ def seal(root: Path, step: int, state: dict | None, train_state: dict, keep: int
             if f.is_file() and f.name not in shard_sums:  # a file no rank reported: hash it here
                 shard_sums[f.name] = sha256_file(f)
         for name in shard_sums:
-            _fsync_file(tmp / SHARDS / name)
-        _fsync_dir(tmp / SHARDS)
+            fsync_file(tmp / SHARDS / name)
+        fsync_dir(tmp / SHARDS)
         sums.update({f"{SHARDS}/{k}": v for k, v in sorted(shard_sums.items())})
     (tmp / "checksums.json").write_text(json.dumps(sums, indent=1) + "\n")
-    _fsync_file(tmp / "checksums.json")
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. after a rollback): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_file(tmp / "checksums.json")
+    fsync_dir(tmp)
+    replace_dir(tmp, final)  # re-saving the same step (e.g. after a rollback) replaces it
     for _, old in list_checkpoints(root)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
