@@ -32,11 +32,15 @@ from pathlib import Path
 
 import torch
 
+from herd.posttrain.round import RoundConfig
+
 
 @dataclass
-class DemoConfig:
+class DemoConfig(RoundConfig):
+    """The round's settings (herd.posttrain.round.RoundConfig: steps, LRs, sampling, device/dtype;
+    the documented run: cpu, float32) plus the demo's task and base model."""
     out: str = "posttrain-demo"
-    seed: int = 0
+    rs_chunk: int = 200
     max_value: int = 9  # operands 1..max_value
     n_train: int = 3000
     n_test: int = 300
@@ -46,23 +50,8 @@ class DemoConfig:
     n_kv_heads: int = 2
     pretrain_steps: int = 500
     pretrain_lr: float = 3e-3
-    sft_steps: int = 80
-    sft_lr: float = 0.002
-    batch_size: int = 32
-    seq_len: int = 128
     rs_prompts: int = 400
-    k: int = 8
-    temperature: float = 1.0
-    rs_sft_steps: int = 60
-    rs_sft_lr: float = 0.001
-    dpo_steps: int = 40
-    dpo_lr: float = 1e-05
-    dpo_batch: int = 16
     dpo_prompts: int = 400
-    dpo_lora_rank: int = 0
-    quiet: bool = True
-    device: str = "auto"  # auto = cuda if available, else cpu
-    dtype: str = "auto"  # auto = bfloat16 on a GPU, float32 on a CPU (the documented run: cpu, float32)
 
 
 def demo_tokenizer():
@@ -142,7 +131,7 @@ def run_demo(out: str | Path | None = None, cfg: DemoConfig | None = None, log=p
     from herd.checkpoint import save_herd
     from herd.model import ModelArgs, Transformer
     from herd.posttrain.common import resolve_device
-    from herd.posttrain.round import RoundConfig, arithmetic_round_task, post_train_round
+    from herd.posttrain.round import arithmetic_round_task, post_train_round
 
     cfg = cfg or DemoConfig()
     if out is not None:
@@ -167,12 +156,7 @@ def run_demo(out: str | Path | None = None, cfg: DemoConfig | None = None, log=p
     timings = {"pretrain": time.time() - t}
     del model
 
-    rcfg = RoundConfig(out=str(o), sft_steps=cfg.sft_steps, sft_lr=cfg.sft_lr, batch_size=cfg.batch_size,
-                       seq_len=cfg.seq_len, k=cfg.k, temperature=cfg.temperature, max_new_tokens=24, rs_chunk=200,
-                       rs_sft_steps=cfg.rs_sft_steps, rs_sft_lr=cfg.rs_sft_lr, dpo_steps=cfg.dpo_steps,
-                       dpo_lr=cfg.dpo_lr, dpo_batch=cfg.dpo_batch, dpo_lora_rank=cfg.dpo_lora_rank, warmup=5,
-                       seed=cfg.seed, quiet=cfg.quiet, device=cfg.device, dtype=cfg.dtype)
-    r = post_train_round(str(o / "base"), task, rcfg, log=log, prefix="posttrain demo")
+    r = post_train_round(str(o / "base"), task, cfg, log=log, prefix="posttrain demo")
     acc = {"base": r["sft"]["accuracy_base"], "sft": r["sft"]["accuracy"], "rs": r["rs"]["accuracy"],
            "dpo": r["dpo"]["accuracy"]}
     timings.update(sft=r["sft"]["seconds"], rejection_sampling=r["rs"]["seconds"], dpo=r["dpo"]["seconds"])
