@@ -4,7 +4,6 @@ over ranks gets exactly the weights of one process, and checkpoints written shar
 checksums, and fall back to the previous checkpoint when the latest is corrupt."""
 
 import json
-import socket
 
 import pytest
 import torch
@@ -70,15 +69,7 @@ def test_full_checkpoint_still_written_by_default_on_one_process(para_tok_dir, t
     assert (out / "checkpoints" / "step-00000004" / "state.pt").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sharded_init_worker(rank, world, port, preset, out):
-    import os
-
+def _sharded_init_worker(rank, world, store_file, preset, out):
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -87,9 +78,10 @@ def _sharded_init_worker(rank, world, port, preset, out):
     from herd.train.checkpoint import full_state_dict
     from herd.train.parallel import apply_fsdp, materialize_sharded
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous: no port to pick and race for, and no rank hosts the store, so the order in
+    # which the ranks exit cannot break the other's teardown.
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world)
     try:
         args = get_preset(preset, n_layers=2, dim=128, n_heads=4, n_kv_heads=2, vocab_size=1000, multiple_of=32)
         model = Transformer.build(args, device="meta")
@@ -101,6 +93,7 @@ def _sharded_init_worker(rank, world, port, preset, out):
             torch.save({"sd": msd, "local": local}, out)
         else:
             torch.save({"local": local}, str(out) + ".1")
+        dist.barrier()  # both ranks done with every collective before either tears down
     finally:
         dist.destroy_process_group()
 
@@ -111,7 +104,8 @@ def test_meta_sharded_init_equals_one_process_build(tmp_path, preset):
     from herd.model.transformer import Transformer
 
     out = tmp_path / "sd.pt"
-    mp.start_processes(_sharded_init_worker, args=(2, _free_port(), preset, out), nprocs=2, start_method="spawn")
+    mp.start_processes(_sharded_init_worker, args=(2, tmp_path / "store", preset, out), nprocs=2,
+                       start_method="spawn")
     got = torch.load(out, weights_only=True)
     other = torch.load(str(out) + ".1", weights_only=True)
     args = get_preset(preset, n_layers=2, dim=128, n_heads=4, n_kv_heads=2, vocab_size=1000, multiple_of=32)
