@@ -134,27 +134,30 @@ class _UidLease:
         os.close(self.fd)
 
 
-def _kill_uid(uid: int) -> None:
-    """Kill every process owned by `uid`: kill(-1, SIGKILL) from a process running as that uid
-    reaches exactly them (and never the caller), even ones that left the session or process group."""
-    for i in range(60):
-        if not _pids_of_uid(uid):
-            return
-        if i < 10:  # the PID namespace usually takes them down by itself within a few ms
-            time.sleep(0.02)
-            continue
-        subprocess.run(
-            [
-                sys.executable,
-                "-I",
-                "-S",
-                "-c",
-                f"import os,signal; os.setgid({uid}); os.setuid({uid}); os.kill(-1, signal.SIGKILL)",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=30,
-        )
+def _kill_uid(uid: int, deadline_s: float = 30.0) -> None:
+    """Kill every process owned by `uid` and return only once none is left (a containment guarantee:
+    run_code never returns while its sandbox has a process). kill(-1, SIGKILL) from a process running
+    as that uid reaches exactly them (and never the caller), even ones that left the session or
+    process group; killed processes are counted until they are reaped (zombies too)."""
+    t0 = time.monotonic()
+    while _pids_of_uid(uid):
+        waited = time.monotonic() - t0
+        if waited > deadline_s:
+            raise HerdError(f"sandbox: processes of uid {uid} survived SIGKILL for {deadline_s:.0f} s: "
+                            f"{_pids_of_uid(uid)[:10]}")
+        if waited >= 0.2:  # the PID namespace usually takes them down by itself within a few ms
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-c",
+                    f"import os,signal; os.setgid({uid}); os.setuid({uid}); os.kill(-1, signal.SIGKILL)",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+            )
         time.sleep(0.01)
 
 
@@ -361,9 +364,9 @@ def run_code(
                 status.update(ast.literal_eval(line))
         except (OSError, ValueError, SyntaxError):
             pass
-        # With a PID namespace, the launcher's wait returned only after the kernel had emptied it.
-        reaped = "pid" in status.get("namespaces", []) and ("exit" in status or "signal" in status)
-        if root and status.get("uid_dropped", True) and not reaped:
+        # Under its own uid, wait until no process of the sandbox is left (with a PID namespace the
+        # kernel has usually emptied it already: then this is one look at /proc).
+        if root and status.get("uid_dropped", True):
             _kill_uid(uid)
         if not status.get("uid_dropped", False):
             _kill_session(proc.pid)
