@@ -27,8 +27,7 @@ done (their tokens are dropped); prompts beyond `max_batch` rows go in further b
 
 Speed (CPU decode is bound by weight reads and per-op overhead): prefill runs the model's own
 forward (`Transformer.forward` with the cache, the last layer for the last position only); each
-decode step runs `herd.inference.decode.
-decode_step`, which reads only the live part of the cache, needs no mask when no row is padded,
+decode step runs `herd.inference.decode.decode_step`, which reads only the live part of the cache, needs no mask when no row is padded,
 attends without copying K/V for grouped-query attention, and (with `pack`, the default on the CPU)
 finds the model's linear weights laid out [in, out] in place, the layout the CPU's GEMV streams
 best (same parameters, shapes and values; see that module). With `compile=True` the decode step is
