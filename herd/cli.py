@@ -23,10 +23,16 @@ STAGES = [
     "herd.curate.cli",  # curate
     "herd.data.cli",  # tokenize
     "herd.train.cli",  # pretrain
+    "herd.train.plan",  # plan (4D layouts, memory, MFU)
     "herd.scaling.cli",  # scaling isoflop/fit/predict
     "herd.posttrain.cli",  # sft, rm, rejection-sample, dpo, average
     "herd.inference.cli",  # generate, chat
     "herd.eval.cli",  # eval
+    "herd.serve.cli",  # serve
+    "herd.safety.cli",  # guard, prompt-guard, code-shield
+    "herd.vision.cli",  # vision train
+    "herd.speech.cli",  # speech train
+    "herd.plot",  # plot
 ]
 
 
