@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:  # stage not built yet
+            if e.name and (name == e.name or name.startswith(e.name + ".")):  # stage not built yet
                 continue
             raise
         mod.register(sub)
