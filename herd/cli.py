@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from herd.errors import HerdError
@@ -72,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         print("herd: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `herd info ... | head`: the reader left, not an error
-        import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

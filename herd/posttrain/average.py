@@ -11,6 +11,7 @@ checkpoint has one. The tokenizer of the first checkpoint goes with the result.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -66,7 +67,6 @@ def average_checkpoints(paths, out, weights=None) -> dict:
             raise HerdError("average: the reward heads have different shapes")
         head = average_state_dicts(({"weight": h} for h in heads), weights)["weight"]
         save_file({"weight": head.contiguous()}, str(Path(out) / HEAD_FILE))
-        import json
 
         cfg_path = Path(out) / "config.json"
         c = json.loads(cfg_path.read_text())

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 import random
 import sys
 from dataclasses import asdict
@@ -104,8 +105,6 @@ def reference_logps(model, pairs, pad_id: int, batch_size: int, quiet: bool = Fa
 def _ref_cache(cfg: DPOConfig, model, pairs, pad_id: int, device, dtype) -> torch.Tensor:
     """[N, 2] reference log-probs on `device`, from OUT/ref_logps.pt (kept on the CPU) when it
     matches this run."""
-    from pathlib import Path
-
     path = Path(cfg.out) / "ref_logps.pt"
     key = {"data": cfg.data, "ref": cfg.ref_model or cfg.model, "n": len(pairs), "max_len": cfg.max_len}
     if cfg.resume and path.is_file():

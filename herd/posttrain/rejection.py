@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -82,8 +83,6 @@ def make_scorer(cfg: RSConfig):
 
 def summarize(records: list[dict], verifier: bool) -> dict:
     """Score distribution and best-of-K gain over sampled records."""
-    import statistics
-
     scores = [s for r in records for s in r["scores"]]
     best = [max(r["scores"]) for r in records]
     one = statistics.fmean(scores)

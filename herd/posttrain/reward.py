@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict
 from pathlib import Path
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -106,8 +107,6 @@ def pairwise_accuracy(rm: RewardModel, examples, pad_id: int, batch_size: int = 
 
 
 def load_preferences(path, tokenizer, max_len: int, on_bad_line: str = "skip"):
-    import sys
-
     prefs = read_jsonl(path, parse_preference, on_bad_line, what="preference record")
     enc = [_encode(tokenizer, p, max_len) for p in prefs]
     dropped = sum(e is None for e in enc)

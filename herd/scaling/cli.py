@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 ISO_HELP = {
@@ -121,8 +122,6 @@ def _isoflop(args) -> int:
 
 
 def _fit(args) -> int:
-    from pathlib import Path
-
     from herd.scaling.fit import fit_runs, load_runs
     from herd.scaling.plot import plot_all
 

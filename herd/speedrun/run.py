@@ -26,6 +26,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+import zlib
 
 from herd.errors import HerdError
 from herd.fileio import atomic_write_json
@@ -233,8 +234,6 @@ def _chunks(text: str, max_chars: int) -> list[str]:
 def stage_tokenize(ctx: Context) -> dict:
     """Token shards of the main mix, the high-quality anneal mix (code + math, §3.4.3) and a
     held-out set (pieces chosen by a hash of their text, at least `min_heldout` of them)."""
-    import zlib
-
     from herd.data import tokenize_files
 
     c = ctx.cfg

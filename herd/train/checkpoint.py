@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import re
 import shutil
 import sys
@@ -64,8 +65,6 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def rng_state() -> dict:
-    import random
-
     s = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state()
@@ -73,8 +72,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(s: dict):
-    import random
-
     torch.set_rng_state(s["torch"])
     random.setstate(s["python"])
     if "cuda" in s and torch.cuda.is_available():
