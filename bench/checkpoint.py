@@ -54,7 +54,8 @@ def main():
         del model
         rows = [
             ("transformers from_pretrained (HF dir)",
-             timed(lambda: transformers.LlamaForCausalLM.from_pretrained(d / "hf", dtype=torch.float32), a.repeat)),
+             timed(lambda: transformers.LlamaForCausalLM.from_pretrained(d / "hf", dtype=torch.float32),
+                   a.repeat)),
             ("herd load_model (HF dir)", timed(lambda: load_model(d / "hf"), a.repeat)),
             ("herd load_model (herd dir)", timed(lambda: load_model(d / "herd"), a.repeat)),
             ("herd load_model (Meta, 1 file)", timed(lambda: load_model(d / "meta1"), a.repeat)),
@@ -63,11 +64,12 @@ def main():
              timed(lambda: convert_checkpoint(d / "meta2", d / "out", "hf", log=lambda s: None), a.repeat)),
         ]
     peer = rows[0][1]
-    print(f"{a.preset}: {args.num_params() / 1e6:.1f}M parameters, {gb:.2f} GB fp32; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, {torch.get_num_threads()} threads; median of {a.repeat}")
+    print(f"{a.preset}: {args.num_params() / 1e6:.1f}M parameters, {gb:.2f} GB fp32; torch "
+          f"{torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads; "
+          f"median of {a.repeat}")
     for name, t in rows:
-        ratio = f"  speed x{peer / t:5.2f} of transformers" if "load" in name or "from_pretrained" in name else \
-            "  (writes and fsyncs the files; no peer)"
+        ratio = f"  speed x{peer / t:5.2f} of transformers" if "load" in name or "from_pretrained" in name \
+            else "  (writes and fsyncs the files; no peer)"
         print(f"  {name:42s} {t:7.3f} s  {gb / t:6.2f} GB/s{ratio}")
 
 

@@ -60,7 +60,8 @@ def run_herd(root: Path, workers: int) -> dict:
     from herd.curate import default_config, run_curation
 
     cfg = default_config(
-        dedup={"url": False, "line": False, "num_perm": 112, "bands": 16, "shingle_size": 5, "threshold": 0.7},
+        dedup={"url": False, "line": False, "num_perm": 112, "bands": 16, "shingle_size": 5,
+               "threshold": 0.7},
         heuristics={"kl": False, "prose_domains": ["general"]}, domain={"enabled": False},
         quality={"enabled": False}, mix={"enabled": False}, run={"workers": workers},
         output={"histograms": False})
@@ -110,10 +111,12 @@ def run_datatrove(root: Path, workers: int) -> dict:
         if extract:
             steps.append(Trafilatura(favour_precision=True, timeout=10.0))
         steps += [LanguageFilter(language_threshold=0.0), GopherRepetitionFilter(), GopherQualityFilter(),
-                  PIIFormatter(), JsonlWriter(str(work / "filtered"), output_filename=f"{name}_${{rank}}.jsonl.gz")]
+                  PIIFormatter(),
+                  JsonlWriter(str(work / "filtered"), output_filename=f"{name}_${{rank}}.jsonl.gz")]
         LocalPipelineExecutor(steps, tasks=workers, workers=workers, logging_dir=str(work / "logs" / name),
                               skip_completed=False).run()
-    LocalPipelineExecutor([JsonlReader(str(work / "filtered")), MinhashDedupSignature(str(work / "sigs"), config=mh)],
+    LocalPipelineExecutor([JsonlReader(str(work / "filtered")),
+                           MinhashDedupSignature(str(work / "sigs"), config=mh)],
                           tasks=workers, workers=workers, logging_dir=str(work / "logs/m1")).run()
     LocalPipelineExecutor([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)],
                           tasks=mh.num_buckets, workers=workers, logging_dir=str(work / "logs/m2")).run()
@@ -154,8 +157,8 @@ def main() -> None:
     os.environ["HF_HOME"] = str(root / "hf_home")  # datatrove's asset cache, before it is imported
     try:
         n, nbytes = build_inputs(root, a.html_pages, a.speeches, a.code_files)
-        print(f"input: {n} documents, {nbytes / 1e6:.1f} MB ({a.html_pages} HTML pages, {a.speeches} speeches, "
-              f"{a.code_files} code files); {a.workers} workers; python {sys.version.split()[0]}")
+        print(f"input: {n} documents, {nbytes / 1e6:.1f} MB ({a.html_pages} HTML pages, {a.speeches} "
+              f"speeches, {a.code_files} code files); {a.workers} workers; python {sys.version.split()[0]}")
         res = {} if a.skip_herd else {"herd": run_herd(root, a.workers)}
         if not a.skip_datatrove:
             res["datatrove"] = run_datatrove(root, a.workers)
@@ -168,7 +171,8 @@ def main() -> None:
             print("herd phases (s):", res["herd"]["phases"])
             print("herd drops:", res["herd"]["dropped"])
         if "datatrove" in res and "herd" in res:
-            print(f"throughput ratio herd / datatrove: {res['datatrove']['seconds'] / res['herd']['seconds']:.2f}x")
+            print("throughput ratio herd / datatrove: "
+                  f"{res['datatrove']['seconds'] / res['herd']['seconds']:.2f}x")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

