@@ -59,9 +59,9 @@ def torch_load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         m = re.search(r"GLOBAL ([\w.]+)|Unsupported class ([\w.]+)", str(e))
         if m:
-            raise HerdError(f"{p}: holds a pickled Python object ({m.group(1) or m.group(2)}), not only tensors; "
-                            f"herd refuses to unpickle arbitrary objects (they can run code). Re-save it as a "
-                            f"plain state dict of tensors") from None
+            raise HerdError(f"{p}: holds a pickled Python object ({m.group(1) or m.group(2)}), not only "
+                            "tensors; herd refuses to unpickle arbitrary objects (they can run code). "
+                            f"Re-save it as a plain state dict of tensors") from None
         raise HerdError(f"{p}: corrupt or truncated PyTorch checkpoint (not a valid torch.save file); "
                         f"download or copy it again") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
@@ -144,8 +144,9 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     """'bf16'/'bfloat16', 'fp16'/'float16', 'fp32'/'float32' -> torch dtype; None stays None."""
     if name is None or isinstance(name, torch.dtype):
         return name
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+             "float16": torch.float16, "half": torch.float16, "fp32": torch.float32, "float32": torch.float32,
+             "float": torch.float32}
     if str(name).lower() not in table:
         raise HerdError(f"unknown dtype {name!r}; choose bf16, fp16 or fp32")
     return table[str(name).lower()]

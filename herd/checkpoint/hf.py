@@ -92,7 +92,8 @@ def _ffn_pair(dim: int, intermediate: int, hint: dict | None) -> tuple[int, floa
         if width(m, f) == intermediate:
             return m, f
     h = int(2 * 4 * dim / 3)
-    return intermediate, (intermediate / h if h > intermediate else None)  # rounds up to exactly `intermediate`
+    # the multiplier rounds up to exactly `intermediate`
+    return intermediate, (intermediate / h if h > intermediate else None)
 
 
 def hf_config_to_args(cfg: dict, source: str = "config.json") -> ModelArgs:
@@ -108,7 +109,8 @@ def hf_config_to_args(cfg: dict, source: str = "config.json") -> ModelArgs:
         raise HerdError(f"{source}: hidden_act {cfg['hidden_act']!r}; Llama 3 uses silu (SwiGLU)")
     try:
         dim, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        n_layers, inter, vocab = int(cfg["num_hidden_layers"]), int(cfg["intermediate_size"]), int(cfg["vocab_size"])
+        n_layers, inter = int(cfg["num_hidden_layers"]), int(cfg["intermediate_size"])
+        vocab = int(cfg["vocab_size"])
     except KeyError as e:
         raise HerdError(f"{source}: missing field {e.args[0]}") from None
     except (TypeError, ValueError) as e:
@@ -129,7 +131,8 @@ def hf_config_to_args(cfg: dict, source: str = "config.json") -> ModelArgs:
                   rope_high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
                   rope_old_context_len=int(rope.get("original_max_position_embeddings", 8192)))
     elif rope_type not in ("default", None):
-        raise HerdError(f"{source}: RoPE type {rope_type!r} is not Llama 3's; herd supports default and llama3")
+        raise HerdError(f"{source}: RoPE type {rope_type!r} is not Llama 3's; herd supports default and "
+                        "llama3")
     multiple_of, mult = _ffn_pair(dim, inter, cfg.get("herd"))
     try:
         return ModelArgs(dim=dim, n_layers=n_layers, n_heads=heads,
@@ -147,7 +150,8 @@ def args_to_hf_config(args: ModelArgs, dtype: torch.dtype = torch.float32, token
     scaling = None
     if args.use_scaled_rope:
         scaling = {"rope_type": "llama3", "factor": args.rope_scale_factor,
-                   "low_freq_factor": args.rope_low_freq_factor, "high_freq_factor": args.rope_high_freq_factor,
+                   "low_freq_factor": args.rope_low_freq_factor,
+                   "high_freq_factor": args.rope_high_freq_factor,
                    "original_max_position_embeddings": args.rope_old_context_len}
         rope = dict(scaling, rope_theta=args.rope_theta)
     if tokenizer is not None:
@@ -264,7 +268,8 @@ def load_hf(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = N
     weights (herd's older exports), else a Llama 3 style tokenizer.json, if any."""
     p = Path(path)
     args = read_hf_args(p)
-    model = materialize(args, iter_hf_tensors(p, args), weights_source(p, "hf"), device, dtype or torch.float32)
+    model = materialize(args, iter_hf_tensors(p, args), weights_source(p, "hf"), device,
+                        dtype or torch.float32)
     return model, load_tokenizer_in(p)
 
 

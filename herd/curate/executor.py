@@ -44,8 +44,8 @@ def read_marker(path: Path) -> dict | None:
         return None
 
 
-def run_tasks(fn: Callable, tasks: list[tuple], markers: list[Path], executor: str = "local", workers: int = 0,
-              ray_address: str = "", desc: str = "", progress: bool = True) -> list[dict]:
+def run_tasks(fn: Callable, tasks: list[tuple], markers: list[Path], executor: str = "local",
+              workers: int = 0, ray_address: str = "", desc: str = "", progress: bool = True) -> list[dict]:
     """Run fn(*task) for each task without a marker; return every task's marker content, in order."""
     from tqdm import tqdm
 
@@ -70,7 +70,8 @@ def run_tasks(fn: Callable, tasks: list[tuple], markers: list[Path], executor: s
     for m in markers:
         r = read_marker(m)
         if r is None:
-            raise HerdError(f"task finished without its completion marker {m} (a worker died: rerun to resume)")
+            raise HerdError(f"task finished without its completion marker {m} (a worker died: rerun to "
+                            "resume)")
         out.append(r)
     return out
 

@@ -23,7 +23,8 @@ SKIP_SELECTORS = [".headerlink", ".katex-html", ".MathJax_Preview", ".MathJax", 
                   ".MathJax_SVG", ".skip-link", ".visually-hidden", ".sr-only"]
 
 _MATH_RE = re.compile(r"<math\b[^>]*>(.*?)</math>", re.S | re.I)
-_TEX_ANN_RE = re.compile(r"<annotation\b[^>]*encoding=[\"']application/x-tex[\"'][^>]*>(.*?)</annotation>", re.S | re.I)
+_TEX_ANN_RE = re.compile(r"<annotation\b[^>]*encoding=[\"']application/x-tex[\"'][^>]*>(.*?)</annotation>",
+                         re.S | re.I)
 _MATH_SCRIPT_RE = re.compile(r"<script\b[^>]*type=[\"']math/tex(;\s*mode=display)?[\"'][^>]*>(.*?)</script>",
                              re.S | re.I)
 _BLANKS_RE = re.compile(r"\n{3,}")

@@ -55,11 +55,12 @@ def rst_to_lines(src: str) -> list[str]:
             continue
         if _FIELD.match(s):
             continue
-        m = re.match(r"^\s*\.\. (versionadded|versionchanged|deprecated|deprecated-removed|seealso)::\s*(.*)$", s)
+        m = re.match(r"^\s*\.\. (versionadded|versionchanged|deprecated|deprecated-removed|seealso)"
+                     r"::\s*(.*)$", s)
         if m:  # Sphinx renders these directives as fixed phrases
             verb = {"versionadded": "New in version", "versionchanged": "Changed in version",
-                    "deprecated": "Deprecated since version", "deprecated-removed": "Deprecated since version",
-                    "seealso": "See also"}[m.group(1)]
+                    "deprecated": "Deprecated since version",
+                    "deprecated-removed": "Deprecated since version", "seealso": "See also"}[m.group(1)]
             s = f"{verb} {m.group(2)}"
         elif is_directive:
             s = re.sub(r"^\s*\.\. [\w:-]+::\s*", "", s)  # keep the argument (signatures, titles)
@@ -120,7 +121,8 @@ def pages(root: Path = DOC_ROOT, limit: int | None = None) -> list[tuple[Path, P
 def evaluate(extractors: dict, root: Path = DOC_ROOT, limit: int | None = None) -> dict:
     """Micro-averaged line recall/precision (and F1, seconds) of each extractor over the pages."""
     ps = pages(root, limit)
-    res = {name: {"recall_hit": 0, "recall_total": 0, "precision_hit": 0, "precision_total": 0, "seconds": 0.0}
+    res = {name: {"recall_hit": 0, "recall_total": 0, "precision_hit": 0, "precision_total": 0,
+                  "seconds": 0.0}
            for name in extractors}
     for html_path, src_path in ps:
         html = html_path.read_text(encoding="utf-8", errors="replace")
@@ -142,7 +144,8 @@ def evaluate(extractors: dict, root: Path = DOC_ROOT, limit: int | None = None) 
 def default_extractors(with_trafilatura: bool = True) -> dict:
     from herd.curate.extract import html_to_text, raw_resiliparse, raw_trafilatura
 
-    ex = {"herd (resiliparse main content + code/math/alt)": html_to_text, "resiliparse defaults": raw_resiliparse}
+    ex = {"herd (resiliparse main content + code/math/alt)": html_to_text,
+          "resiliparse defaults": raw_resiliparse}
     if with_trafilatura:
         ex["trafilatura defaults"] = raw_trafilatura
     return ex

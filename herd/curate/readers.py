@@ -195,7 +195,8 @@ def read_parquet(path: Path, source: str) -> Iterator[dict]:
             for row in batch.to_pylist():
                 ts = row.get("timestamp")
                 if isinstance(ts, datetime):
-                    row["timestamp"] = ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=timezone.utc).timestamp()
+                    row["timestamp"] = (ts.timestamp() if ts.tzinfo
+                                        else ts.replace(tzinfo=timezone.utc).timestamp())
                 yield record_from_dict(row, f"{source}#{n}", source)
                 n += 1
     except Exception as e:  # pyarrow raises many types for a corrupt file
@@ -210,7 +211,8 @@ def read_warc(path: Path, source: str) -> Iterator[dict]:
         with open(path, "rb") as f:
             for record in ArchiveIterator(f):
                 if record.rec_type is None or not record.rec_headers.get_header("WARC-Type"):
-                    yield _error(f"{source}#{n}", source, "corrupt_file: WARC record without a WARC-Type header")
+                    yield _error(f"{source}#{n}", source,
+                                 "corrupt_file: WARC record without a WARC-Type header")
                     return
                 if record.rec_type not in ("response", "resource", "conversion"):
                     continue  # request/metadata/warcinfo records are not documents

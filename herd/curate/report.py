@@ -73,7 +73,8 @@ def _histograms(work: Path, out: Path, cfg) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    thresholds = {"kl": cfg.heuristics.max_kl, "dup_5gram_char_frac": cfg.heuristics.max_dup_ngram_char_frac.get("5"),
+    thresholds = {"kl": cfg.heuristics.max_kl,
+                  "dup_5gram_char_frac": cfg.heuristics.max_dup_ngram_char_frac.get("5"),
                   "dirty_word_ratio": cfg.heuristics.max_dirty_word_ratio,
                   "dup_line_frac": cfg.heuristics.max_dup_line_frac, "quality_score": cfg.quality.min_score,
                   "language_score": cfg.langid.min_score, "n_words": cfg.heuristics.min_words}
@@ -114,8 +115,8 @@ def _gather_drops(work: Path, out: Path) -> tuple[int, list[dict]]:
     return n, bad
 
 
-def write_report(cfg, out: Path, work: Path, files, a_markers, b, c_markers, e_markers, rates, target, timings,
-                 seconds) -> dict:
+def write_report(cfg, out: Path, work: Path, files, a_markers, b, c_markers, e_markers, rates, target,
+                 timings, seconds) -> dict:
     tal = merge_tallies(a_markers + [b] + c_markers + e_markers)
     input_docs = sum(m["input_docs"] for m in a_markers)
     input_bytes = sum(m["input_bytes"] for m in a_markers)
@@ -159,11 +160,12 @@ def write_report(cfg, out: Path, work: Path, files, a_markers, b, c_markers, e_m
 
 def render_markdown(r: dict) -> str:
     lines = ["# Curation report", "",
-             f"Input: {r['input_docs']} documents, {r['input_bytes'] / 1e6:.2f} MB from {r['input_files']} files. "
-             f"Kept: {r['kept_docs']}. Dropped: {r['dropped_docs']}. "
+             f"Input: {r['input_docs']} documents, {r['input_bytes'] / 1e6:.2f} MB from {r['input_files']} "
+             f"files. Kept: {r['kept_docs']}. Dropped: {r['dropped_docs']}. "
              f"Accounting kept + dropped == input: **{'OK' if r['accounting_ok'] else 'MISMATCH'}**.",
-             f"Time {r['seconds']} s ({r['docs_per_s']} docs/s, {r['mb_per_s']} MB/s) on {r['workers']} workers "
-             f"({r['executor']}).", "", "| stage | docs in | MB in | docs out | MB out |", "|---|---|---|---|---|"]
+             f"Time {r['seconds']} s ({r['docs_per_s']} docs/s, {r['mb_per_s']} MB/s) on {r['workers']} "
+             f"workers ({r['executor']}).", "", "| stage | docs in | MB in | docs out | MB out |",
+             "|---|---|---|---|---|"]
     for s in STAGES:
         v = r["stages"].get(s)
         if v:

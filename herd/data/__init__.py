@@ -2,7 +2,8 @@
 
     from herd.data import tokenize_files, TokenData, MixtureLoader
 
-    tokenize_files(["corpus/"], tokenizer, "data/tok")   # -> data/tok/{meta.json, train-*.bin, val-*.bin, ...}
+    # -> data/tok/{meta.json, train-*.bin, val-*.bin, ...}
+    tokenize_files(["corpus/"], tokenizer, "data/tok")
     loader = MixtureLoader([("data/web", 0.5), ("data/code", 0.25), ...], seed=0, rank=0, world=1)
     batch = loader.next_batch(batch_size=8, seq_len=256)  # Batch(inputs, targets, doc_ids), this rank's rows
     state = loader.state_dict()                           # exact position; load_state_dict(state) resumes

@@ -36,7 +36,8 @@ class PackedStream:
 
     def __init__(self, data: TokenData, seed: int, shuffle: bool = True):
         if data.n_tokens == 0:
-            raise HerdError(f"{data.path}: the '{data.split}' split has no tokens; tokenize some documents into it")
+            raise HerdError(f"{data.path}: the '{data.split}' split has no tokens; tokenize some documents "
+                            "into it")
         self.data, self.seed, self.shuffle = data, seed, shuffle
         self.epoch, self.idx, self.offset = 0, 0, 0
         self._perm_epoch, self._perm = -1, None
@@ -121,7 +122,8 @@ class MixtureLoader:
         self.vocab_size = vs.pop()
         w = np.asarray([float(x) for _, x in sources])
         self.cum = np.cumsum(w / w.sum())
-        self.streams = [PackedStream(d, seed=seed * 1000 + i, shuffle=shuffle) for i, d in enumerate(self.datas)]
+        self.streams = [PackedStream(d, seed=seed * 1000 + i, shuffle=shuffle)
+                        for i, d in enumerate(self.datas)]
         self.seed, self.rank, self.world = seed, rank, world
         self.row = 0
 

@@ -60,18 +60,22 @@ class TokenData:
         for sh in info["shards"]:
             f, idx = self.path / sh["tokens"], self.path / sh["index"]
             if not f.is_file() or not idx.is_file():
-                raise HerdError(f"{self.path}: shard {sh['tokens']} or its index is missing (re-run herd tokenize)")
+                raise HerdError(f"{self.path}: shard {sh['tokens']} or its index is missing (re-run herd "
+                                "tokenize)")
             off = np.load(idx)
             n = off[-1] if len(off) else 0
             size = f.stat().st_size
             if size != 4 * n:
-                raise HerdError(f"{f}: {size} bytes, the index says {4 * n}; truncated shard (re-run herd tokenize)")
-            self.tokens.append(np.memmap(f, dtype=np.uint32, mode="r", shape=(n,)) if n else np.zeros(0, np.uint32))
+                raise HerdError(f"{f}: {size} bytes, the index says {4 * n}; truncated shard (re-run herd "
+                                "tokenize)")
+            self.tokens.append(np.memmap(f, dtype=np.uint32, mode="r", shape=(n,)) if n
+                               else np.zeros(0, np.uint32))
             offsets.append(off.astype(np.int64))
         self.offsets = offsets
         counts = [len(o) - 1 for o in offsets]
         self.shard_first_doc = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.lengths = (np.concatenate([np.diff(o) for o in offsets]) if offsets else np.zeros(0)).astype(np.int64)
+        self.lengths = (np.concatenate([np.diff(o) for o in offsets]) if offsets
+                        else np.zeros(0)).astype(np.int64)
         self.n_docs = int(len(self.lengths))
         self.n_tokens = int(self.lengths.sum())
 

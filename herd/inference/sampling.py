@@ -18,8 +18,8 @@ from herd.errors import HerdError
 
 def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
     """One clear line for a sampling value that makes no sense."""
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not math.isfinite(temperature) \
-            or temperature < 0:
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) \
+            or not math.isfinite(temperature) or temperature < 0:
         raise HerdError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
     if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not (0 < top_p <= 1):
         raise HerdError(f"top_p must be in (0, 1], got {top_p!r}")
@@ -27,7 +27,8 @@ def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
         raise HerdError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
 
 
-def filter_probs(logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+def filter_probs(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
+                 top_k: int = 0) -> torch.Tensor:
     """The distribution sampling draws from: softmax(logits / T) restricted to the top-k tokens
     and to the top-p nucleus, renormalised. logits: [..., V] -> probs [..., V] (fp32)."""
     logits = logits.float() / max(temperature, 1e-5)

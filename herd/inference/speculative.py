@@ -63,11 +63,12 @@ def accept_draft(draft_tokens: Sequence[int], q: torch.Tensor | None, p: torch.T
 class SpeculativeGenerator:
     def __init__(self, target, draft, tokenizer=None, k: int = 4, max_seq_len: int | None = None):
         if draft.args.vocab_size != target.args.vocab_size:
-            raise HerdError(f"the draft model's vocabulary ({draft.args.vocab_size}) differs from the target's "
-                            f"({target.args.vocab_size}); the draft must use the same tokenizer")
+            raise HerdError(f"the draft model's vocabulary ({draft.args.vocab_size}) differs from the "
+                            f"target's ({target.args.vocab_size}); the draft must use the same tokenizer")
         if not isinstance(k, int) or k < 1:
             raise HerdError(f"speculative k (draft tokens per round) must be a positive integer, got {k!r}")
-        max_seq_len = min(max_seq_len or target.args.max_seq_len, target.args.max_seq_len, draft.args.max_seq_len)
+        max_seq_len = min(max_seq_len or target.args.max_seq_len, target.args.max_seq_len,
+                          draft.args.max_seq_len)
         self.target = Generator(target, tokenizer, max_batch=1, max_seq_len=max_seq_len)
         self.draft = Generator(draft, tokenizer, max_batch=1, max_seq_len=max_seq_len)
         self.tokenizer, self.k, self.max_seq_len = tokenizer, k, max_seq_len
@@ -105,7 +106,8 @@ class SpeculativeGenerator:
                 self.stats.decode_s += time.perf_counter() - t0
                 self.stats.decode_tokens += len(toks)
                 out.append(Completion(tokens=toks, stop_reason=reason, prompt_index=i, sample_index=j,
-                                      text=self.tokenizer.decode(toks) if self.tokenizer is not None else None,
+                                      text=(self.tokenizer.decode(toks) if self.tokenizer is not None
+                                            else None),
                                       prompt_tokens=P))
         return out
 
@@ -129,7 +131,8 @@ class SpeculativeGenerator:
             # the draft proposes k tokens, feeding cur, d1, ..., d_{k-1}
             drafts, qs, last = [], [], cur
             for s in range(k):
-                lg = self.draft.forward(torch.tensor([[last]], device=dev), torch.tensor([[slot + s]], device=dev),
+                lg = self.draft.forward(torch.tensor([[last]], device=dev),
+                                        torch.tensor([[slot + s]], device=dev),
                                         dc, slot + s, slot + s + 1, None)[0]
                 q = self._probs(lg, temperature, top_p, top_k)
                 last = int(lg.argmax()) if q is None else int(sample_from(q, gen))
@@ -148,8 +151,8 @@ class SpeculativeGenerator:
             self.stats.extra["drafted"] += k
             self.stats.extra["accepted"] += n
             if n == k:  # the draft has not seen d_k yet: add it to its cache
-                self.draft.forward(torch.tensor([[drafts[-1]]], device=dev), torch.tensor([[slot + k]], device=dev),
-                                   dc, slot + k, slot + k + 1, None)
+                self.draft.forward(torch.tensor([[drafts[-1]]], device=dev),
+                                   torch.tensor([[slot + k]], device=dev), dc, slot + k, slot + k + 1, None)
             for d in drafts[:n]:
                 if d in stops:
                     return toks, self.target.stop_reason(d)

@@ -10,14 +10,16 @@ import os
 def register(sub) -> None:
     p = sub.add_parser(
         "info", help="parameters, shape and training FLOPs of a preset or checkpoint",
-        description="Print a model's parameter count (8.03B/70.6B/405.9B for the Llama 3.1 presets), its layer/dim/"
-                    "head layout, training FLOPs per token (6 x non-embedding params + 12 x layers x dim x seq) "
-                    "and the compute for 20 tokens per parameter. TARGET is a preset name (herd info --list) "
-                    "or a checkpoint directory (herd, Meta or Hugging Face format; weights are not loaded).")
+        description="Print a model's parameter count (8.03B/70.6B/405.9B for the Llama 3.1 presets), its "
+                    "layer/dim/head layout, training FLOPs per token (6 x non-embedding params + 12 x layers "
+                    "x dim x seq) and the compute for 20 tokens per parameter. TARGET is a preset name (herd "
+                    "info --list) or a checkpoint directory (herd, Meta or Hugging Face format; weights are "
+                    "not loaded).")
     p.add_argument("target", nargs="?", help="preset name or checkpoint directory")
     p.add_argument("--seq-len", type=int, default=None,
                    help="sequence length for the attention FLOPs (default: the config's max_seq_len)")
-    p.add_argument("--tokens-per-param", type=float, default=20.0, help="training budget, tokens per parameter (default 20)")
+    p.add_argument("--tokens-per-param", type=float, default=20.0,
+                   help="training budget, tokens per parameter (default 20)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     p.add_argument("--list", action="store_true", help="list the presets with their parameter counts")
     p.set_defaults(func=run_info)
@@ -39,14 +41,15 @@ def describe(args, seq_len: int | None = None, tokens_per_param: float = 20.0) -
     tokens = tokens_per_param * n
     rope = f"theta {args.rope_theta:g}"
     if args.use_scaled_rope:
-        rope += f", Llama 3.1 scaling (factor {args.rope_scale_factor:g}, original context {args.rope_old_context_len})"
+        rope += (f", Llama 3.1 scaling (factor {args.rope_scale_factor:g}, "
+                 f"original context {args.rope_old_context_len})")
     return {
         "parameters": n, "non_embedding_parameters": args.num_params(exclude_embedding=True),
         "n_layers": args.n_layers, "dim": args.dim, "n_heads": args.n_heads, "n_kv_heads": args.n_kv_heads,
         "head_dim": args.head_dim, "ffn_hidden_dim": args.ffn_hidden_dim, "vocab_size": args.vocab_size,
         "tie_embeddings": args.tie_embeddings, "max_seq_len": args.max_seq_len, "rope": rope,
-        "seq_len": seq, "train_flops_per_token": flops, "budget_tokens": tokens, "budget_flops": tokens * flops,
-        "tokens_per_param": tokens_per_param,
+        "seq_len": seq, "train_flops_per_token": flops, "budget_tokens": tokens,
+        "budget_flops": tokens * flops, "tokens_per_param": tokens_per_param,
     }
 
 
@@ -84,12 +87,14 @@ def run_info(a) -> int:
     if a.json:
         print(json.dumps(d, indent=2))
         return 0
-    title = extra.get("preset") or f"{target} ({extra['format']} checkpoint, {d['size_on_disk'] / 1e9:.2f} GB)"
+    title = extra.get("preset") or (f"{target} ({extra['format']} checkpoint, "
+                                    f"{d['size_on_disk'] / 1e9:.2f} GB)")
     gqa = args.n_heads // args.n_kv_heads
     lines = [
         title,
         f"  parameters             {fmt_count(d['parameters'])} ({d['parameters']:,})",
-        f"  non-embedding params   {fmt_count(d['non_embedding_parameters'])} ({d['non_embedding_parameters']:,})",
+        f"  non-embedding params   {fmt_count(d['non_embedding_parameters'])} "
+        f"({d['non_embedding_parameters']:,})",
         f"  layers x dim           {args.n_layers} x {args.dim}, FFN {args.ffn_hidden_dim} (SwiGLU)",
         f"  attention heads        {args.n_heads} query, {args.n_kv_heads} key/value (GQA {gqa}:1), "
         f"head dim {args.head_dim}",

@@ -105,8 +105,8 @@ def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: t
     mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
     need = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     with torch.autocast(dev, enabled=False):
-        return _FusedLinearCE.apply(h2, weight, t2, ignore_index, chunk or _chunk_rows(weight.shape[1]), mm_dtype,
-                                    need)
+        return _FusedLinearCE.apply(h2, weight, t2, ignore_index, chunk or _chunk_rows(weight.shape[1]),
+                                    mm_dtype, need)
 
 
 class _CrossEntropyInPlace(torch.autograd.Function):

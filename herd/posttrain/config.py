@@ -5,7 +5,8 @@ stays fast. Defaults are the paper's where it gives them (LR 1e-5, DPO beta 0.1,
 
     PostTrainConfig            model, out, tokenizer, seed, device, dtype, on_bad_line, resume, quiet
       RSConfig                 + prompts, scorer, k, sampling, chunking
-      TrainLoopConfig          + data, lr, warmup, weight_decay, epochs, steps, batch_size, save_every, log_every
+      TrainLoopConfig          + data, lr, warmup, weight_decay, epochs, steps, batch_size, save_every,
+                               log_every
         SFTConfig, RMConfig, DPOConfig
 
 `device` and `dtype` mean what pretrain's run.device / run.dtype mean: auto = cuda if available else
@@ -67,12 +68,13 @@ class PostTrainConfig:
             v, (integer, low, strict) = getattr(self, f.name), _RANGES[f.name]
             if (v <= low) if strict else (v < low):
                 kind = "integer" if integer else "number"
-                raise HerdError(f"{cmd}: {f.name} must be a {'positive' if strict else 'non-negative'} {kind}, "
-                                f"got {v!r}")
+                raise HerdError(f"{cmd}: {f.name} must be a {'positive' if strict else 'non-negative'} "
+                                f"{kind}, got {v!r}")
         if self.on_bad_line not in ("skip", "stop"):
             raise HerdError(f"{cmd}: on_bad_line must be skip or stop, got {self.on_bad_line!r}")
         if self.dtype not in DTYPES:
-            raise HerdError(f"{cmd}: dtype must be {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {self.dtype!r}")
+            raise HerdError(f"{cmd}: dtype must be {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got "
+                            f"{self.dtype!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise HerdError(f"{cmd}: device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not 0 < getattr(self, "top_p", 1.0) <= 1:

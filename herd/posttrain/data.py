@@ -47,7 +47,8 @@ class Encoded:
 
 
 # ---- reading JSONL ------------------------------------------------------------------------------
-def read_jsonl(path, parse: Callable[[dict], object], on_bad_line: str = "skip", what: str = "record") -> list:
+def read_jsonl(path, parse: Callable[[dict], object], on_bad_line: str = "skip",
+               what: str = "record") -> list:
     """Parse each line of `path` with `parse(obj)`; a line that is not JSON or that `parse` rejects
     (BadRecord) is reported with its file and line number. Blank lines are ignored."""
     if on_bad_line not in ("skip", "stop"):
@@ -222,5 +223,5 @@ def shift_labels(enc_tokens: list[int], mask: list[bool], ignore: int = -100) ->
 
 
 __all__ = ["ROLES", "BadRecord", "Encoded", "Preference", "read_jsonl", "write_jsonl", "parse_chat",
-           "parse_prompt", "parse_preference", "encode_dialog", "encode_prompt", "encode_pair", "shift_labels",
-           "encode_header", "check_message"]
+           "parse_prompt", "parse_preference", "encode_dialog", "encode_prompt", "encode_pair",
+           "shift_labels", "encode_header", "check_message"]

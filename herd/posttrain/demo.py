@@ -64,7 +64,8 @@ def demo_tokenizer():
     from herd.tokenizer import Tokenizer
 
     words = set()
-    for text in [q for q, _ in tasks.ADD + tasks.SUB] + tasks.NAMES + tasks.ITEMS + list(tasks.PRONOUN.values()):
+    for text in ([q for q, _ in tasks.ADD + tasks.SUB] + tasks.NAMES + tasks.ITEMS
+                 + list(tasks.PRONOUN.values())):
         for w in re.findall(r"[A-Za-z]+", text.replace("{x}", "").replace("{n}", "").replace("{p}", "")):
             words.add(" " + w)
             words.add(w)
@@ -88,7 +89,8 @@ def pretrain_text(cfg: DemoConfig, problems) -> list[str]:
         lines = []
         for _ in range(6):
             a, b = rng.randint(1, cfg.max_value), rng.randint(1, cfg.max_value)
-            lines.append(f"{a} + {b} = {a + b}" if rng.random() < 0.5 else f"{max(a, b)} - {min(a, b)} = {abs(a - b)}")
+            lines.append(f"{a} + {b} = {a + b}" if rng.random() < 0.5
+                         else f"{max(a, b)} - {min(a, b)} = {abs(a - b)}")
         docs.append("\n".join(lines))
     rng.shuffle(docs)
     return docs
@@ -160,7 +162,8 @@ def run_demo(out: str | Path | None = None, cfg: DemoConfig | None = None, log=p
     acc = {"base": r["sft"]["accuracy_base"], "sft": r["sft"]["accuracy"], "rs": r["rs"]["accuracy"],
            "dpo": r["dpo"]["accuracy"]}
     timings.update(sft=r["sft"]["seconds"], rejection_sampling=r["rs"]["seconds"], dpo=r["dpo"]["seconds"])
-    res = {"accuracy": acc, "rejection_sampling": r["rs"]["rejection_sampling"], "dpo_sampling": r["dpo"]["sampling"],
+    res = {"accuracy": acc, "rejection_sampling": r["rs"]["rejection_sampling"],
+           "dpo_sampling": r["dpo"]["sampling"],
            "sft": r["sft"]["metrics"], "rs_sft": r["rs"]["metrics"], "dpo": r["dpo"]["metrics"],
            "seconds": timings, "total_seconds": time.time() - t0, "params": args.num_params(),
            "device": r["sft"]["device"], "dtype": r["sft"]["dtype"], "config": asdict(cfg)}

@@ -39,7 +39,8 @@ class LoRALinear(nn.Linear):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
+        return (F.linear(x, self.weight, self.bias)
+                + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale)
 
     def merged(self) -> nn.Linear:
         lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
@@ -72,7 +73,8 @@ def apply_lora(model: nn.Module, rank: int, alpha: float = 16.0, targets=DEFAULT
         raise HerdError(f"LoRA alpha must be positive, got {alpha!r}")
     targets = parse_targets(targets)
     if "output" in targets and getattr(getattr(model, "args", None), "tie_embeddings", False):
-        raise HerdError("LoRA on 'output' is not supported for a model with tied embeddings; drop it from targets")
+        raise HerdError("LoRA on 'output' is not supported for a model with tied embeddings; drop it from "
+                        "targets")
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = []
@@ -105,5 +107,5 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["LoRALinear", "apply_lora", "merge_lora", "lora_parameters", "has_lora", "parse_targets", "TARGETS",
-           "DEFAULT_TARGETS"]
+__all__ = ["LoRALinear", "apply_lora", "merge_lora", "lora_parameters", "has_lora", "parse_targets",
+           "TARGETS", "DEFAULT_TARGETS"]

@@ -82,8 +82,8 @@ def arithmetic_round_task(out, n_train: int, n_test: int, seed: int, max_value: 
     files["dpo_prompts"] = str(d / "dpo_prompts.jsonl")
     write_jsonl(files["rs_prompts"], (p.prompt_record() for p in train[:rs_prompts]))
     write_jsonl(files["dpo_prompts"], (p.prompt_record() for p in train[rs_prompts:rs_prompts + dpo_prompts]))
-    return RoundTask(sft_data=files["train"], rs_prompts=files["rs_prompts"], dpo_prompts=files["dpo_prompts"],
-                     test=test, train=train, files=files)
+    return RoundTask(sft_data=files["train"], rs_prompts=files["rs_prompts"],
+                     dpo_prompts=files["dpo_prompts"], test=test, train=train, files=files)
 
 
 def _on(stage_cfg, device: str, dtype: str):
@@ -124,16 +124,18 @@ def post_train_round(base: str, task: RoundTask, cfg: RoundConfig, *, log=print,
     def sft_cfg(model, data, out, lr, steps):
         # One dialog per row (pack=False): the task's dialogs are ~50 tokens, and on a CPU the
         # document-mask path (attention per document slice) costs more than the padding it saves.
-        return _on(SFTConfig(model=str(model), data=data, out=str(out), lr=lr, steps=steps, batch_size=cfg.batch_size,
-                             seq_len=cfg.seq_len, seed=cfg.seed, quiet=cfg.quiet, warmup=cfg.warmup, save_every=0,
-                             pack=False), device, dtype)
+        return _on(SFTConfig(model=str(model), data=data, out=str(out), lr=lr, steps=steps,
+                             batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed, quiet=cfg.quiet,
+                             warmup=cfg.warmup, save_every=0, pack=False), device, dtype)
 
     def sample(model, prompts, out) -> dict:
         """K samples per prompt scored by the exact-answer verifier (herd.posttrain.rejection:
         the best correct sample per prompt as SFT data, (correct, wrong) pairs)."""
-        return rejection_sample(_on(RSConfig(model=str(model), prompts=prompts, out=str(out), scorer="math", k=cfg.k,
+        return rejection_sample(_on(RSConfig(model=str(model), prompts=prompts, out=str(out), scorer="math",
+                                             k=cfg.k,
                                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                             seed=cfg.seed, quiet=cfg.quiet, chunk=cfg.rs_chunk), device, dtype))
+                                             seed=cfg.seed, quiet=cfg.quiet, chunk=cfg.rs_chunk), device,
+                                    dtype))
 
     def step_sft() -> dict:
         acc_base = accuracy(base)
@@ -152,7 +154,8 @@ def post_train_round(base: str, task: RoundTask, cfg: RoundConfig, *, log=print,
         log(f"{prefix}: rejection sampling pass@1 {rs['pass@1']:.3f}, pass@{cfg.k} {rs['pass@k']:.3f}, "
             f"kept {rs['kept_for_sft']}, pairs {rs['pairs']}")
         if rs["kept_for_sft"] == 0:
-            raise RoundStopped("rejection sampling found no correct sample to fine-tune on (the SFT model is too weak)")
+            raise RoundStopped("rejection sampling found no correct sample to fine-tune on (the SFT model is "
+                               "too weak)")
         mix = f"{o / 'rs' / 'sft.jsonl'},{task.sft_data}"  # the RS samples mixed with the SFT data
         m = sft(sft_cfg(prev["model_dir"], mix, o / "rs_sft", cfg.rs_sft_lr, cfg.rs_sft_steps))
         seconds = time.time() - t
@@ -167,14 +170,17 @@ def post_train_round(base: str, task: RoundTask, cfg: RoundConfig, *, log=print,
         log(f"{prefix}: preference pairs from the RS model: {samp['pairs']} (pass@1 {samp['pass@1']:.3f})")
         if not samp.get("pairs"):
             raise RoundStopped("sampling from the RS model produced no (correct, wrong) pair for DPO")
-        m = dpo(_on(DPOConfig(model=prev["model_dir"], data=str(o / "dpo_samples" / "pairs.jsonl"), out=str(o / "dpo"),
-                              lr=cfg.dpo_lr, steps=cfg.dpo_steps, batch_size=cfg.dpo_batch, max_len=cfg.seq_len,
+        m = dpo(_on(DPOConfig(model=prev["model_dir"], data=str(o / "dpo_samples" / "pairs.jsonl"),
+                              out=str(o / "dpo"),
+                              lr=cfg.dpo_lr, steps=cfg.dpo_steps, batch_size=cfg.dpo_batch,
+                              max_len=cfg.seq_len,
                               lora_rank=cfg.dpo_lora_rank, seed=cfg.seed, quiet=cfg.quiet, warmup=cfg.warmup,
                               save_every=0), device, dtype))
         seconds = time.time() - t
         acc = accuracy(o / "dpo")
         log(f"{prefix}: {'dpo':9s} held-out accuracy {acc:.3f}")
-        return {"model_dir": str(o / "dpo"), "accuracy": acc, "metrics": m, "sampling": samp, "seconds": seconds}
+        return {"model_dir": str(o / "dpo"), "accuracy": acc, "metrics": m, "sampling": samp,
+                "seconds": seconds}
 
     res = {"sft": run("sft", step_sft)}
     res["rs"] = run("rs", lambda: step_rs(res["sft"]))

@@ -20,8 +20,8 @@ def sample_completions(model, tokenizer, prompts: list[list[int]], *, k: int = 1
 
     rows = max(k, (max_batch // k) * k)  # whole prompts per batch: each prompt is prefilled once
     gen = Generator(model, tokenizer, max_batch=rows)
-    outs = gen.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                        seed=seed, num_samples=k)
+    outs = gen.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        top_k=top_k, seed=seed, num_samples=k)
     stop_id = {"end_of_turn": tokenizer.eot_id, "end_of_message": tokenizer.eom_id,
                "end_of_text": tokenizer.eos_id}
     res: list[list[list[int]]] = [[[] for _ in range(k)] for _ in prompts]

@@ -18,8 +18,8 @@ import torch
 
 from herd.errors import HerdError
 from herd.posttrain.config import SFTConfig
-from herd.posttrain.common import (IGNORE, StepLoop, autocast, cfg_device, check_positive, cross_entropy, load_policy,
-                                   make_optimizer, masked_labels, mean_of)
+from herd.posttrain.common import (IGNORE, StepLoop, autocast, cfg_device, check_positive, cross_entropy,
+                                   load_policy, make_optimizer, masked_labels, mean_of)
 from herd.posttrain.data import encode_dialog, parse_chat, read_jsonl
 
 
@@ -93,7 +93,8 @@ def sft(cfg: SFTConfig) -> dict:
     model, tok = load_policy(cfg.model, cfg.tokenizer, device=device)
     seq_len = min(cfg.seq_len, model.args.max_seq_len)
     examples = load_chat_examples(cfg.data, tok, seq_len, cfg.on_bad_line)
-    eval_examples = load_chat_examples(cfg.eval_data, tok, seq_len, cfg.on_bad_line) if cfg.eval_data else None
+    eval_examples = (load_chat_examples(cfg.eval_data, tok, seq_len, cfg.on_bad_line) if cfg.eval_data
+                     else None)
     if cfg.lora_rank:
         apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
 
@@ -152,7 +153,8 @@ def eval_loss(model, examples, pad_id: int, batch_size: int = 8, dtype=torch.flo
     model.eval()
     tot, n = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        tokens, labels, _ = to_device(collate([[e] for e in examples[i:i + batch_size]], pad_id, False), device)
+        tokens, labels, _ = to_device(collate([[e] for e in examples[i:i + batch_size]], pad_id, False),
+                                      device)
         with autocast(device, dtype):
             logits = model(tokens)
         loss, k = cross_entropy(logits, labels)

@@ -180,5 +180,5 @@ def task_accuracy(model, tokenizer, problems: list[Problem], max_new_tokens: int
     return (acc, texts) if return_outputs else acc
 
 
-__all__ = ["Problem", "arithmetic_task", "split_task", "write_task", "extract_answer", "is_correct", "load_gsm8k",
-           "load_problems", "task_accuracy", "parse_number"]
+__all__ = ["Problem", "arithmetic_task", "split_task", "write_task", "extract_answer", "is_correct",
+           "load_gsm8k", "load_problems", "task_accuracy", "parse_number"]

@@ -41,15 +41,16 @@ class IsoFLOPConfig:
         if not self.data:
             raise HerdError("isoflop: data is required: tokenized directories (--data DIR, repeat for a mix)")
         if len(self.budgets) < 2 or min(self.budgets) <= 0:
-            raise HerdError(f"isoflop: budgets must be 2 or more positive FLOP counts (e.g. --budgets 3e13,1e14), "
-                            f"got {self.budgets}")
+            raise HerdError("isoflop: budgets must be 2 or more positive FLOP counts (e.g. --budgets "
+                            f"3e13,1e14), got {self.budgets}")
         if self.sizes and min(self.sizes) <= 0:
             raise HerdError(f"isoflop: sizes must be positive parameter counts, got {self.sizes}")
         for name in ("n_sizes", "seq_len", "min_steps", "max_batch", "val_batches", "val_batch_size"):
             if getattr(self, name) <= 0:
                 raise HerdError(f"isoflop: {name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.spread < 1 or self.tokens_per_param <= 0 or not 0 <= self.warmup_frac < 1:
-            raise HerdError("isoflop: lr and tokens_per_param must be > 0, spread >= 1, warmup_frac in [0, 1)")
+            raise HerdError("isoflop: lr and tokens_per_param must be > 0, spread >= 1, "
+                            "warmup_frac in [0, 1)")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise HerdError(f"isoflop: dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

@@ -99,7 +99,8 @@ def encode_tool_call(call: dict, tool_prompt_format: str = "json") -> str:
         if not isinstance(args, dict):
             raise HerdError(f"python_list tool calls need dict arguments, got {args!r}")
         return f"[{name}({', '.join(f'{k}={_python_value(v)}' for k, v in args.items())})]"
-    raise HerdError(f"unknown tool_prompt_format {tool_prompt_format!r}; use one of {', '.join(TOOL_PROMPT_FORMATS)}")
+    raise HerdError(f"unknown tool_prompt_format {tool_prompt_format!r}; use one of "
+                    f"{', '.join(TOOL_PROMPT_FORMATS)}")
 
 
 def _is_json_object(s: str) -> bool:
@@ -115,7 +116,8 @@ def _python_list_calls(s: str) -> list[tuple[str, dict]] | None:
         tree = ast.parse(s)
     except (SyntaxError, ValueError, RecursionError):
         return None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr) or not isinstance(tree.body[0].value, ast.List):
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr) \
+            or not isinstance(tree.body[0].value, ast.List):
         return None
     calls = tree.body[0].value.elts
     if not calls:
@@ -170,10 +172,12 @@ def _content_items(content: Any, where: str) -> list[str]:
             elif isinstance(c, dict) and c.get("type", "text") == "text" and isinstance(c.get("text"), str):
                 items.append(c["text"])
             else:
-                raise HerdError(f"{where}: content items must be text (str or {{\"type\": \"text\", \"text\": ...}}); "
+                raise HerdError(f"{where}: content items must be text "
+                                f"(str or {{\"type\": \"text\", \"text\": ...}}); "
                                 f"got {str(c)[:60]!r} (images are not supported by herd's text models)")
         return items
-    raise HerdError(f"{where}: content must be a string or a list of text items, got {type(content).__name__}")
+    raise HerdError(f"{where}: content must be a string or a list of text items, got "
+                    f"{type(content).__name__}")
 
 
 def _check_message(m: Any, i: int) -> None:
@@ -190,7 +194,8 @@ def _check_message(m: Any, i: int) -> None:
         raise HerdError(f"{where}: only assistant messages carry tool_calls (role is {role!r})")
     for c in calls:
         if not isinstance(c, dict) or not isinstance(c.get("tool_name"), str):
-            raise HerdError(f"{where}: a tool call is a dict with \"tool_name\" (str) and \"arguments\", got {c!r}")
+            raise HerdError(f"{where}: a tool call is a dict with \"tool_name\" (str) and \"arguments\", got "
+                            f"{c!r}")
     sr = m.get("stop_reason")
     if sr is not None and sr not in STOP_REASONS:
         raise HerdError(f"{where}: stop_reason {sr!r} is not one of {', '.join(STOP_REASONS)}")
@@ -252,7 +257,8 @@ class ChatFormat:
         return ([self.start_header_id] + self._encode("ipython" if role == "tool" else role)
                 + [self.end_header_id] + self._newlines)
 
-    def _message_parts(self, message: dict, tool_prompt_format: str, index: int = 0) -> list[tuple[str, list[int]]]:
+    def _message_parts(self, message: dict, tool_prompt_format: str,
+                       index: int = 0) -> list[tuple[str, list[int]]]:
         _check_message(message, index)
         if tool_prompt_format not in TOOL_PROMPT_FORMATS:
             raise HerdError(f"unknown tool_prompt_format {tool_prompt_format!r}; use one of "
@@ -348,7 +354,8 @@ def _today(today: str | _dt.date | None) -> str:
     return today.strftime("%d %B %Y") if isinstance(today, (_dt.date, _dt.datetime)) else str(today)
 
 
-def system_prompt(builtin_tools: Sequence[str] = (), *, custom_tools: bool = False, instructions: str | None = None,
+def system_prompt(builtin_tools: Sequence[str] = (), *, custom_tools: bool = False,
+                  instructions: str | None = None,
                   today: str | _dt.date | None = None, knowledge_cutoff: str = KNOWLEDGE_CUTOFF) -> str:
     """The recommended Llama 3.1 system message. With tools it starts with "Environment: ipython"
     (which also turns on the code interpreter), then "Tools: brave_search, wolfram_alpha" for the
@@ -381,7 +388,8 @@ def _tool_defs(tools: Sequence[dict]) -> list[dict]:
     out = []
     for t in tools:
         if not isinstance(t, dict) or not isinstance(t.get("tool_name"), str):
-            raise HerdError(f"a tool definition is a dict with \"tool_name\", \"description\", \"parameters\"; got {t!r}")
+            raise HerdError("a tool definition is a dict with \"tool_name\", \"description\", "
+                            f"\"parameters\"; got {t!r}")
         params = {}
         for name, p in (t.get("parameters") or {}).items():
             if not isinstance(p, dict) or "param_type" not in p:
@@ -433,11 +441,14 @@ def custom_tools_prompt(tools: Sequence[dict], tool_prompt_format: str = "json")
                   f'"parameters": {_tojson(params)}}}\n\n')
         return s + (
             "Think very carefully before calling functions.\n"
-            "If you choose to call a function ONLY reply in the following format with no prefix or suffix:\n\n"
+            "If you choose to call a function ONLY reply in the following format with no prefix or "
+            "suffix:\n\n"
             '<function=example_function_name>{"example_name": "example_value"}</function>\n\n'
             "Reminder:\n"
-            "- If looking for real time information use relevant functions before falling back to brave_search\n"
-            "- Function calls MUST follow the specified format, start with <function= and end with </function>\n"
+            "- If looking for real time information use relevant functions before falling back to "
+            "brave_search\n"
+            "- Function calls MUST follow the specified format, start with <function= and end with "
+            "</function>\n"
             "- Required parameters MUST be specified\n"
             "- Only call one function at a time\n"
             "- Put the entire function call reply on one line")
@@ -462,17 +473,22 @@ def custom_tools_prompt(tools: Sequence[dict], tool_prompt_format: str = "json")
                           "        }\n"
                           "    }")
         return (
-            "You are an expert in composing functions. You are given a question and a set of possible functions.\n"
-            "Based on the question, you will need to make one or more function/tool calls to achieve the purpose.\n"
-            "If none of the function can be used, point it out. If the given question lacks the parameters required "
-            "by the function,\nalso point it out. You should only return the function call in tools call sections.\n\n"
+            "You are an expert in composing functions. You are given a question and a set of possible "
+            "functions.\n"
+            "Based on the question, you will need to make one or more function/tool calls to achieve the "
+            "purpose.\n"
+            "If none of the function can be used, point it out. If the given question lacks the parameters "
+            "required by the function,\nalso point it out. You should only return the function call in tools "
+            "call sections.\n\n"
             "If you decide to invoke any of the function(s), you MUST put it in the format of "
             "[func_name1(params_name1=params_value1, params_name2=params_value2...), func_name2(params)]\n"
             "You SHOULD NOT include any other text in the response.\n\n"
             "Here is a list of functions in JSON format that you can invoke.\n\n"
             "[\n    " + ",\n    ".join(blocks) + "\n]")
-    raise HerdError(f"unknown tool_prompt_format {tool_prompt_format!r}; use one of {', '.join(TOOL_PROMPT_FORMATS)}")
+    raise HerdError(f"unknown tool_prompt_format {tool_prompt_format!r}; use one of "
+                    f"{', '.join(TOOL_PROMPT_FORMATS)}")
 
 
 __all__ = ["ChatFormat", "EncodedDialog", "encode_tool_call", "extract_custom_tool_call",
-           "extract_builtin_tool_call", "system_prompt", "custom_tools_prompt", "ROLES", "BUILTIN_TOOLS", "TOOL_PROMPT_FORMATS"]
+           "extract_builtin_tool_call", "system_prompt", "custom_tools_prompt", "ROLES", "BUILTIN_TOOLS",
+           "TOOL_PROMPT_FORMATS"]

@@ -42,7 +42,8 @@ MIN_VOCAB_SIZE = NUM_SPECIAL_TOKENS + 256 + MIN_MERGES  # specials + bytes + som
 
 # Plain-text files read by `iter_texts` when given a directory.
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".c", ".h", ".cc", ".cpp", ".js", ".ts", ".java", ".go", ".rs",
-                 ".html", ".css", ".json", ".jsonl", ".jsonl.gz", ".tex", ".csv", ".toml", ".yaml", ".yml", ".sh")
+                 ".html", ".css", ".json", ".jsonl", ".jsonl.gz", ".tex", ".csv", ".toml", ".yaml", ".yml",
+                 ".sh")
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -104,10 +105,12 @@ def _read_file(f: Path) -> Iterator[str]:
     try:
         yield data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise HerdError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start}); convert it or leave it out") from None
+        raise HerdError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                        "convert it or leave it out") from None
 
 
-def iter_texts(paths: Iterable[str | os.PathLike], suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> Iterator[str]:
+def iter_texts(paths: Iterable[str | os.PathLike],
+               suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> Iterator[str]:
     """Texts from files and directories (recursively, files ending in `suffixes`)."""
     for f in _files(paths, suffixes):
         yield from _read_file(f)
@@ -224,8 +227,9 @@ def train_bpe(texts: Iterable[str] | Iterable[str | os.PathLike] | None = None, 
     Raises HerdError if the corpus is too small to learn vocab_size-512 merges, unless
     `allow_smaller` (then the tokenizer is smaller; its `n_words` says by how much)."""
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
-        raise HerdError(f"vocab_size {vocab_size} is too small: it counts {NUM_SPECIAL_TOKENS} special tokens and "
-                        f"256 byte tokens, so it must be >= {MIN_VOCAB_SIZE} (>= {MIN_MERGES} merges)")
+        raise HerdError(f"vocab_size {vocab_size} is too small: it counts {NUM_SPECIAL_TOKENS} special "
+                        f"tokens and 256 byte tokens, so it must be >= {MIN_VOCAB_SIZE} (>= {MIN_MERGES} "
+                        "merges)")
     if (texts is None) == (files is None):
         raise HerdError("train_bpe: give either texts or files")
     if files is not None:
@@ -249,9 +253,9 @@ def train_bpe(texts: Iterable[str] | Iterable[str | os.PathLike] | None = None, 
     merges = hf_merges(hf)
     ranks = merges_to_ranks(merges)
     if len(ranks) < n_bpe and not allow_smaller:
-        raise HerdError(f"the corpus is too small for vocab_size {vocab_size}: only {len(ranks) - 256} merges reach "
-                        f"min_frequency {min_frequency} (needed {n_bpe - 256}); give more text or a vocab_size <= "
-                        f"{len(ranks) + NUM_SPECIAL_TOKENS}")
+        raise HerdError(f"the corpus is too small for vocab_size {vocab_size}: only {len(ranks) - 256} "
+                        f"merges reach min_frequency {min_frequency} (needed {n_bpe - 256}); give more text "
+                        f"or a vocab_size <= {len(ranks) + NUM_SPECIAL_TOKENS}")
     check = check_merges(ranks, merges)
     if not check.ok:
         # Never seen on real corpora; if it happens the ids would differ from the HF trainer's.

@@ -21,13 +21,14 @@ Python API (stable; used by herd.scaling and herd.speedrun):
   eval         interval (steps), batches, batch_size, seq_len
   checkpoint   interval (steps), keep
   guard        max_bad_steps (rollback after that many non-finite steps in a row), spike_factor
-  run          out (the output directory; `out_dir` is its old name), tokens or steps (main-phase length), device, dtype, compile, activation_checkpointing,
+  run          out (the output directory; `out_dir` is its old name), tokens or steps (main-phase
+               length), device, dtype, compile, activation_checkpointing,
                micro_batch_tokens (gradient accumulation), seed, log_interval, tensorboard, progress,
                peak_flops, threads, resume
 
-`load_config(toml_path_or_name_or_None, overrides: list[str]) -> TrainConfig`: `--section.field value` overrides
-(list items as `--stages.0.batch_size 4`), through the loader every command shares (herd.config, docs/config.md);
-an unknown field or a wrong type raises HerdError with one line.
+`load_config(toml_path_or_name_or_None, overrides: list[str]) -> TrainConfig`: `--section.field value`
+overrides (list items as `--stages.0.batch_size 4`), through the loader every command shares
+(herd.config, docs/config.md); an unknown field or a wrong type raises HerdError with one line.
 
 `pretrain(cfg) -> dict` with keys: train_loss, val_loss (of the final model), tokens, steps, wall_time,
 train_time, skipped_steps, rollbacks, loss_spikes, params, polyak_averaged, anneal_snapshots, out_dir,

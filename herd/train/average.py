@@ -31,8 +31,8 @@ def check_weights(weights, n: int, what: str = "average") -> list[float]:
     return weights
 
 
-def average_state_dicts(state_dicts: Iterable[dict], weights=None, *, names=None, dtype: torch.dtype | None = None,
-                        what: str = "average") -> dict[str, torch.Tensor]:
+def average_state_dicts(state_dicts: Iterable[dict], weights=None, *, names=None,
+                        dtype: torch.dtype | None = None, what: str = "average") -> dict[str, torch.Tensor]:
     """The weighted mean of `state_dicts` (an iterable; read once, in order).
 
     weights: one per state dict (None = uniform), normalised by their sum. Every state dict must
