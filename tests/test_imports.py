@@ -22,7 +22,8 @@ def test_no_import_cycles_at_import_time():
     top, _ = ic.graph(ic.modules())
     assert "herd.cli" in top and "herd.checkpoint.common" in top  # the graph covers the package
     cycles = ic.cycles(top)
-    assert not cycles, "import cycles among herd's modules: " + "; ".join(" -> ".join(c + [c[0]]) for c in cycles)
+    assert not cycles, ("import cycles among herd's modules: "
+                        + "; ".join(" -> ".join(c + [c[0]]) for c in cycles))
 
 
 def test_finder_sees_cycles():

@@ -18,8 +18,8 @@ from herd.model import ModelArgs, Transformer
 
 @pytest.fixture(scope="module")
 def model():
-    return Transformer.build(ModelArgs(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=64, multiple_of=16,
-                                       max_seq_len=32), seed=0)
+    return Transformer.build(ModelArgs(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=64,
+                                       multiple_of=16, max_seq_len=32), seed=0)
 
 
 def _fails(capsys, argv, *needles):
@@ -118,7 +118,8 @@ def test_bad_json(tmp_path, capsys, model):
     _fails(capsys, _convert(tmp_path / "m", tmp_path), tmp_path / "m" / "params.json", "not valid JSON")
     save_hf(model, tmp_path / "h")
     (tmp_path / "h" / "config.json").write_text("[1, 2]")
-    _fails(capsys, _convert(tmp_path / "h", tmp_path), tmp_path / "h" / "config.json", "expected a JSON object")
+    _fails(capsys, _convert(tmp_path / "h", tmp_path), tmp_path / "h" / "config.json",
+           "expected a JSON object")
     save_meta(model, tmp_path / "m3")
     (tmp_path / "m3" / "params.json").write_text(json.dumps({"dim": 32, "n_layers": 1, "n_heads": 3}))
     _fails(capsys, _convert(tmp_path / "m3", tmp_path), "params.json", "divisible by n_heads")
@@ -133,8 +134,8 @@ def test_truncated_safetensors(tmp_path, capsys, model):
     _fails(capsys, _convert(tmp_path / "h", tmp_path), f, "corrupt or truncated safetensors")
     save_herd(model, tmp_path / "herd")
     _truncate(tmp_path / "herd" / "model.safetensors", 0.5)
-    _fails(capsys, ["convert", str(tmp_path / "herd"), str(tmp_path / "o2"), "--to", "meta"], "model.safetensors",
-           "truncated")
+    _fails(capsys, ["convert", str(tmp_path / "herd"), str(tmp_path / "o2"), "--to", "meta"],
+           "model.safetensors", "truncated")
 
 
 def test_hf_missing_shard_and_foreign_model(tmp_path, capsys, model):

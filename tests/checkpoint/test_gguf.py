@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 def _converter_dir() -> Path | None:
     env = os.environ.get("HERD_LLAMA_CPP_SRC")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "herd" / "llama.cpp"
+    base = Path(env) if env else (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                  / "herd" / "llama.cpp")
     for d in (base, base / "vendor" / "llama.cpp"):  # a llama.cpp tree, or an unpacked sdist
         if (d / "convert_hf_to_gguf.py").is_file():
             return d
@@ -48,7 +49,8 @@ def llama_cpp():
     paths = [str(d / "gguf-py")] + [str(p) for p in (d.parent / "pydeps", d / "pydeps") if p.is_dir()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-c", "import sentencepiece, gguf"], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", "import sentencepiece, gguf"], env=env, capture_output=True,
+                       text=True)
     if r.returncode:
         pytest.skip(f"the converter's imports fail ({r.stderr.strip().splitlines()[-1]}); "
                     f"run scripts/fetch_llama_cpp.sh or pip install 'herd[gguf]'")
@@ -95,7 +97,8 @@ def test_llama_cpp_converts_the_export(tmp_path, llama_cpp):
         pytest.skip(str(e))
     args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.n_words, multiple_of=16,
                      max_seq_len=16384, use_scaled_rope=True, tie_embeddings=True)
-    model = Transformer.build(args, seed=0).to(torch.bfloat16)  # Meta's release dtype; f32 in the GGUF is exact
+    # bf16: Meta's release dtype; f32 in the GGUF is exact
+    model = Transformer.build(args, seed=0).to(torch.bfloat16)
     save_hf(model, tmp_path / "hf", tokenizer=tok)
     assert not (tmp_path / "hf" / "tokenizer.model").exists()
 
@@ -112,7 +115,8 @@ def test_llama_cpp_converts_the_export(tmp_path, llama_cpp):
     assert f["general.architecture"] == "llama"
     assert (f["llama.block_count"], f["llama.embedding_length"], f["llama.feed_forward_length"]) == (
         args.n_layers, args.dim, args.ffn_hidden_dim)
-    assert (f["llama.attention.head_count"], f["llama.attention.head_count_kv"]) == (args.n_heads, args.n_kv_heads)
+    assert (f["llama.attention.head_count"], f["llama.attention.head_count_kv"]) == (args.n_heads,
+                                                                                      args.n_kv_heads)
     assert f["llama.context_length"] == args.max_seq_len and f["llama.rope.freq_base"] == args.rope_theta
     assert f["llama.vocab_size"] == tok.n_words == len(f["tokenizer.ggml.tokens"])
     assert (f["tokenizer.ggml.model"], f["tokenizer.ggml.pre"]) == ("gpt2", "llama-bpe")
@@ -127,7 +131,8 @@ def test_llama_cpp_converts_the_export(tmp_path, llama_cpp):
         assert tokens[i] == s
     # weights: llama.cpp undoes HF's RoPE row permutation, so q and k are herd's (Meta's) layout again
     sd = model.state_dict()
-    for gname, hname in (("token_embd.weight", "tok_embeddings.weight"), ("output_norm.weight", "norm.weight"),
+    for gname, hname in (("token_embd.weight", "tok_embeddings.weight"),
+                         ("output_norm.weight", "norm.weight"),
                          ("blk.0.attn_q.weight", "layers.0.attention.wq.weight"),
                          ("blk.1.attn_k.weight", "layers.1.attention.wk.weight"),
                          ("blk.1.ffn_down.weight", "layers.1.feed_forward.w2.weight")):

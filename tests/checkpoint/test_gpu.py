@@ -62,7 +62,8 @@ def test_real_size_meta_to_hf(tmp_path, preset, shards):
     a2, s2 = load_meta_state_dict(tmp_path / "meta2")
     assert a1 == a2 == args and set(s1) == set(s2)
     assert all(s1[k].dtype == s2[k].dtype and torch.equal(s1[k], s2[k]) for k in s1)
-    hf = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32).cuda().eval()
+    hf = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "hf"),
+                                                       dtype=torch.float32).cuda().eval()
     herd_model, herd_tok = load_model(tmp_path / "hf", device="cuda")
     assert herd_tok is not None and herd_tok.n_words == 128256
     text = open(__file__).read()[:3000] + " Ελληνικά русский 日本語 🙂"

@@ -41,7 +41,8 @@ def _model(vocab, **over):
              norm_eps=1e-5, use_scaled_rope=True, rope_old_context_len=64)
     m = Transformer.build(ModelArgs(**{**a, **over}), seed=3).eval()
     g = torch.Generator().manual_seed(4)
-    with torch.no_grad():  # trained-model scale (std 1/sqrt(fan_in)), so attention and RoPE show in the logits
+    # trained-model scale (std 1/sqrt(fan_in)), so attention and RoPE show in the logits
+    with torch.no_grad():
         for name, w in m.named_parameters():
             if w.dim() == 2 and "tok_embeddings" not in name:
                 w.copy_(torch.randn(w.shape, generator=g) / w.shape[1] ** 0.5)
@@ -65,7 +66,8 @@ def test_export_is_laid_out_as_metas_hf_repos(tmp_path):
     gen = json.loads((d / "generation_config.json").read_text())
     assert gen == {"bos_token_id": tok.bos_id, "eos_token_id": tok.stop_tokens}
     assert detect_format(d) == "hf"
-    # a model without a tokenizer has no original/ at all; hf_tokenizer=False keeps only original/tokenizer.model
+    # a model without a tokenizer has no original/ at all; hf_tokenizer=False keeps only
+    # original/tokenizer.model
     save_hf(_model(tok.n_words), tmp_path / "bare")
     assert not (tmp_path / "bare" / "original").exists()
     save_hf(_model(tok.n_words), tmp_path / "tiktoken-only", tokenizer=tok, hf_tokenizer=False)
@@ -131,7 +133,8 @@ def test_original_weights_are_a_meta_checkpoint(tmp_path, capsys):
     tok = _tok()
     model = _model(tok.n_words, tie_embeddings=True)
     save_herd(model.to(torch.bfloat16), tmp_path / "herd", tokenizer=tok)
-    assert main(["convert", str(tmp_path / "herd"), str(tmp_path / "hf"), "--to", "hf", "--original-weights"]) == 0
+    assert main(["convert", str(tmp_path / "herd"), str(tmp_path / "hf"), "--to", "hf",
+                 "--original-weights"]) == 0
     orig = tmp_path / "hf" / "original"
     assert sorted(p.name for p in orig.iterdir()) == ["consolidated.00.pth", "params.json", "tokenizer.model"]
     assert not (tmp_path / "hf" / "tokenizer.model").exists()
@@ -141,8 +144,10 @@ def test_original_weights_are_a_meta_checkpoint(tmp_path, capsys):
     assert t_meta.mergeable_ranks == t_hf.mergeable_ranks == tok.mergeable_ranks
     for k, v in model.state_dict().items():
         assert v.dtype == torch.bfloat16
-        assert torch.equal(v.float(), m_meta.state_dict()[k]) and torch.equal(v.float(), m_hf.state_dict()[k]), k
+        assert torch.equal(v.float(), m_meta.state_dict()[k]), k
+        assert torch.equal(v.float(), m_hf.state_dict()[k]), k
     assert m_meta.args == m_hf.args
     capsys.readouterr()
-    assert main(["convert", str(tmp_path / "herd"), str(tmp_path / "m"), "--to", "meta", "--original-weights"]) == 2
+    assert main(["convert", str(tmp_path / "herd"), str(tmp_path / "m"), "--to", "meta",
+                 "--original-weights"]) == 2
     assert "--original-weights" in capsys.readouterr().err and not (tmp_path / "m").exists()

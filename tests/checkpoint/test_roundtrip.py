@@ -194,8 +194,10 @@ def test_tokenizer_travels_beside(tmp_path):
 def test_convert_cli_all_directions_and_dtype(tmp_path, capsys):
     m = _model()
     save_herd(m, tmp_path / "herd")
-    assert main(["convert", str(tmp_path / "herd"), str(tmp_path / "meta"), "--to", "meta", "--shards", "2"]) == 0
-    assert main(["convert", str(tmp_path / "meta"), str(tmp_path / "hf"), "--to", "hf", "--dtype", "bf16"]) == 0
+    assert main(["convert", str(tmp_path / "herd"), str(tmp_path / "meta"), "--to", "meta",
+                 "--shards", "2"]) == 0
+    assert main(["convert", str(tmp_path / "meta"), str(tmp_path / "hf"), "--to", "hf",
+                 "--dtype", "bf16"]) == 0
     assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "herd2"), "--to", "herd"]) == 0
     m2, _ = load_model(tmp_path / "herd2")
     cfg = json.loads((tmp_path / "herd2" / "config.json").read_text())
@@ -237,7 +239,8 @@ def test_load_in_bf16(tmp_path, fmt):
     assert got.output.weight is got.tok_embeddings.weight
     _same({k: v.to(torch.bfloat16) for k, v in m.state_dict().items()}, got.state_dict())
     cos, sin = rope_table(m.args, m.args.max_seq_len)
-    assert got.rope_cos.dtype == torch.float32 and torch.equal(got.rope_cos, cos) and torch.equal(got.rope_sin, sin)
+    assert got.rope_cos.dtype == torch.float32
+    assert torch.equal(got.rope_cos, cos) and torch.equal(got.rope_sin, sin)
     tokens = torch.randint(0, 320, (1, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = m(tokens)

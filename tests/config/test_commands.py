@@ -86,7 +86,8 @@ def _new_value(tp, default, name):
             return "1.5,2.5e3", [1.5, 2500.0]
         if dataclasses.is_dataclass(item):  # e.g. [[long_context]], data.sources: a TOML array of tables
             obj = item()
-            vals = {f.name: _new_value(f.type if not isinstance(f.type, str) else typing.get_type_hints(item)[f.name],
+            vals = {f.name: _new_value(f.type if not isinstance(f.type, str)
+                                       else typing.get_type_hints(item)[f.name],
                                        getattr(obj, f.name), f.name) for f in dataclasses.fields(item)}
             text = "[{" + ", ".join(f"{k} = {_toml(v[1])}" for k, v in vals.items()) + "}]"
             return text, [{k: v[1] for k, v in vals.items()}]
@@ -161,10 +162,13 @@ def test_every_field_is_overridden_and_round_trips(argv, cls, section, capsys, t
 def test_pretrain_sections_each_take_an_override(capsys):
     """One field of each section, the way the docs write them (and README's --run.out)."""
     doc, out = _printed(capsys, ["pretrain", "--config", "herd-5m", "--model.n_layers", "3", "--data", "d:2",
-                                 "--optim.lr", "1e-3", "--schedule.decay", "linear", "--stages.1.seq_len", "384",
-                                 "--long_context.0.tokens", "5", "--anneal.checkpoints", "2", "--eval.batches", "3",
-                                 "--checkpoint.keep", "2", "--guard.max_bad_steps", "9", "--run.out", "runs/20m"])
-    assert doc["model"]["overrides"] == {"n_layers": 3} and doc["data"]["sources"] == [{"path": "d", "weight": 2.0}]
+                                 "--optim.lr", "1e-3", "--schedule.decay", "linear",
+                                 "--stages.1.seq_len", "384", "--long_context.0.tokens", "5",
+                                 "--anneal.checkpoints", "2", "--eval.batches", "3",
+                                 "--checkpoint.keep", "2", "--guard.max_bad_steps", "9",
+                                 "--run.out", "runs/20m"])
+    assert doc["model"]["overrides"] == {"n_layers": 3}
+    assert doc["data"]["sources"] == [{"path": "d", "weight": 2.0}]
     assert doc["optim"]["lr"] == 1e-3 and doc["schedule"]["decay"] == "linear"
     assert doc["stages"][1]["seq_len"] == 384 and doc["long_context"][0]["tokens"] == 5
     assert (doc["anneal"]["checkpoints"], doc["eval"]["batches"], doc["checkpoint"]["keep"],
@@ -183,7 +187,8 @@ def test_dumps_round_trips_every_recipe_and_preset(tmp_path):
         cfg = load(SpeedrunConfig, name, names=PRESETS, section="speedrun")
         (tmp_path / "s.toml").write_text(dumps(cfg, "speedrun"))
         assert load(SpeedrunConfig, tmp_path / "s.toml", section="speedrun") == cfg, name
-    cfg = load(CurateConfig, "default", names={"default": __import__("herd.curate.config").curate.config.DEFAULT_RECIPE})
+    cfg = load(CurateConfig, "default",
+               names={"default": __import__("herd.curate.config").curate.config.DEFAULT_RECIPE})
     assert cfg == CurateConfig()  # default.toml holds exactly the defaults
     odd = SFTConfig(model='a "quoted"\\path\n\tü', tokenizer="t")
     (tmp_path / "o.toml").write_text(dumps(odd, "sft"))
@@ -195,9 +200,11 @@ def test_dumps_round_trips_every_recipe_and_preset(tmp_path):
     (["pretrain", "--run.otu", "x"], "unknown field run.otu (did you mean run.out?)"),
     (["pretrain", "--nosuch.x", "1"], "unknown field nosuch"),
     (["pretrain", "--optim.lr", "fast"], "optim.lr must be a number, got 'fast'"),
-    (["pretrain", "--config", "herd-6m"], "unknown config name 'herd-6m' (known: herd-100m, herd-20m, herd-5m"),
+    (["pretrain", "--config", "herd-6m"],
+     "unknown config name 'herd-6m' (known: herd-100m, herd-20m, herd-5m"),
     (["pretrain", "--config", "no/such.toml"], "config file not found: no/such.toml"),
-    (["curate", "--dedup.threshhold", "0.5"], "unknown field dedup.threshhold (did you mean dedup.threshold?)"),
+    (["curate", "--dedup.threshhold", "0.5"],
+     "unknown field dedup.threshhold (did you mean dedup.threshold?)"),
     (["curate", "--config", "nope"], "unknown config name 'nope' (known: default"),
     (["sft", "--lrr", "1"], "unknown field sft.lrr (did you mean sft.lr?)"),
     (["dpo", "--dpo.beta", "big"], "dpo.beta must be a number"),

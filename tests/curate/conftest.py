@@ -73,7 +73,8 @@ def fuzz_corpus(tmp_path_factory):
         if p.exists():
             (root / name.replace("/", "_")).write_bytes(p.read_bytes())
             n_records += 1
-    (root / "broken.html").write_text("<html><body><div><p>Unclosed <b>tags <table><tr><td>cell" + "<div>" * 5000)
+    (root / "broken.html").write_text("<html><body><div><p>Unclosed <b>tags <table><tr><td>cell"
+                                      + "<div>" * 5000)
     (root / "empty.html").write_text("")
     (root / "binary.html").write_bytes(bytes(range(256)) * 40)
     n_records += 3
@@ -87,7 +88,8 @@ def fuzz_corpus(tmp_path_factory):
     # WARC: two pages, one corrupt WARC file.
     html = (PYDOC / "library/csv.html").read_text() if (PYDOC / "library/csv.html").exists() else \
         "<html><body><p>" + speeches[1] + "</p></body></html>"
-    (root / "crawl.warc.gz").write_bytes(_warc_bytes([("https://example.com/csv", html, "2024-01-01T00:00:00Z"),
+    (root / "crawl.warc.gz").write_bytes(_warc_bytes([("https://example.com/csv", html,
+                                                       "2024-01-01T00:00:00Z"),
                                                       ("https://example.com/csv?utm_source=x", html,
                                                        "2024-06-01T00:00:00Z")]))
     (root / "corrupt.warc.gz").write_bytes(b"WARC/1.0\r\nthis is not a warc" + bytes(range(256)))

@@ -135,7 +135,8 @@ def test_quality_classifier_trains_and_scores(tmp_path):
     good = [v["extract"] for v in ovos_summaries("en-us").values() if len(v["extract"].split()) > 40][:300]
     words = " ".join(good).split()
     # Low quality: spam-like word salad and keyword stuffing built from the same vocabulary.
-    bad = [" ".join(rng.choice(words) for _ in range(60)) + " click here buy now free free" for _ in range(300)]
+    bad = [" ".join(rng.choice(words) for _ in range(60)) + " click here buy now free free"
+           for _ in range(300)]
     (tmp_path / "good.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in good))
     (tmp_path / "bad.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in bad))
     m = train_quality([tmp_path / "good.jsonl"], [tmp_path / "bad.jsonl"], tmp_path / "q.bin", epoch=5)
@@ -157,7 +158,8 @@ def test_cli_runs_and_reports_bad_input(fuzz_corpus, tmp_path, capsys):
                "--set", "heuristics.min_words=10", "--quiet"])
     assert rc == 0
     assert "accounting OK" in capsys.readouterr().out
-    assert main(["curate", str(recipe), "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
+    assert main(["curate", str(recipe), "--input", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "o2")]) == 2
     bad = tmp_path / "bad.toml"
     bad.write_text("[dedup]\nthreshhold = 0.5\n")
     assert main(["curate", str(bad), "--input", str(root), "--out", str(tmp_path / "o3")]) == 2

@@ -10,7 +10,8 @@ from herd.curate import eval_data as E
 from herd.curate.extract import html_to_text, raw_resiliparse
 from herd.curate.extract_eval import DOC_ROOT, evaluate, rst_to_lines, score_page
 
-needs_pydoc = pytest.mark.skipif(not (DOC_ROOT / "_sources").is_dir(), reason="apt-get install python3.11-doc")
+needs_pydoc = pytest.mark.skipif(not (DOC_ROOT / "_sources").is_dir(),
+                                 reason="apt-get install python3.11-doc")
 needs_apache = pytest.mark.skipif(not E.APACHE_MANUAL.is_dir(), reason="apt-get install apache2-doc")
 
 
@@ -25,7 +26,8 @@ def test_extract_keeps_code_math_alt_and_drops_boilerplate():
     d = (b * b - 4 * a * c) ** 0.5
     return (-b + d) / (2 * a), (-b - d) / (2 * a)</code></pre>
     <p><img src="parabola.png" alt="Graph of a parabola crossing the x axis twice"> The figure shows it.</p>
-    <p>This is <b>bold</b> and <i>italic</i> text with a <a href="https://x.org">link</a> inside a paragraph.</p>
+    <p>This is <b>bold</b> and <i>italic</i> text with a <a href="https://x.org">link</a> \
+inside a paragraph.</p>
     </article></main>
     <footer><p>Copyright 2024 Example Corp. All rights reserved. Privacy policy. Terms of use.</p></footer>
     </body></html>"""
@@ -62,7 +64,8 @@ Use :func:`dumps` or ``loads`` as in `the RFC <https://x.org>`_.
                      "Use dumps or loads as in the RFC.", "New in version 3.9"]
     s = score_page("json --- JSON encoder\nUse dumps or loads as in the RFC.\nPrevious topic Next topic page",
                    lines)
-    assert s["recall_total"] == 4 and s["recall_hit"] == 2 and s["precision_total"] == 3 and s["precision_hit"] == 2
+    assert s["recall_total"] == 4 and s["recall_hit"] == 2
+    assert s["precision_total"] == 3 and s["precision_hit"] == 2
 
 
 @needs_pydoc

@@ -20,7 +20,8 @@ def test_minilm_matches_transformers():
 
     from herd.curate.domain import Embedder, minilm_path
 
-    texts = ["The senate passed the bill after a long debate. " * 20, "def f(x):\n    return x + 1", "Bonjour"]
+    texts = ["The senate passed the bill after a long debate. " * 20, "def f(x):\n    return x + 1",
+             "Bonjour"]
     ours = Embedder(128)(texts)
     p = str(minilm_path())
     tok, model = AutoTokenizer.from_pretrained(p), AutoModel.from_pretrained(p).eval()
@@ -45,7 +46,8 @@ def test_domain_labels_on_real_text():
     # held-out: different seed than the shipped head's training documents
     maths = math_documents(40, seed=123)[-3:]
     general = sotu_chunks(3, seed=7)
-    texts = code + maths + general + ["Le conseil municipal a voté le budget de la ville après un long débat."]
+    texts = code + maths + general + ["Le conseil municipal a voté le budget de la ville après un long "
+                                      "débat."]
     langs = ["en"] * 9 + ["fr"]
     labels, probs = label_domains(texts, langs, DomainConfig())
     assert labels == ["code"] * 3 + ["math-reasoning"] * 3 + ["general"] * 3 + ["multilingual"], labels
@@ -74,7 +76,8 @@ def test_ray_executor_matches_local(fuzz_corpus, tmp_path):
     local = run_curation(cfg, [src, root_html(fuzz_corpus)], tmp_path / "local", workers=1, progress=False)
     ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True)
     try:
-        remote = run_curation(cfg, [src, root_html(fuzz_corpus)], tmp_path / "ray", executor="ray", progress=False)
+        remote = run_curation(cfg, [src, root_html(fuzz_corpus)], tmp_path / "ray", executor="ray",
+                              progress=False)
     finally:
         ray.shutdown()
     assert remote["accounting_ok"] and remote["kept_docs"] == local["kept_docs"] > 0

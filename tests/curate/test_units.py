@@ -18,7 +18,8 @@ from herd.errors import HerdError
 
 # ---- URL normalisation --------------------------------------------------------------------------
 @pytest.mark.parametrize("a,b", [
-    ("HTTP://WWW.Example.COM:80/a/./b/../c/index.html?utm_source=x&b=2&a=1#frag", "https://example.com/a/c?a=1&b=2"),
+    ("HTTP://WWW.Example.COM:80/a/./b/../c/index.html?utm_source=x&b=2&a=1#frag",
+     "https://example.com/a/c?a=1&b=2"),
     ("https://example.com/path/", "http://example.com/path"),
     ("http://example.com/%7euser", "https://example.com/~user"),
     ("https://example.com/a%2fb", "https://example.com/a%2Fb"),
@@ -189,7 +190,8 @@ def test_pii_masks_generated_identities():
         for secret in (email, phone, ip, ip6, card_fmt, iban):
             assert secret not in masked, (secret, masked)
         assert counts == {"email": 1, "phone": 1, "ip": 2, "card": 1, "iban": 1}, (counts, masked)
-        assert f"Customer {f.title()} {l.title()}" in masked and "2024-03-15" in masked and "v3.11.4" in masked
+        assert f"Customer {f.title()} {l.title()}" in masked
+        assert "2024-03-15" in masked and "v3.11.4" in masked
 
 
 def test_pii_leaves_non_pii_alone():

@@ -45,7 +45,8 @@ def test_deterministic_and_exact_resume(tok_dir):
 
 def test_data_parallel_ranks_partition_the_global_batch(tok_dir):
     one = _batches(MixtureLoader([(tok_dir, 1.0), (tok_dir, 0.5)], seed=1), 5, bs=6, seq=32)
-    ranks = [_batches(MixtureLoader([(tok_dir, 1.0), (tok_dir, 0.5)], seed=1, rank=r, world=3), 5, bs=6, seq=32)
+    ranks = [_batches(MixtureLoader([(tok_dir, 1.0), (tok_dir, 0.5)], seed=1, rank=r, world=3), 5, bs=6,
+                      seq=32)
              for r in range(3)]
     for i in range(5):
         assert torch.equal(torch.cat([ranks[r][i].inputs for r in range(3)]), one[i].inputs)

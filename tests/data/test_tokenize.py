@@ -88,11 +88,12 @@ def test_cli_tokenize(tmp_path, byte_tok, capsys):
     byte_tok.save(tmp_path / "bytes.model")
     src = tmp_path / "doc.jsonl"
     src.write_text("".join(json.dumps({"content": f"document number {i}"}) + "\n" for i in range(20)))
-    rc = main(["tokenize", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "bytes.model"),
+    rc = main(["tokenize", str(src), "--out", str(tmp_path / "o"), "--tokenizer",
+               str(tmp_path / "bytes.model"),
                "--text-field", "content", "--workers", "1", "--quiet", "--val-fraction", "0"])
     assert rc == 0 and "20 documents" in capsys.readouterr().out
-    assert np.asarray(TokenData(tmp_path / "o").doc(0)).tolist() == byte_tok.encode("document number 0", bos=True,
-                                                                                     eos=True)
+    assert np.asarray(TokenData(tmp_path / "o").doc(0)).tolist() == byte_tok.encode("document number 0",
+                                                                                     bos=True, eos=True)
     assert main(["tokenize", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
 
 

@@ -23,7 +23,8 @@ def hf_config(a, attn="sdpa"):
                 "low_freq_factor": a.rope_low_freq_factor, "high_freq_factor": a.rope_high_freq_factor,
                 "original_max_position_embeddings": a.rope_old_context_len}
     return LlamaConfig(vocab_size=a.vocab_size, hidden_size=a.dim, intermediate_size=a.ffn_hidden_dim,
-                       num_hidden_layers=a.n_layers, num_attention_heads=a.n_heads, num_key_value_heads=a.n_kv_heads,
+                       num_hidden_layers=a.n_layers, num_attention_heads=a.n_heads,
+                       num_key_value_heads=a.n_kv_heads,
                        max_position_embeddings=a.max_seq_len, rms_norm_eps=a.norm_eps, rope_parameters=rope,
                        tie_word_embeddings=a.tie_embeddings, attention_bias=False, mlp_bias=False,
                        bos_token_id=None, eos_token_id=None, pad_token_id=None, attn_implementation=attn)
@@ -79,6 +80,6 @@ def hf_greedy(hf, prompts: list[list[int]], max_new_tokens: int) -> list[list[in
         ids[b, P - len(p):] = torch.tensor(p)
         am[b, P - len(p):] = 1
     with torch.no_grad():
-        out = hf.generate(input_ids=ids, attention_mask=am, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                          do_sample=False, pad_token_id=0, eos_token_id=None)
+        out = hf.generate(input_ids=ids, attention_mask=am, max_new_tokens=max_new_tokens,
+                          min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None)
     return out[:, P:].tolist()

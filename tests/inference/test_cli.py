@@ -37,8 +37,8 @@ def test_generate_file_to_jsonl_and_resume(ckpt, tok_model, small_tokenizer, tmp
     assert rc == 0
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["prompt"] for r in recs] == prompts
-    ref = Generator(tok_model, small_tokenizer).generate([small_tokenizer.encode(p, bos=True) for p in prompts],
-                                                         max_new_tokens=8)
+    ref = Generator(tok_model, small_tokenizer).generate(
+        [small_tokenizer.encode(p, bos=True) for p in prompts], max_new_tokens=8)
     assert [r["tokens"] for r in recs] == [o.tokens for o in ref]
     assert [r["completion"] for r in recs] == [o.text for o in ref]
     # an existing output is never overwritten silently
@@ -47,7 +47,8 @@ def test_generate_file_to_jsonl_and_resume(ckpt, tok_model, small_tokenizer, tmp
     # interrupted after the first record, in the middle of writing the second: resume completes it
     lines = out.read_text().splitlines(keepends=True)
     out.write_text(lines[0] + lines[1][:10])
-    rc, _, _ = _run(capsys, "generate", ckpt, "--prompts-file", f, "--out", out, "--max-new-tokens", 8, "--resume")
+    rc, _, _ = _run(capsys, "generate", ckpt, "--prompts-file", f, "--out", out, "--max-new-tokens", 8,
+                    "--resume")
     assert rc == 0
     assert [json.loads(x) for x in out.read_text().splitlines()] == recs
 
@@ -58,10 +59,12 @@ def test_generate_jsonl_chat_samples_quant_draft(ckpt, small_tokenizer, tmp_path
                  json.dumps({"messages": [{"role": "user", "content": "What is 2+2?"}]}) + "\n")
     out = tmp_path / "o.jsonl"
     rc, _, err = _run(capsys, "generate", ckpt, "--prompts-file", f, "--out", out, "--max-new-tokens", 5,
-                      "--temperature", "0.8", "--seed", 1, "--num-samples", 3, "--quant", "int8", "--system", "Be brief")
+                      "--temperature", "0.8", "--seed", 1, "--num-samples", 3, "--quant", "int8",
+                      "--system", "Be brief")
     assert rc == 0, err
     recs = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [(r["prompt_index"], r["sample_index"]) for r in recs] == [(i, j) for i in range(2) for j in range(3)]
+    assert [(r["prompt_index"], r["sample_index"]) for r in recs] == [(i, j) for i in range(2)
+                                                                      for j in range(3)]
     assert all("tool_calls" in r for r in recs)
     # a draft model (here the same checkpoint) gives plain greedy output
     outs = []

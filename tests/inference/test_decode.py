@@ -47,7 +47,8 @@ def test_decode_step_matches_model_logits():
         from herd.inference.decode import decode_step
 
         for t in range(30, 40):
-            lg = decode_step(m, gen.plan(), seq[:, t], m.rope_factors(torch.tensor([[t]]), 1), cache, t, t + 1, None)
+            lg = decode_step(m, gen.plan(), seq[:, t], m.rope_factors(torch.tensor([[t]]), 1), cache, t,
+                             t + 1, None)
             assert torch.allclose(lg[0], ref[t], atol=1e-4)
 
 

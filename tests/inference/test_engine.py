@@ -117,7 +117,8 @@ def test_tokenizer_stop_reasons_and_on_token(tok_model, small_tokenizer):
             saved = w[[sid, full[k]]].clone()
             w[sid], w[full[k]] = saved[1], saved[0]
             try:
-                out = gen.generate([prompt], max_new_tokens=10, on_token=lambda i, j, t: seen.append((i, j, t)))[0]
+                out = gen.generate([prompt], max_new_tokens=10,
+                                   on_token=lambda i, j, t: seen.append((i, j, t)))[0]
             finally:
                 w[sid], w[full[k]] = saved[0], saved[1]
         assert out.tokens == full[:k] and out.stop_reason == reason

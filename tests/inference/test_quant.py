@@ -11,8 +11,8 @@ from torch import nn
 from inference_util import tiny_model
 from herd.errors import HerdError
 from herd.inference import Generator
-from herd.inference.quant import (FP8_ACT_UB, FP8_MAX, Fp8Linear, Int8Linear, fp8_quantize_rows, int8_quantize_rows,
-                                  quantize, quantize_fp8, quantize_int8)
+from herd.inference.quant import (FP8_ACT_UB, FP8_MAX, Fp8Linear, Int8Linear, fp8_quantize_rows,
+                                  int8_quantize_rows, quantize, quantize_fp8, quantize_int8)
 
 
 def _rel(a, b):

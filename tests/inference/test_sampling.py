@@ -50,7 +50,8 @@ def test_top_p_keeps_smallest_set_with_mass_p():
     logits = probs.log()
     # (exact sums like 0.4 + 0.25 are avoided: float rounding decides those either way)
     for p, keep in [(0.1, {1}), (0.399, {1}), (0.401, {1, 3}), (0.649, {1, 3}), (0.651, {1, 3, 4}),
-                    (0.849, {1, 3, 4}), (0.851, {1, 3, 4, 2}), (0.951, {0, 1, 2, 3, 4}), (1.0, {0, 1, 2, 3, 4})]:
+                    (0.849, {1, 3, 4}), (0.851, {1, 3, 4, 2}), (0.951, {0, 1, 2, 3, 4}),
+                    (1.0, {0, 1, 2, 3, 4})]:
         f = filter_probs(logits, 1.0, top_p=p)
         kept = set(torch.nonzero(f).flatten().tolist())
         assert kept == keep, (p, kept)

@@ -36,7 +36,8 @@ def test_greedy_stops_like_plain(pair):
     plain = Generator(target).generate(PROMPTS[:1], max_new_tokens=30)[0].tokens
     stop = plain[7]
     ref = Generator(target).generate(PROMPTS[:1], max_new_tokens=30, stop_tokens=[stop])[0]
-    got = SpeculativeGenerator(target, draft, k=3).generate(PROMPTS[:1], max_new_tokens=30, stop_tokens=[stop])[0]
+    got = SpeculativeGenerator(target, draft, k=3).generate(PROMPTS[:1], max_new_tokens=30,
+                                                            stop_tokens=[stop])[0]
     assert got.tokens == ref.tokens and got.stop_reason == ref.stop_reason == "stop_token"
 
 
@@ -48,7 +49,8 @@ def test_verification_keeps_target_distribution(k):
     q = torch.softmax(torch.randn(k, V) * 1.5, -1)
     g = torch.Generator().manual_seed(0)
     first = torch.zeros(V)
-    drafts = torch.stack([torch.multinomial(q[i], N, replacement=True, generator=g) for i in range(k)], 1).tolist()
+    drafts = torch.stack([torch.multinomial(q[i], N, replacement=True, generator=g) for i in range(k)],
+                         1).tolist()
     for d in drafts:
         n, nxt = accept_draft(d, q, p, g)
         first[(d[:n] + [nxt])[0]] += 1
@@ -69,8 +71,8 @@ def test_sampling_end_to_end_matches_target_joint():
         p2 = torch.softmax(target(ctx)[:, -1], -1)
     joint = (p1[:, None] * p2).flatten()
     N = 3000
-    outs = SpeculativeGenerator(target, draft, k=2).generate([prompt], max_new_tokens=2, temperature=1.0, seed=0,
-                                                              num_samples=N)
+    outs = SpeculativeGenerator(target, draft, k=2).generate([prompt], max_new_tokens=2, temperature=1.0,
+                                                             seed=0, num_samples=N)
     counts = torch.zeros(256)
     for o in outs:
         counts[o.tokens[0] * 16 + o.tokens[1]] += 1

@@ -38,8 +38,8 @@ def test_tied_preset_shares_weight():
 
 @pytest.fixture
 def tiny():
-    a = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=1, vocab_size=128, multiple_of=16, max_seq_len=256,
-                  use_scaled_rope=True)
+    a = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=1, vocab_size=128, multiple_of=16,
+                  max_seq_len=256, use_scaled_rope=True)
     return Transformer.build(a, seed=0)
 
 

@@ -16,14 +16,17 @@ TOL = 1e-4
 
 CONFIGS = {
     # name: (ModelArgs overrides, batch, seq)
-    "gqa1-untied-plain": (dict(dim=128, n_heads=4, n_kv_heads=4, vocab_size=512, use_scaled_rope=False), 2, 512),
-    "gqa4-untied-scaled": (dict(dim=256, n_heads=4, n_kv_heads=1, vocab_size=384, use_scaled_rope=True), 1, 512),
+    "gqa1-untied-plain": (dict(dim=128, n_heads=4, n_kv_heads=4, vocab_size=512, use_scaled_rope=False), 2,
+                          512),
+    "gqa4-untied-scaled": (dict(dim=256, n_heads=4, n_kv_heads=1, vocab_size=384, use_scaled_rope=True), 1,
+                           512),
     "gqa8-tied-scaled": (dict(dim=256, n_heads=8, n_kv_heads=1, vocab_size=320, use_scaled_rope=True,
                               tie_embeddings=True), 2, 300),
     "gqa4-tied-3.2": (dict(dim=128, n_heads=4, n_kv_heads=1, vocab_size=256, use_scaled_rope=True,
                            rope_scale_factor=32.0, tie_embeddings=True, ffn_dim_multiplier=1.5), 3, 77),
     "gqa2-untied-theta10k": (dict(dim=64, n_heads=4, n_kv_heads=2, vocab_size=200, rope_theta=10000.0,
-                                  use_scaled_rope=True, rope_old_context_len=256, ffn_dim_multiplier=1.3), 2, 512),
+                                  use_scaled_rope=True, rope_old_context_len=256, ffn_dim_multiplier=1.3), 2,
+                             512),
 }
 
 

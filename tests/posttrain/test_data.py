@@ -6,7 +6,8 @@ import pytest
 
 from herd.errors import HerdError
 from herd.posttrain.common import IGNORE, masked_labels
-from herd.posttrain.data import encode_dialog, encode_pair, encode_prompt, parse_chat, parse_preference, read_jsonl
+from herd.posttrain.data import (encode_dialog, encode_pair, encode_prompt, parse_chat, parse_preference,
+                                 read_jsonl)
 
 DIALOG = [
     {"role": "system", "content": "Be brief."},
@@ -49,7 +50,8 @@ def test_chat_ids_equal_meta_chat_format():
                        stop_reason=StopReason.end_of_turn) for m in msgs]
     assert encode_prompt(ours, msgs) == cf.encode_dialog_prompt(meta).tokens
     # an assistant message waiting on a tool ends with <|eom_id|>
-    ids, _ = cf.encode_message(RawMessage(role="assistant", content="x = 1", stop_reason=StopReason.end_of_message),
+    ids, _ = cf.encode_message(RawMessage(role="assistant", content="x = 1",
+                                          stop_reason=StopReason.end_of_message),
                                tool_prompt_format=None)
     enc = encode_dialog(ours, [{"role": "assistant", "content": "x = 1", "eom": True}], bos=False)
     assert enc.tokens == ids

@@ -38,7 +38,8 @@ def test_dpo_loss_hand_computed():
 
 def test_dpo_gradient_matches_closed_form():
     pc = torch.tensor([-2.0], requires_grad=True)
-    loss, _ = dpo_loss(pc, torch.tensor([-3.0]), torch.tensor([-2.5]), torch.tensor([-2.5]), torch.tensor([4]))
+    loss, _ = dpo_loss(pc, torch.tensor([-3.0]), torch.tensor([-2.5]), torch.tensor([-2.5]),
+                       torch.tensor([4]))
     loss.backward()
     # d/dpc [-log sig(0.1 (pc - pr - rc + rr))] = -0.1 * sig(-0.1); NLL part: 0.2 * (-1/4)
     sig = 1 / (1 + math.exp(0.1))

@@ -17,7 +17,8 @@ from herd.posttrain.tasks import arithmetic_task
 
 def test_best_of_k_selection_and_stats():
     msgs = [{"role": "user", "content": "q"}]
-    recs = [{"messages": msgs, "answer": 7, "samples": ["#### 5", "#### 7", "#### 7", "x"], "scores": [0, 1, 1, 0]},
+    recs = [{"messages": msgs, "answer": 7, "samples": ["#### 5", "#### 7", "#### 7", "x"],
+             "scores": [0, 1, 1, 0]},
             {"messages": msgs, "answer": 3, "samples": ["#### 1", "#### 2"], "scores": [0, 0]}]
     sft_rows, pairs = build_outputs(recs, verifier=True)
     assert len(sft_rows) == 1 and sft_rows[0]["messages"][-1] == {"role": "assistant", "content": "#### 7"}
@@ -27,7 +28,8 @@ def test_best_of_k_selection_and_stats():
     assert st["gain"] == pytest.approx(0.5 - 2 / 6) and st["pass@k"] == 0.5
     assert st["correct_per_prompt"] == {"0": 1, "2": 1}
     # with a reward model every prompt keeps its best sample
-    sft_rows, _ = build_outputs([{"messages": msgs, "samples": ["a", "b"], "scores": [-1.0, 2.0]}], verifier=False)
+    sft_rows, _ = build_outputs([{"messages": msgs, "samples": ["a", "b"], "scores": [-1.0, 2.0]}],
+                                verifier=False)
     assert sft_rows[0]["messages"][-1]["content"] == "b" and sft_rows[0]["score"] == 2.0
 
 
@@ -95,8 +97,8 @@ def test_reward_model_train_and_score(tmp_path, tiny_ckpt):
 
 def test_dpo_run(tmp_path, tiny_ckpt):
     data = _prefs(tmp_path / "prefs.jsonl", edited=False)
-    m = dpo(DPOConfig(model=str(tiny_ckpt), data=data, out=str(tmp_path / "dpo"), lr=1e-3, steps=4, batch_size=4,
-                      quiet=True, warmup=0, lora_rank=2))
+    m = dpo(DPOConfig(model=str(tiny_ckpt), data=data, out=str(tmp_path / "dpo"), lr=1e-3, steps=4,
+                      batch_size=4, quiet=True, warmup=0, lora_rank=2))
     assert m["pairs"] == 8 and m["steps"] == 4
     assert {"reward_accuracy", "margin", "chosen_reward", "rejected_reward"} <= set(m)
     model, _ = load_model(tmp_path / "dpo")

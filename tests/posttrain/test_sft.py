@@ -77,7 +77,8 @@ def test_sft_run_writes_checkpoint(tmp_path, tiny_ckpt, lora):
     assert tok is not None and set(model.state_dict()) == set(base.state_dict())  # merged: Meta's names
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
     if lora:  # only adapted weights move
-        assert changed and all(k.split(".")[-2] in ("wq", "wk", "wv", "wo", "w1", "w2", "w3") for k in changed)
+        assert changed and all(k.split(".")[-2] in ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+                               for k in changed)
     else:
         assert "tok_embeddings.weight" in changed
     cfg = json.loads((out / "config.json").read_text())

@@ -77,9 +77,11 @@ def test_k_samples_per_prompt_match_naive_decoding(tok, tiny_model):
     for p, samples in zip(prompts, out):
         want = _naive_decode(tiny_model, p, 6, stop)
         assert len(samples) == 3 and all(s == want for s in samples)  # greedy: K identical copies
-    sampled = sample_completions(tiny_model, tok, prompts[:1], k=8, max_new_tokens=6, temperature=1.0, seed=3)[0]
+    sampled = sample_completions(tiny_model, tok, prompts[:1], k=8, max_new_tokens=6, temperature=1.0,
+                                 seed=3)[0]
     assert len(sampled) == 8 and len({tuple(s) for s in sampled}) > 1  # K samples of one prompt differ
-    again = sample_completions(tiny_model, tok, prompts[:1], k=8, max_new_tokens=6, temperature=1.0, seed=3)[0]
+    again = sample_completions(tiny_model, tok, prompts[:1], k=8, max_new_tokens=6, temperature=1.0,
+                               seed=3)[0]
     assert again == sampled  # seeded
 
 

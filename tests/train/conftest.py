@@ -18,5 +18,6 @@ def para_tok_dir(tmp_path_factory, byte_tok, text_files):
             for sent in open(fn, encoding="utf-8").read().split(". "):
                 if sent.strip():
                     f.write(json.dumps({"text": sent.strip() + "."}) + "\n")
-    tokenize_files([root / "paras.jsonl"], byte_tok, root / "data", val_fraction=0.05, workers=1, progress=False)
+    tokenize_files([root / "paras.jsonl"], byte_tok, root / "data", val_fraction=0.05, workers=1,
+                   progress=False)
     return root / "data"

@@ -36,7 +36,8 @@ def test_405b_recipe_is_the_papers():
     assert len(lc) == 6 and lc[-1].seq_len == 131072 and lc[0].seq_len > 8192
     assert abs(sum(p.steps * p.batch_tokens for p in lc) - 800e9) < 0.01 * 800e9
     (an,) = [p for p in plan if p.name == "anneal"]
-    assert an.seq_len == 131072 and an.steps * an.batch_tokens >= 40_000_000 > (an.steps - 1) * an.batch_tokens
+    assert an.seq_len == 131072
+    assert an.steps * an.batch_tokens >= 40_000_000 > (an.steps - 1) * an.batch_tokens
     assert [s.weight for s in cfg.data.sources] == [50, 25, 17, 8]
 
 
@@ -93,7 +94,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("herd: error: config: unknown field optim.nope") and err.count("\n") == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["pretrain", "--config", "herd-5m", "--data", str(empty), "--run.out", str(tmp_path / "o")]) == 2
+    assert main(["pretrain", "--config", "herd-5m", "--data", str(empty), "--run.out",
+                 str(tmp_path / "o")]) == 2
     assert "empty data directory" in capsys.readouterr().err
     assert main(["pretrain", "--config", "herd-5m", "--print-config", "--data", "a:3", "--data", "b"]) == 0
     out = capsys.readouterr().out

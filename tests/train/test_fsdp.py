@@ -23,7 +23,8 @@ def _losses(out, kind="train", key="loss"):
 
 def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     one = pretrain(tiny_config(para_tok_dir, tmp_path / "one", *EXTRA))
-    toml = tiny_toml(para_tok_dir, tmp_path / "two", tmp_path / "two.toml", *EXTRA, "--run.micro_batch_tokens", "64")
+    toml = tiny_toml(para_tok_dir, tmp_path / "two", tmp_path / "two.toml", *EXTRA,
+                     "--run.micro_batch_tokens", "64")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "herd", "pretrain",
@@ -37,7 +38,8 @@ def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     start = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()][0]
     assert start["world"] == 2
     ck = tmp_path / "two" / "checkpoints" / "step-00000020"
-    assert (ck / "rng-1.pt").is_file() and (ck / "state" / ".metadata").is_file() and not (ck / "state.pt").exists()
+    assert (ck / "rng-1.pt").is_file() and (ck / "state" / ".metadata").is_file()
+    assert not (ck / "state.pt").exists()
     # 2 processes resume from their own sharded checkpoint (step 10) and end bit-identical
     from safetensors.torch import load_file
 
@@ -51,6 +53,8 @@ def test_two_process_fsdp_matches_one_process(para_tok_dir, tmp_path):
     again = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     assert all(torch.equal(final[k], again[k]) for k in final)
     assert _losses(tmp_path / "two")[-10:] == b[-10:]
-    # the checkpoint written under FSDP is sharded (each rank wrote its shards): a 1-process run resumes from it
-    res = pretrain(tiny_config(para_tok_dir, tmp_path / "two", *EXTRA[:1], "25", *EXTRA[2:], "--run.resume", "true"))
+    # the checkpoint written under FSDP is sharded (each rank wrote its shards): a 1-process run
+    # resumes from it
+    res = pretrain(tiny_config(para_tok_dir, tmp_path / "two", *EXTRA[:1], "25", *EXTRA[2:], "--run.resume",
+                               "true"))
     assert res["steps"] == 25 and abs(one["val_loss"] - res["val_loss"]) < 0.5

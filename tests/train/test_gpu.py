@@ -15,7 +15,8 @@ from herd.train import pretrain
 def test_pretrain_bf16_on_gpu(para_tok_dir, tmp_path, compile_):
     out = tmp_path / "gpu"
     cfg = tiny_config(para_tok_dir, out, "--run.steps", "30", "--run.device", "cuda", "--eval.interval", "15",
-                      "--run.compile", str(compile_).lower(), "--checkpoint.interval", "15", "--run.peak_flops", "0")
+                      "--run.compile", str(compile_).lower(), "--checkpoint.interval", "15",
+                      "--run.peak_flops", "0")
     res = pretrain(cfg)
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     start = recs[0]

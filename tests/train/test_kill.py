@@ -22,8 +22,8 @@ EXTRA = ["--run.steps", "40", "--checkpoint.interval", "3", "--checkpoint.keep",
 
 def _herd(args, **kw):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "herd", "pretrain", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([sys.executable, "-m", "herd", "pretrain", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def _steps_logged(out):
@@ -58,7 +58,8 @@ def _run_with_kills(toml, out, kill_steps):
 
 
 def _check_same(a, b):
-    wa, wb = load_file(str(a / "model" / "model.safetensors")), load_file(str(b / "model" / "model.safetensors"))
+    wa = load_file(str(a / "model" / "model.safetensors"))
+    wb = load_file(str(b / "model" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k

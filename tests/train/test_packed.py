@@ -10,7 +10,8 @@ from herd.train.trainer import loss_sum
 
 
 def test_packed_loss_equals_per_document_loss(para_tok_dir):
-    args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32, max_seq_len=2048)
+    args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32,
+                     max_seq_len=2048)
     model = Transformer.build(args, seed=0)
     loader = MixtureLoader([(para_tok_dir, 1.0)], seed=0)
     batch = loader.next_batch(1, 1024)

@@ -9,8 +9,9 @@ from herd.train.schedule import LRSchedule, anneal_snapshot_steps, build_plan, p
 
 
 def _cfg(*extra):
-    return load_config(None, ["--optim.lr", "1e-3", "--schedule.final_lr", "1e-4", "--schedule.warmup_steps", "10",
-                              "--run.steps", "110", *extra]).validate()
+    return load_config(None,
+                       ["--optim.lr", "1e-3", "--schedule.final_lr", "1e-4", "--schedule.warmup_steps", "10",
+                        "--run.steps", "110", *extra]).validate()
 
 
 def test_warmup_then_cosine_to_final():
@@ -35,8 +36,9 @@ def test_405b_schedule_values():
 
 
 def test_ramp_stage_changes_and_anneal_to_zero():
-    cfg = load_config(None, ["--optim.lr", "1e-3", "--schedule.final_lr", "1e-4", "--schedule.warmup_steps", "2",
-                             "--run.tokens", "2000", "--anneal.tokens", "320", "--anneal.checkpoints", "3"])
+    cfg = load_config(None,
+                      ["--optim.lr", "1e-3", "--schedule.final_lr", "1e-4", "--schedule.warmup_steps", "2",
+                       "--run.tokens", "2000", "--anneal.tokens", "320", "--anneal.checkpoints", "3"])
     from herd.train.config import LongContextStage, Stage
 
     cfg.stages = [Stage(0, 4, 8), Stage(100, 4, 16), Stage(1000, 8, 16)]

@@ -83,7 +83,8 @@ def _sharded_init_worker(rank, world, store_file, preset, out):
     # which the ranks exit cannot break the other's teardown.
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world)
     try:
-        args = get_preset(preset, n_layers=2, dim=128, n_heads=4, n_kv_heads=2, vocab_size=1000, multiple_of=32)
+        args = get_preset(preset, n_layers=2, dim=128, n_heads=4, n_kv_heads=2, vocab_size=1000,
+                          multiple_of=32)
         model = Transformer.build(args, device="meta")
         apply_fsdp(model, init_device_mesh("cpu", (world,)))
         materialize_sharded(model, torch.device("cpu"), seed=7)

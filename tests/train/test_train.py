@@ -23,8 +23,8 @@ def _records(out, kind="train"):
 
 def test_run_anneal_polyak_and_export(para_tok_dir, tmp_path):
     out = tmp_path / "run"
-    cfg = tiny_config(para_tok_dir, out, "--run.steps", "14", "--eval.interval", "8", "--checkpoint.interval", "8",
-                      "--anneal.tokens", "768", "--anneal.checkpoints", "3")
+    cfg = tiny_config(para_tok_dir, out, "--run.steps", "14", "--eval.interval", "8", "--checkpoint.interval",
+                      "8", "--anneal.tokens", "768", "--anneal.checkpoints", "3")
     cfg.long_context = [LongContextStage(seq_len=128, tokens=512)]  # 2 steps of 2 x 128
     res = pretrain(cfg)
     assert res["steps"] == 19 and res["tokens"] == 19 * 256 and res["skipped_steps"] == 0
@@ -35,7 +35,8 @@ def test_run_anneal_polyak_and_export(para_tok_dir, tmp_path):
     assert train[-1]["loss"] < train[0]["loss"] - 1.0  # it learns
     for k in ("tokens", "loss", "lr", "tokens_per_s", "mfu", "mem_gib", "grad_norm"):
         assert all(k in r for r in train)
-    assert [r["phase"] for r in train][-3:] == ["anneal"] * 3 and train[-1]["lr"] == pytest.approx(3e-4 / 3, rel=0.3)
+    assert [r["phase"] for r in train][-3:] == ["anneal"] * 3
+    assert train[-1]["lr"] == pytest.approx(3e-4 / 3, rel=0.3)
     assert [r["step"] for r in _records(out, "val")] == [8, 16]
     assert res["val_loss"] < train[0]["loss"]
     # final model = mean of the three annealing snapshots (Polyak)
@@ -136,7 +137,8 @@ def test_bad_inputs_one_line(para_tok_dir, tmp_path):
     with pytest.raises(HerdError, match="already holds checkpoints; pass --resume"):
         pretrain(tiny_config(para_tok_dir, out, "--run.steps", "2"))
     with pytest.raises(HerdError, match=r"another model shape \(dim 64 vs 32") as e:
-        pretrain(tiny_config(para_tok_dir, out, "--run.steps", "4", "--model.dim", "32", "--run.resume", "true"))
+        pretrain(tiny_config(para_tok_dir, out, "--run.steps", "4", "--model.dim", "32", "--run.resume",
+                             "true"))
     assert "\n" not in str(e.value)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -4,9 +4,10 @@
 TINY = ["--model.preset", "herd-5m", "--model.dim", "64", "--model.n_layers", "2", "--model.n_heads", "4",
         "--model.n_kv_heads", "2", "--model.vocab_size", "512", "--model.multiple_of", "32",
         "--optim.lr", "3e-3", "--schedule.warmup_steps", "4", "--schedule.final_lr", "3e-4",
-        "--stages.0.batch_size", "4", "--stages.0.seq_len", "64", "--eval.interval", "0", "--eval.batches", "2",
-        "--eval.batch_size", "4", "--checkpoint.interval", "0", "--run.progress", "false", "--run.log_interval", "0",
-        "--run.threads", "1", "--run.peak_flops", "1e11"]
+        "--stages.0.batch_size", "4", "--stages.0.seq_len", "64", "--eval.interval", "0",
+        "--eval.batches", "2", "--eval.batch_size", "4", "--checkpoint.interval", "0",
+        "--run.progress", "false", "--run.log_interval", "0", "--run.threads", "1",
+        "--run.peak_flops", "1e11"]
 
 
 def tiny_config(tok_dir, out_dir, *extra):
