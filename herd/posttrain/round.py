@@ -132,10 +132,9 @@ def post_train_round(base: str, task: RoundTask, cfg: RoundConfig, *, log=print,
         """K samples per prompt scored by the exact-answer verifier (herd.posttrain.rejection:
         the best correct sample per prompt as SFT data, (correct, wrong) pairs)."""
         return rejection_sample(_on(RSConfig(model=str(model), prompts=prompts, out=str(out), scorer="math",
-                                             k=cfg.k,
-                                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                             seed=cfg.seed, quiet=cfg.quiet, chunk=cfg.rs_chunk), device,
-                                    dtype))
+                                             k=cfg.k, max_new_tokens=cfg.max_new_tokens,
+                                             temperature=cfg.temperature, seed=cfg.seed, quiet=cfg.quiet,
+                                             chunk=cfg.rs_chunk), device, dtype))
 
     def step_sft() -> dict:
         acc_base = accuracy(base)
@@ -171,11 +170,10 @@ def post_train_round(base: str, task: RoundTask, cfg: RoundConfig, *, log=print,
         if not samp.get("pairs"):
             raise RoundStopped("sampling from the RS model produced no (correct, wrong) pair for DPO")
         m = dpo(_on(DPOConfig(model=prev["model_dir"], data=str(o / "dpo_samples" / "pairs.jsonl"),
-                              out=str(o / "dpo"),
-                              lr=cfg.dpo_lr, steps=cfg.dpo_steps, batch_size=cfg.dpo_batch,
-                              max_len=cfg.seq_len,
-                              lora_rank=cfg.dpo_lora_rank, seed=cfg.seed, quiet=cfg.quiet, warmup=cfg.warmup,
-                              save_every=0), device, dtype))
+                              out=str(o / "dpo"), lr=cfg.dpo_lr, steps=cfg.dpo_steps,
+                              batch_size=cfg.dpo_batch, max_len=cfg.seq_len, lora_rank=cfg.dpo_lora_rank,
+                              seed=cfg.seed, quiet=cfg.quiet, warmup=cfg.warmup, save_every=0),
+                    device, dtype))
         seconds = time.time() - t
         acc = accuracy(o / "dpo")
         log(f"{prefix}: {'dpo':9s} held-out accuracy {acc:.3f}")
