@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest valid checkpoint in run.out (= --run.resume true)")
     p.add_argument("--out", default=None, metavar="DIR", help="the run folder (= --run.out)")
-    p.add_argument("--quiet", action="store_true", help="no plan and no progress bar (= --run.progress false)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (= --run.progress false)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=run)
 
@@ -90,6 +90,9 @@ def plan_summary(cfg) -> list[str]:
     if warmup >= total:
         lines.append(f"  warning: the warmup ({warmup} steps) is as long as the run ({total} steps): the LR never "
                      "reaches its peak; lower --schedule.warmup_steps or use --run.max_steps")
+    if not cfg.data.val and not any(_has_val(s.path) for s in cfg.data.sources):
+        lines.append("  no validation split in the data: no validation loss will be reported "
+                     "(herd tokenize --val-fraction 0.1 holds documents out)")
     n_data = _data_tokens(cfg)
     if n_data:
         main = sum(p.steps * p.batch_tokens for p in plan if p.mix == "main")
@@ -97,6 +100,16 @@ def plan_summary(cfg) -> list[str]:
         lines.append(f"  data: {n_data:,} training tokens -> {ep:.2f} passes (epochs) over them" +
                      ("; more than one pass repeats the data (add data or fewer steps)" if ep > 1.05 else ""))
     return lines
+
+
+def _has_val(path) -> bool:
+    from herd.data.shards import TokenData
+    from herd.errors import HerdError
+
+    try:
+        return TokenData(path, "val").n_tokens > 0
+    except (HerdError, OSError, ValueError):
+        return True  # unreadable now: the trainer reports it
 
 
 def _data_tokens(cfg) -> int:
@@ -132,7 +145,7 @@ def run(args) -> int:
 
     cfg.validate()
     main_rank = os.environ.get("RANK", "0") == "0"
-    if main_rank and not args.quiet:
+    if main_rank:
         print("\n".join(plan_summary(cfg)), file=sys.stderr)
     res = pretrain(cfg)
     if main_rank:
