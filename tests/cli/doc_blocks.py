@@ -86,6 +86,11 @@ args = sys.argv[1:]
 cmd = next((a for a in args if not a.startswith("-")), None)
 if cmd in TINY and "--print-config" not in args and "--help" not in args and "-h" not in args:
     args = args + TINY[cmd]
+if cmd == "pretrain" and "--data" in args and "--print-config" not in args:  # the model's vocab = the data's
+    import json, pathlib
+    meta = pathlib.Path(args[args.index("--data") + 1].split(":")[0]) / "meta.json"
+    if meta.is_file():
+        args += ["--model.vocab_size", str(json.loads(meta.read_text())["tokenizer"]["n_words"])]
 if args[:2] == ["tokenizer", "train"]:  # a tiny corpus has fewer merges than a real vocabulary
     args = args + ["--allow-smaller", "--quiet"]
 from herd.cli import main
@@ -136,7 +141,7 @@ def build_workspace(ws: Path, store: Path) -> None:
     for p in (ws / "data" / "gsm8k" / "test.jsonl", ws / "test.jsonl"):
         p.write_text("".join(json.dumps(r) + "\n" for r in gsm))
     mc = [{"question": f"What is {a} + {b}?", "choices": [str(a + b), str(a + b + 1), str(a * b + 7), "0"],
-           "answer": 0} for a, b in ((1, 2), (3, 4), (2, 2), (5, 1))]
+           "answer": 0} for a, b in ((1, 2), (3, 4), (2, 2), (5, 1), (6, 2), (4, 4))]
     for n in ("mmlu.jsonl", "mmlu_test.jsonl", "mmlu_dev.jsonl"):
         (ws / n).write_text("".join(json.dumps(r) + "\n" for r in mc))
 
