@@ -48,3 +48,25 @@ def check_output_dir(path, overwrite: bool = False, flag: str = "--out") -> Path
         if parent.exists() and not parent.is_dir():
             raise HerdError(f"{flag} {p}: {parent} is a file, not a folder")
     return p
+
+
+def read_utf8(path, what: str = "file") -> str:
+    """The text of a file that must exist, be a file and hold UTF-8; else one HerdError line."""
+    p = require_file(path, what)
+    if p.is_dir():
+        raise HerdError(f"{p} is a directory; give a {what}")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise HerdError(f"{p}: not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t utf-8") from None
+
+
+class OneDefaultHelpFormatter:
+    """Mixed into an argparse formatter: like ArgumentDefaultsHelpFormatter, but a help text that
+    already names its default (or has no real one) is left as it is, so no option shows two."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, "==SUPPRESS=="):
+            return text
+        return text + " (default: %(default)s)"

@@ -30,6 +30,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from herd.data.tokenize import tokenize_files
+    from herd.errors import check_output_dir
+
+    check_output_dir(args.out, overwrite=True)  # a file named like the output: one line, before any work
 
     meta = tokenize_files(args.inputs, args.tokenizer, args.out, text_field=args.text_field,
                           val_fraction=args.val_fraction, bos=not args.no_bos, eos=not args.no_eos,

@@ -45,9 +45,9 @@ def _read_text(args) -> str:
     if args.text:
         return " ".join(args.text)
     if args.file:
-        from herd.errors import require_file
+        from herd.errors import read_utf8
 
-        return require_file(args.file, "text file").read_text(encoding="utf-8")
+        return read_utf8(args.file, "text file")
     return sys.stdin.read()
 
 
