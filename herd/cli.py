@@ -33,6 +33,7 @@ STAGES = [
     "herd.vision.cli",  # vision train
     "herd.speech.cli",  # speech train
     "herd.plot",  # plot
+    "herd.completion",  # completion bash|zsh
 ]
 
 
