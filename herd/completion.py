@@ -32,7 +32,7 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
                     opts += [f"--{f.name}.{g.name}" for g in dataclasses.fields(v)]
                 elif spec.get("section"):
                     opts.append(f"--{f.name.replace('_', '-')}")
-        except Exception:  # noqa: BLE001 (completion must never fail; the plain options remain)
+        except Exception:  # noqa: BLE001, S110 (completion must never fail; the plain options remain)
             pass
     return sorted(set(opts))
 

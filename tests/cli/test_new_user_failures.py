@@ -36,7 +36,7 @@ def run(capsys, *argv):
 def test_eval_takes_data_as_in_the_readme(ckpt, tmp_path, capsys):
     held = tmp_path / "held_out.txt"
     held.write_text("Tom has 3 pens and buys 4 more. " * 5)
-    rc, out, err = run(capsys, "eval", ckpt, "--task", "perplexity", "--data", held, "--out", tmp_path / "r.json")
+    rc, out, _ = run(capsys, "eval", ckpt, "--task", "perplexity", "--data", held, "--out", tmp_path / "r.json")
     assert rc == 0 and "bits per byte" in out
     rc, out, _ = run(capsys, "eval", ckpt, "--task", "ppl", "--text", held, "--out", tmp_path / "r2.json", "--json")
     assert rc == 0 and json.loads(out)[0]["task"] == "ppl"
@@ -62,7 +62,7 @@ def test_tokenizer_train_positional_and_output_checked_first(tmp_path, capsys):
                      "--allow-smaller", "--quiet")
     assert rc == 2 and "is a directory" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "outdir"]  # nothing left behind
-    rc, out, _ = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800", "--out", tmp_path / "t.model",
+    rc, _, _ = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800", "--out", tmp_path / "t.model",
                      "--allow-smaller", "--quiet")
     assert rc == 0 and (tmp_path / "t.model").is_file()
     rc, _, err = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800", "--out", tmp_path / "t.model")
@@ -131,7 +131,7 @@ def test_run_folder_given_as_model(tmp_path, ckpt, capsys):
     (run_dir / "config.json").write_text(json.dumps({"model": {"preset": "herd-5m"}}))
     rc, _, err = run(capsys, "generate", run_dir, "--prompt", "hi")
     assert rc == 2 and f"its model is {run_dir / 'model'}" in err
-    rc, out, _ = run(capsys, "generate", run_dir / "model", "--prompt", "Tom", "--max-new-tokens", "2")
+    rc, _, _ = run(capsys, "generate", run_dir / "model", "--prompt", "Tom", "--max-new-tokens", "2")
     assert rc == 0
 
 
