@@ -34,6 +34,7 @@ STAGES = [
     "herd.vision.cli",  # vision train
     "herd.speech.cli",  # speech train
     "herd.plot",  # plot
+    "herd.completion",  # completion bash|zsh
 ]
 
 
@@ -68,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(rc or 0)
     except HerdError as e:
         print(f"herd: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # A path mistake that a command did not check itself: still one line, not a traceback.
+        what = {FileNotFoundError: "not found", IsADirectoryError: "is a directory, not a file",
+                NotADirectoryError: "is not a directory", PermissionError: "permission denied"}[type(e)]
+        print(f"herd: error: {e.filename or e}: {what} (check the path)", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:
+        print(f"herd: error: an input is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("herd: interrupted", file=sys.stderr)

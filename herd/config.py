@@ -223,6 +223,12 @@ def resolve(config: str | Path, names: Mapping[str, Any] | None = None) -> dict:
         src = names[key]
         src = src() if callable(src) else src
         return read_toml(src) if isinstance(src, (str, Path)) else dict(src)
+    src = names.get(p.stem) if p.suffix == ".toml" else None
+    src = src() if callable(src) else src
+    if isinstance(src, (str, Path)) and Path(src).name == p.name and Path(src).parent.name == p.parent.name:
+        # the docs' recipes/herd-5m.toml or herd/curate/default.toml from outside the repository: the
+        # packaged file of that name
+        return read_toml(src)
     known = ", ".join(sorted(names))
     if p.suffix == ".toml" or "/" in str(config) or "\\" in str(config) or not known:
         hint = f"; or a name: {known}" if known else ""

@@ -23,6 +23,11 @@ def detect_format(path: str | os.PathLike) -> str:
         raise HerdError(f"{p}: a checkpoint is a directory (herd, Meta or Hugging Face format)")
     if is_herd_checkpoint(p):
         return "herd"
+    if (p / "metrics.jsonl").is_file() or (p / "checkpoints").is_dir():  # a `herd pretrain` run folder
+        if (p / "model").is_dir():
+            raise HerdError(f"{p} is a training run, not a model; its model is {p / 'model'}")
+        raise HerdError(f"{p} is a training run that has not finished (no {p / 'model'} yet); continue it with "
+                        f"herd pretrain --resume --run.out {p}")
     if (p / "params.json").is_file():
         return "meta"
     if (p / "config.json").is_file():

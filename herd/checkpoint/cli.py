@@ -15,7 +15,9 @@ def register(sub) -> None:
                     "--to hf lays the directory out as Meta's Hugging Face repos: config.json, safetensors and "
                     "tokenizer.json at the root, the tiktoken tokenizer.model under original/.")
     p.add_argument("src", help="input checkpoint directory (format detected)")
-    p.add_argument("dst", help="output directory (replaced only once the new checkpoint is complete)")
+    p.add_argument("dst", help="output directory (must not exist, or pass --overwrite; replaced only once the new "
+                               "checkpoint is complete)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--to", required=True, choices=["hf", "herd", "meta"], help="output format")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
                    help="cast the weights (default: keep the stored dtype)")
@@ -34,6 +36,16 @@ def register(sub) -> None:
 
 def run_convert(args) -> int:
     from herd.checkpoint import convert_checkpoint
+    from herd.errors import check_output_dir
+
+    from pathlib import Path
+
+    if Path(args.src).resolve() != Path(args.dst).resolve():  # the same path: convert_checkpoint says so
+        check_output_dir(args.dst, args.overwrite)
+    if args.shards < 1 or args.max_shard_gb <= 0:
+        from herd.errors import HerdError
+
+        raise HerdError("--shards must be a positive integer and --max-shard-gb a positive number")
 
     convert_checkpoint(args.src, args.dst, args.to, dtype=args.dtype, shards=args.shards,
                        tokenizer=args.tokenizer, max_shard_bytes=int(args.max_shard_gb * 1024**3),

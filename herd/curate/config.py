@@ -100,6 +100,9 @@ class HeuristicsConfig:
     tokenizer: str = "llama3"
     max_kl: float = 5.0  # nats; KL(doc || corpus) above this = outlier tokens (see docs/curation.md)
     kl_min_tokens: int = 20  # shorter documents are not judged by KL (too noisy)
+    # Each document counts as at most this many tokens in the corpus reference distribution, so no
+    # single (huge, repetitive) document can dominate it; 0 = no cap (every token counts once).
+    kl_doc_cap: int = 4096
 
 
 @dataclass

@@ -141,6 +141,17 @@ class KLScorer:
         return float(np.sum(p * (np.log(p) - self.log_q[uniq]))), len(ids)
 
 
+def doc_token_weights(ids, vocab: int, cap: int = 0) -> np.ndarray:
+    """One document's share of the corpus reference distribution of the KL heuristic: its token
+    counts, scaled down so the document weighs at most `cap` tokens (0: no cap). A robust reference:
+    one adversarial document ("word word word ..." of megabytes) cannot outweigh the rest."""
+    c = np.bincount(np.asarray(ids, dtype=np.int64), minlength=vocab)[:vocab].astype(np.float64)
+    n = len(ids)
+    if cap and n > cap:
+        c *= cap / n
+    return c
+
+
 def token_counts(text: str, tokenizer, vocab: int) -> np.ndarray:
     return np.bincount(np.asarray(tokenizer.encode(text), dtype=np.int64), minlength=vocab)[:vocab]
 

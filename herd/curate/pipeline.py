@@ -146,10 +146,12 @@ def phase_a(task_id: int, files: list[str], cfg_dict: dict, work: str) -> None:
     drops = DropWriter(work_p / "drops" / f"a-{name}.jsonl")
     tally = Tally()
     blocked = load_blocked_domains(cfg.pii.blocked_domains, cfg.pii.blocked_domains_file)
+    from herd.curate import heuristics as H
+
     tok, tok_counts = None, None
     if cfg.heuristics.enabled and cfg.heuristics.kl:
         tok = cached_tokenizer(cfg.heuristics.tokenizer)
-        tok_counts = np.zeros(tok.n_words, dtype=np.int64)
+        tok_counts = np.zeros(tok.n_words, dtype=np.float64)
     langid = None
     if cfg.langid.enabled:
         from herd.curate import langid
@@ -215,8 +217,7 @@ def phase_a(task_id: int, files: list[str], cfg_dict: dict, work: str) -> None:
                 masks = sum(counts.values())
                 tally.passed("pii", tb, nbytes(text))
             if tok_counts is not None:
-                tok_counts += np.bincount(np.asarray(tok.encode(text), dtype=np.int64),
-                                          minlength=tok.n_words)[: tok.n_words]
+                tok_counts += H.doc_token_weights(tok.encode(text), tok.n_words, cfg.heuristics.kl_doc_cap)
             d = cfg.dedup
             rows.add({
                 "id": rec["id"], "source": rec.get("source", ""), "url": rec.get("url", ""),

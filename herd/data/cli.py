@@ -30,6 +30,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from herd.data.tokenize import tokenize_files
+    from herd.errors import check_output_dir
+
+    check_output_dir(args.out, overwrite=True)  # a file named like the output: one line, before any work
 
     meta = tokenize_files(args.inputs, args.tokenizer, args.out, text_field=args.text_field,
                           val_fraction=args.val_fraction, bos=not args.no_bos, eos=not args.no_eos,
@@ -39,4 +42,11 @@ def run(args) -> int:
     print(f"{args.out}: train {s['train']['n_tokens']:,} tokens in {s['train']['n_docs']:,} documents, "
           f"val {s['val']['n_tokens']:,} tokens in {s['val']['n_docs']:,} documents "
           f"(vocab {meta['tokenizer']['n_words']:,})")
+    if s["val"]["n_docs"] == 0 and args.val_fraction > 0:
+        import sys
+
+        n = s["train"]["n_docs"]
+        print(f"herd: warning: the validation split is empty ({n} documents x --val-fraction {args.val_fraction} "
+              f"held out none), so pretraining reports no validation loss; with few documents pass a larger "
+              f"--val-fraction (e.g. 0.1) or split the documents", file=sys.stderr)
     return 0

@@ -291,7 +291,8 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
         atomic_write_json(prog_file, {"identity": ident, "docs": docs, "empty": empty,
                                        "shards": {s: w.shards for s, w in writers.items()}})
 
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize", disable=not progress)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize",
+               disable=None if progress else True)  # None: shown on a terminal only
     ranks, name = tokenizer.mergeable_ranks, getattr(tokenizer.model, "name", "herd")
     pool = None
     try:

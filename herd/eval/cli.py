@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from herd.errors import HerdError, require_file
@@ -44,6 +45,8 @@ def register(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     g = p.add_argument_group("HumanEval")
     g.add_argument("--n", type=int, default=1, help="samples per problem (default 1, greedy)")
     g.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k values to report (default 1)")
@@ -76,7 +79,12 @@ def register(sub) -> None:
     g.add_argument("--labels", default="A.", help="label set: A. A) 1. symbols rare (default A.)")
     g = p.add_argument_group("perplexity")
     g.add_argument(
-        "--text", nargs="+", help="held-out text: .txt files (one text each) or .jsonl with 'text'"
+        "--text",
+        "--data",
+        nargs="+",
+        dest="text",
+        metavar="PATH",
+        help="held-out text: .txt files (one text each), .jsonl with 'text', or directories of them",
     )
     g = p.add_argument_group("contamination and memorization")
     g.add_argument(
@@ -110,19 +118,39 @@ def cmd_lm_eval(args) -> int:
     return main(args.rest)
 
 
-def _read_texts(paths) -> list[str]:
-    texts = []
+def _read_utf8(f: Path) -> str:
+    try:
+        return f.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise HerdError(f"{f}: not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t utf-8") from None
+
+
+def _text_files(paths) -> list[Path]:
+    files = []
     for p in paths:
         f = require_file(p, "text file")
+        if f.is_dir():
+            found = sorted(x for x in f.rglob("*") if x.is_file() and x.suffix in (".txt", ".md", ".jsonl"))
+            if not found:
+                raise HerdError(f"{f}: a directory with no .txt, .md or .jsonl files; pass text files")
+            files += found
+        else:
+            files.append(f)
+    return files
+
+
+def _read_texts(paths) -> list[str]:
+    texts = []
+    for f in _text_files(paths):
         if f.suffix == ".jsonl":
-            for ln, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            for ln, line in enumerate(_read_utf8(f).splitlines(), 1):
                 if line.strip():
                     try:
                         texts.append(json.loads(line)["text"])
                     except (ValueError, KeyError, TypeError):
                         raise HerdError(f"{f}:{ln}: expected a JSON object with a 'text' field") from None
         else:
-            texts.append(Path(f).read_text(encoding="utf-8"))
+            texts.append(_read_utf8(f))
     return texts
 
 
@@ -159,6 +187,12 @@ def cmd_eval(args) -> int:
         )
 
     out_path = Path(args.out)
+    if out_path.is_dir():
+        raise HerdError(f"--out {out_path} is a directory; give a file name, e.g. {out_path}/eval_results.json")
+    if not out_path.parent.is_dir():
+        raise HerdError(f"--out {out_path}: the folder {out_path.parent} does not exist; create it first")
+    if args.text:
+        _text_files(args.text)  # a missing path fails now, not after loading the model
     results = {"checkpoint": args.checkpoint, "tasks": {}, "table": []}
     if args.resume and out_path.is_file():
         try:
@@ -190,7 +224,7 @@ def cmd_eval(args) -> int:
             if args.ngram_index and (Path(args.ngram_index) / "ngram.txt").is_file():
                 index = NgramIndex.load(args.ngram_index)
             else:
-                index = NgramIndex.build(args.train_data, out_dir=args.ngram_index, progress=True)
+                index = NgramIndex.build(args.train_data, out_dir=args.ngram_index, progress=not args.quiet)
         fr = contamination(index, [tok.encode(t) for t in texts])
         return split_by_contamination(correct, fr, args.contamination_threshold)
 
@@ -216,7 +250,7 @@ def cmd_eval(args) -> int:
                     keep = {p["task_id"] for p in problems}
                     comps = [c for c in comps if c["task_id"] in keep]
                 res = he.score_completions(
-                    problems, comps, ks=args.k, workers=args.workers, timeout_s=args.timeout, progress=True
+                    problems, comps, ks=args.k, workers=args.workers, timeout_s=args.timeout, progress=not args.quiet
                 )
             else:
                 res = he.run_humaneval(
@@ -232,7 +266,7 @@ def cmd_eval(args) -> int:
                     problems_path=args.problems,
                     timeout_s=args.timeout,
                     samples_out=args.samples_out,
-                    progress=True,
+                    progress=not args.quiet,
                 )
             rows = [
                 entry("humaneval", f"pass@{k}", res[f"pass@{k}"], res["n_problems"])
@@ -263,7 +297,7 @@ def cmd_eval(args) -> int:
                 shots=args.gsm8k_shots,
                 max_new_tokens=args.max_new_tokens or 256,
                 max_batch=args.batch_size,
-                progress=True,
+                progress=not args.quiet,
             )
             rows = [entry("gsm8k", f"{args.gsm8k_n_shot}-shot CoT acc", res["accuracy"], res["n"])]
             split = contamination_split(
@@ -287,6 +321,7 @@ def cmd_eval(args) -> int:
                     shots=shots,
                     labels=args.labels,
                     batch_size=args.batch_size,
+                    progress=not args.quiet,
                 )
                 rows = [entry("mc", f"acc ({args.labels}, {args.mc_n_shot}-shot)", res["accuracy"], res["n"])]
                 split = contamination_split(
@@ -316,7 +351,7 @@ def cmd_eval(args) -> int:
             from herd.eval.scoring import perplexity
 
             texts = _read_texts(args.text)[: args.limit] if args.limit else _read_texts(args.text)
-            res = perplexity(model, tok, texts)
+            res = perplexity(model, tok, texts, progress=not args.quiet)
             rows = [
                 entry("ppl", "bits per byte", res["bits_per_byte"], res["bytes"], bounded=False),
                 entry("ppl", "perplexity", res["perplexity"], res["tokens"], bounded=False),
@@ -337,8 +372,11 @@ def cmd_eval(args) -> int:
                 res,
                 [entry("memorization", "inclusion rate (50+50)", res["inclusion_rate"], res["n"])],
             )
-    print(format_table(results["table"]))
-    print(f"results: {out_path}")
+    if args.json:
+        print(json.dumps(results["table"], indent=1, default=float))
+    else:
+        print(format_table(results["table"]))
+    print(f"results: {out_path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

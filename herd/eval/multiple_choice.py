@@ -159,6 +159,7 @@ def multiple_choice(
     permutation: Sequence[int] | None = None,
     shot_bias: int | None = None,
     batch_size: int = 8,
+    progress: bool = False,
 ) -> dict:
     """Accuracy by log-likelihood of the answer label. shots: the pool of few-shot examples (their
     first n_shot are used); permutation: reorder every test example's choices; shot_bias: give every
@@ -174,9 +175,18 @@ def multiple_choice(
     if permutation is not None:
         examples = [permute(e, permutation) for e in examples]
     prompts = [build_prompt(e, shots, labels) for e in examples]
-    lps = _choice_logprobs(
-        model, tokenizer, prompts, [len(e["choices"]) for e in examples], labels, batch_size
-    )
+    from tqdm import tqdm
+
+    n_choices = [len(e["choices"]) for e in examples]
+    lps = []
+    step = max(1, 4 * batch_size)  # the unit of the progress bar
+    with tqdm(total=len(prompts), desc="multiple choice", unit="q", dynamic_ncols=True,
+              disable=None if progress else True) as bar:
+        for i in range(0, len(prompts), step):
+            lps += _choice_logprobs(
+                model, tokenizer, prompts[i : i + step], n_choices[i : i + step], labels, batch_size
+            )
+            bar.update(len(prompts[i : i + step]))
     per = []
     for e, lp in zip(examples, lps):
         pred = max(range(len(lp)), key=lp.__getitem__)

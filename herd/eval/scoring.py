@@ -113,24 +113,33 @@ def token_logprobs(
     return out
 
 
-def rolling_loglikelihood(model, tokenizer, texts: Sequence[str], max_len: int | None = None):
-    """Whole-text log-likelihood after BOS: list of (logprob, n_tokens, n_bytes)."""
+def rolling_loglikelihood(model, tokenizer, texts: Sequence[str], max_len: int | None = None,
+                          progress: bool = False):
+    """Whole-text log-likelihood after BOS: list of (logprob, n_tokens, n_bytes). progress: a tqdm bar
+    over the texts' bytes (shown on a terminal only)."""
+    from tqdm import tqdm
+
     res = []
+    bar = tqdm(total=sum(len(t.encode("utf-8")) for t in texts if isinstance(t, str)), desc="perplexity",
+               unit="B", unit_scale=True, disable=None if progress else True, dynamic_ncols=True)
     for t in texts:
         if not isinstance(t, str):
             raise HerdError(f"rolling_loglikelihood: expected text, got {type(t).__name__}")
         ids = tokenizer.encode(t, bos=True)
         lp = token_logprobs(model, ids, max_len)
         res.append((float(lp.double().sum()), len(ids) - 1, len(t.encode("utf-8"))))
+        bar.update(res[-1][2])
+    bar.close()
     return res
 
 
-def perplexity(model, tokenizer, texts: Sequence[str], max_len: int | None = None) -> dict:
+def perplexity(model, tokenizer, texts: Sequence[str], max_len: int | None = None,
+               progress: bool = False) -> dict:
     """Token perplexity and bits per byte of held-out texts (all tokens after each BOS are scored)."""
     texts = [t for t in texts if t]
     if not texts:
         raise HerdError("perplexity: no non-empty texts to score")
-    rows = rolling_loglikelihood(model, tokenizer, texts, max_len)
+    rows = rolling_loglikelihood(model, tokenizer, texts, max_len, progress=progress)
     nll = -sum(r[0] for r in rows)
     n_tok = sum(r[1] for r in rows)
     n_bytes = sum(r[2] for r in rows)

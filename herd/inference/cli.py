@@ -51,7 +51,10 @@ def _sampling_args(p, temperature=0.0, top_p=1.0):
 
 
 def register(sub) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    from herd.errors import OneDefaultHelpFormatter
+
+    class fmt(OneDefaultHelpFormatter, argparse.HelpFormatter):  # noqa: N801 (a formatter class, named as a value)
+        pass
     g = sub.add_parser("generate", help="generate text from a checkpoint (batched, streaming, quantized)",
                        description="Generate continuations of prompts with a herd, Meta or Hugging Face checkpoint. "
                                    "Prompts of different lengths are batched; output goes to stdout or to a JSONL "
@@ -115,6 +118,9 @@ def read_prompts(path) -> list:
     if not p.is_file():
         raise HerdError(f"prompts file not found: {p}")
     out = []
+    from herd.errors import read_utf8
+
+    read_utf8(p, "prompts file")  # not UTF-8: one line, before the loop below
     with open(p, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():

@@ -16,7 +16,7 @@ from herd.errors import HerdError
 
 HELP = {
     "model": "checkpoint to start from (herd, Meta or Hugging Face directory)",
-    "data": "training JSONL (comma-separated for several files)",
+    "data": "training JSONL file",
     "out": "output directory (a herd checkpoint); an interrupted run resumes from it",
     "tokenizer": "tokenizer file to use instead of the checkpoint's ('llama3' for Meta's)",
     "eval_data": "held-out JSONL to report on at the end",
@@ -69,8 +69,47 @@ def _header(command: str, args) -> str:
     return f"herd {command} config ({src}); load it with: herd {command} --config FILE"
 
 
-def _print(metrics: dict):
-    print(json.dumps(metrics, indent=2, default=float))
+# Per-command help where the shared text above does not fit.
+HELP_BY_COMMAND = {
+    "sft": {"data": "training chat JSONL (comma-separated for several files)"},
+    "rejection-sample": {
+        "out": "output directory: sft.jsonl (the best answers), pairs.jsonl, samples.jsonl; an interrupted "
+               "run resumes from it",
+        "resume": "resume from OUT/samples.partial.jsonl when present",
+    },
+}
+
+WHAT = {"sft": "fine-tuned model", "rm": "reward model", "dpo": "DPO model", "average": "averaged model"}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if hasattr(v, "item"):  # a 0-d tensor
+        return _fmt(v.item())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def summary(command: str, metrics: dict, out: str | None = None) -> str:
+    """A post-training command's result for a person: one line per number, then where it went."""
+    lines = [f"herd {command}: done"]
+    for k, v in metrics.items():
+        if isinstance(v, dict) or k == "out":
+            continue
+        lines.append(f"  {k.replace('_', ' '):<28} {_fmt(v)}")
+    if out:
+        what = WHAT.get(command)
+        lines.append(f"{what} written to {out}" if what else f"output written to {out}")
+    return "\n".join(lines)
+
+
+def _print(metrics: dict, command: str = "", out: str | None = None, as_json: bool = False):
+    if as_json or not command:
+        print(json.dumps(metrics, indent=2, default=float))
+    else:
+        print(summary(command, metrics, out))
 
 
 def _run(stage):
@@ -84,19 +123,19 @@ def _run(stage):
         if stage == "sft":
             from herd.posttrain.sft import sft
 
-            _print(sft(cfg))
+            _print(sft(cfg), stage, cfg.out, args.json)
         elif stage == "rm":
             from herd.posttrain.reward import train_reward_model
 
-            _print(train_reward_model(cfg))
+            _print(train_reward_model(cfg), stage, cfg.out, args.json)
         elif stage == "rejection-sample":
             from herd.posttrain.rejection import rejection_sample
 
-            _print(rejection_sample(cfg))
+            _print(rejection_sample(cfg), stage, cfg.out, args.json)
         elif stage == "dpo":
             from herd.posttrain.dpo import dpo
 
-            _print(dpo(cfg))
+            _print(dpo(cfg), stage, cfg.out, args.json)
         return 0
     return fn
 
@@ -110,14 +149,15 @@ def cmd_average(args):
             weights = [float(w) for w in args.weights.split(",")]
         except ValueError:
             raise HerdError(f"--weights: expected comma-separated numbers, got {args.weights!r}") from None
-    _print(average_checkpoints(args.checkpoints, args.out, weights))
+    _print(average_checkpoints(args.checkpoints, args.out, weights), "average", args.out, args.json)
     return 0
 
 
 def cmd_make_task(args):
     from herd.posttrain.tasks import write_task
 
-    _print(write_task(args.out, args.train, args.test, args.seed, args.max_value))
+    _print(write_task(args.out, args.train, args.test, args.seed, args.max_value), "posttrain make-task", args.out,
+           args.json)
     return 0
 
 
@@ -126,7 +166,7 @@ def cmd_demo(args):
 
     cfg = DemoConfig(out=args.out, seed=args.seed, quiet=args.quiet)
     res = run_demo(args.out, cfg)
-    _print({"accuracy": res["accuracy"], "seconds": res["seconds"]})
+    _print({"accuracy": res["accuracy"], "seconds": res["seconds"]}, "posttrain demo", args.out, args.json)
     return 0
 
 
@@ -144,9 +184,11 @@ def register(sub) -> None:
                               "(paper §4.1.4)"),
     ]
     for name, cls, desc in specs:
-        p = add_config_parser(sub, name, cls, section=name, field_help=HELP, help=desc, description=desc,
+        p = add_config_parser(sub, name, cls, section=name, field_help={**HELP, **HELP_BY_COMMAND.get(name, {})},
+                              help=desc, description=desc,
                               config_help=f"TOML file: a [{name}] table or a flat table of fields; flags "
                                           "override it")
+        p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
         p.set_defaults(func=_run(name))
 
     p = sub.add_parser("average", help="average compatible checkpoints (paper §4.1.5)",
@@ -154,6 +196,7 @@ def register(sub) -> None:
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     p.add_argument("--out", required=True, metavar="DIR", help="where the averaged herd checkpoint goes")
     p.add_argument("--weights", metavar="W1,W2,...", help="one weight per checkpoint (normalised to sum 1)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("posttrain", help="post-training tools: the arithmetic task, the end-to-end demo",
@@ -167,6 +210,7 @@ def register(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     q.add_argument("--max-value", type=int, default=99, help="largest operand (default: 99)")
     q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=cmd_make_task)
     q = psub.add_parser("demo", help="pretrain a tiny model, then SFT -> rejection sampling -> DPO on the "
                                      "arithmetic task, with held-out accuracy after each stage",
@@ -174,5 +218,6 @@ def register(sub) -> None:
     q.add_argument("out", metavar="DIR")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--quiet", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=cmd_demo)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])

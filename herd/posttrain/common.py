@@ -16,6 +16,7 @@ again continues from there. The file holds only tensors and numbers and is read 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -175,6 +176,20 @@ class StepLoop:
 
         bar = tqdm(total=self.total, initial=self.step, desc=self.desc, disable=quiet, file=sys.stderr,
                    dynamic_ncols=True)
+        # OUT/metrics.jsonl, one record per step (what `herd plot OUT` draws); a resumed run keeps the
+        # records up to its step and appends.
+        self.out.mkdir(parents=True, exist_ok=True)
+        mpath = self.out / "metrics.jsonl"
+        keep = []
+        if self.step and mpath.is_file():
+            for line in mpath.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.step:
+                        keep.append(line + "\n")
+                except ValueError:
+                    pass
+        mpath.write_text("".join(keep))
+        mfile = open(mpath, "a")  # noqa: SIM115 (closed on every way out of the loop)
         params = [p for g in self.opt.param_groups for p in g["params"]]
         t0 = time.time()
         try:
@@ -190,24 +205,35 @@ class StepLoop:
                 metrics = {k: float(v) for k, v in metrics.items()}
                 metrics.update(step=self.step, lr=lr)
                 self.history.append(metrics)
+                mfile.write(json.dumps({"kind": "train", "stage": self.desc, **metrics}) + "\n")
+                mfile.flush()
                 bar.update(1)
                 if self.step % log_every == 0 or self.step == self.total:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k not in ("step", "lr")})
                 if self.save_every and self.step % self.save_every == 0 and self.step < self.total:
                     self.save()
         except KeyboardInterrupt:
+            mfile.close()
             self.save()
             bar.close()
             print(f"herd: interrupted at step {self.step}; state saved to {self.path}; run again to resume",
                   file=sys.stderr)
             raise
         bar.close()
+        mfile.close()
         self.seconds = time.time() - t0
         return self.history
 
     def finish(self):
+        """After the model is saved in OUT (which replaces the folder): drop the training state, write
+        OUT/metrics.jsonl from the whole history (`herd plot OUT`)."""
         if self.path.is_file():
             self.path.unlink()
+        if self.out.is_dir():
+            from herd.fileio import atomic_write
+
+            atomic_write(self.out / "metrics.jsonl",
+                         "".join(json.dumps({"kind": "train", "stage": self.desc, **h}) + "\n" for h in self.history))
 
 
 def mean_of(history: list[dict], key: str, last: int = 10) -> float | None:

@@ -1,6 +1,6 @@
 """`herd tokenizer train|encode|decode|stats`: train a Llama-3-style BPE tokenizer and use one (paper §3.2).
 
-    herd tokenizer train --input corpus/ more.txt --vocab-size 4096 --out tokenizer.model
+    herd tokenizer train corpus/ more.txt --vocab-size 4096 --out tokenizer.model
     herd tokenizer encode --tokenizer llama3 "Hello world"        (or text on stdin)
     herd tokenizer decode --tokenizer tokenizer.model 9906 1917
     herd tokenizer stats --tokenizer llama3 --input corpus/       (chars/token, bytes/token, MB/s)
@@ -17,8 +17,18 @@ TOKENIZER_HELP = "'llama3' (the real Llama 3 tokenizer from llama-models) or a t
 
 
 def _train(args) -> int:
+    from herd.errors import HerdError, check_output_file
     from herd.tokenizer.train import count_files, train_bpe
 
+    inputs = (args.inputs or []) + (args.input or [])
+    if not inputs:
+        raise HerdError("give the text to train on: herd tokenizer train corpus/ ... (or --input corpus/)")
+    args.input = inputs
+    check_output_file(args.out, args.overwrite, example="tokenizer.model")  # before the training, not after
+    if args.vocab_size < 768:
+        raise HerdError(f"--vocab-size must be >= 768 (256 specials + 512 BPE ids), got {args.vocab_size}")
+    if args.min_frequency < 1:
+        raise HerdError(f"--min-frequency must be a positive integer, got {args.min_frequency}")
     t0 = time.time()
     n_files = count_files(args.input)
     print(f"training a BPE tokenizer of {args.vocab_size} ids ({args.vocab_size - 256} BPE + 256 special) "
@@ -35,9 +45,9 @@ def _read_text(args) -> str:
     if args.text:
         return " ".join(args.text)
     if args.file:
-        from herd.errors import require_file
+        from herd.errors import read_utf8
 
-        return require_file(args.file, "text file").read_text(encoding="utf-8")
+        return read_utf8(args.file, "text file")
     return sys.stdin.read()
 
 
@@ -97,10 +107,12 @@ def register(subparsers) -> None:
     t = sub.add_parser("train", help="train a new BPE tokenizer (HF tokenizers trainer, saved for tiktoken)",
                        description="Train a byte-level BPE with Llama 3's split pattern and special tokens. "
                                    "vocab_size counts the 256 special tokens. Output: tiktoken's file format.")
-    t.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR",
+    t.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR",
                    help="text files or directories (searched recursively; .jsonl records give their 'text')")
+    t.add_argument("--input", nargs="+", metavar="FILE_OR_DIR", help="the same as the positional inputs")
     t.add_argument("--vocab-size", type=int, required=True, help="total ids incl. 256 specials (>= 768)")
     t.add_argument("--out", required=True, help="output tokenizer.model path")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     t.add_argument("--min-frequency", type=int, default=2, help="least count of a pair to merge (default 2)")
     t.add_argument("--allow-smaller", action="store_true",
                    help="save a smaller vocabulary if the corpus runs out of merges (default: error)")

@@ -288,7 +288,11 @@ class Tokenizer:
             raise HerdError(f"cannot decode token id {bad!r}: ids of this tokenizer are 0..{self.n_words - 1}") from None
 
     def id_to_piece(self, i: int) -> bytes:
-        return self.model.decode_single_token_bytes(i)
+        try:
+            return self.model.decode_single_token_bytes(i)
+        except (KeyError, ValueError, OverflowError, TypeError):
+            raise HerdError(f"cannot decode token id {i!r}: ids of this tokenizer are 0..{self.n_words - 1} "
+                            "(a model with a larger vocab_size than its tokenizer?)") from None
 
     def is_special(self, i: int) -> bool:
         return i >= len(self.mergeable_ranks)

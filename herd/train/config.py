@@ -132,6 +132,10 @@ class RunConfig:
     # Main-phase length (before long-context stages and annealing), in tokens or steps (one of them).
     tokens: int = 0
     steps: int = 0
+    # A cap on the whole run, long-context and annealing included: every phase is shortened in
+    # proportion (each keeps at least one step) and warmup to at most a tenth of the cap; 0 = none.
+    # For a quick try of a recipe: --run.max_steps 40.
+    max_steps: int = 0
     device: str = "auto"  # auto = cuda if available else cpu
     dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU
     compile: bool = False
@@ -184,8 +188,19 @@ class TrainConfig:
                 raise HerdError(f"config: stages[{i}].after_tokens must increase from stage to stage")
         if self.stages[0].after_tokens != 0:
             raise HerdError("config: the first stage must start at after_tokens = 0")
-        if (self.run.tokens > 0) == (self.run.steps > 0):
-            raise HerdError("config: set exactly one of run.tokens and run.steps (the main-phase length)")
+        for name in ("tokens", "steps", "max_steps"):
+            if getattr(self.run, name) < 0:
+                raise HerdError(f"config: run.{name} must be >= 0, got {getattr(self.run, name)}")
+        if self.run.tokens > 0 and self.run.steps > 0:
+            raise HerdError(f"config: set exactly one of run.tokens and run.steps, the main-phase length (got "
+                            f"tokens {self.run.tokens:,} and steps {self.run.steps}): --run.tokens 0 --run.steps N; "
+                            "to cap the whole run use --run.max_steps N")
+        if self.run.tokens == 0 and self.run.steps == 0:
+            raise HerdError("config: set exactly one of run.tokens and run.steps (the main-phase length), "
+                            "e.g. --run.steps 100")
+        for name in ("warmup_steps", "decay_steps"):
+            if getattr(self.schedule, name) < 0:
+                raise HerdError(f"config: schedule.{name} must be >= 0, got {getattr(self.schedule, name)}")
         if self.optim.lr <= 0 or self.schedule.final_lr < 0:
             raise HerdError("config: optim.lr must be > 0 and schedule.final_lr >= 0")
         if self.schedule.decay not in ("cosine", "linear", "constant"):

@@ -86,7 +86,40 @@ def build_plan(cfg: TrainConfig) -> list[Phase]:
     if cfg.anneal.tokens:
         n = _ceil_div(cfg.anneal.tokens, last.batch_tokens)
         phases.append(Phase("anneal", step, step + n, last.batch_size, last.seq_len, "anneal", tokens))
+    if cfg.run.max_steps:
+        phases = cap_plan(phases, cfg.run.max_steps)
     return phases
+
+
+def cap_plan(phases: list[Phase], cap: int) -> list[Phase]:
+    """The plan shortened to at most `cap` steps (run.max_steps): each phase keeps its share of the
+    steps, at least one; the phases' order, batch sizes and sequence lengths are unchanged."""
+    total = sum(p.steps for p in phases)
+    if total <= cap:
+        return phases
+    if cap < len(phases):
+        from herd.errors import HerdError
+
+        raise HerdError(f"config: run.max_steps {cap} is fewer than the run's {len(phases)} phases "
+                        f"({', '.join(p.name for p in phases)}); give at least {len(phases)} steps")
+    n = [max(1, p.steps * cap // total) for p in phases]
+    while sum(n) > cap:  # the "at least one" may overshoot: take back from the longest
+        n[n.index(max(n))] -= 1
+    by_rest = sorted(range(len(phases)), key=lambda i: -(phases[i].steps * cap % total))
+    for i in by_rest[: cap - sum(n)]:  # the rounding's leftover steps, largest remainders first
+        n[i] += 1
+    out, step, tokens = [], 0, 0
+    for p, k in zip(phases, n):
+        out.append(Phase(p.name, step, step + k, p.batch_size, p.seq_len, p.mix, tokens))
+        step += k
+        tokens += k * p.batch_tokens
+    return out
+
+
+def effective_warmup(cfg: TrainConfig) -> int:
+    """schedule.warmup_steps, or with run.max_steps at most a tenth of the capped run (at least 1)."""
+    w = cfg.schedule.warmup_steps
+    return min(w, max(1, cfg.run.max_steps // 10)) if cfg.run.max_steps and w else w
 
 
 def total_steps(plan: list[Phase]) -> int:
@@ -143,7 +176,7 @@ class LRSchedule:
 
     def __init__(self, cfg: TrainConfig, plan: list[Phase]):
         s = cfg.schedule
-        self.peak, self.final, self.warmup, self.kind = cfg.optim.lr, s.final_lr, s.warmup_steps, s.decay
+        self.peak, self.final, self.warmup, self.kind = cfg.optim.lr, s.final_lr, effective_warmup(cfg), s.decay
         anneal = [p for p in plan if p.name == "anneal"]
         self.anneal = (anneal[0].start_step, anneal[0].end_step) if anneal else None
         end = self.anneal[0] if self.anneal else total_steps(plan)
@@ -160,5 +193,5 @@ class LRSchedule:
         return self.base(step)
 
 
-__all__ = ["Phase", "build_plan", "total_steps", "phase_at", "anneal_snapshot_steps", "LRSchedule", "warmup_decay_lr",
+__all__ = ["Phase", "build_plan", "cap_plan", "effective_warmup", "total_steps", "phase_at", "anneal_snapshot_steps", "LRSchedule", "warmup_decay_lr",
            "param_groups"]

@@ -412,9 +412,19 @@ class Trainer:
             self.log(f"herd: loss spike at step {self.step}: {loss:.4f} vs running mean {self.loss_ema:.4f}")
         self.loss_ema = loss if self.loss_ema is None else 0.95 * self.loss_ema + 0.05 * loss
         tps = ntok / dt
-        mfu = self.args.flops_per_token(phase.seq_len) * tps / (self.peak * self.dist.world)
+        # MFU over the last steps (one step's time is noisy on a shared machine), never above the peak:
+        # a rate above the probed peak means the probe ran on a busy machine, so the peak is raised.
+        self._window = (getattr(self, "_window", []) + [(ntok, dt)])[-20:]
+        tps_avg = sum(n for n, _ in self._window) / sum(t for _, t in self._window)
+        flops = self.args.flops_per_token(phase.seq_len) * tps_avg / self.dist.world
+        if flops > self.peak and not self.cfg.run.peak_flops:
+            self.log(f"herd: the measured peak {self.peak / 1e9:.0f} GFLOP/s was low (a busy machine?); "
+                     f"using the achieved {flops / 1e9:.0f} GFLOP/s as the peak")
+            self.peak = flops
+        mfu = min(1.0, flops / self.peak)
         rec = {"kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss, "lr": lr,
-               "grad_norm": gnorm, "tokens_per_s": tps, "mfu": mfu, "mem_gib": memory_gib(self.device),
+               "grad_norm": gnorm, "tokens_per_s": tps, "tokens_per_s_avg": tps_avg, "mfu": mfu,
+               "mem_gib": memory_gib(self.device),
                "phase": phase.name, "seq_len": phase.seq_len, "batch_size": phase.batch_size, "step_time": dt}
         if spike:
             rec["spike"] = True
@@ -426,12 +436,12 @@ class Trainer:
             return
         self.metrics.write(rec)
         self._bar.update(1)
-        self._bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}",
+        self._bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s_avg']:,.0f}",
                               mfu=f"{100 * rec['mfu']:.0f}%")
         li = self.cfg.run.log_interval
         if li and self.step % li == 0:
             self.log(f"step {self.step}/{self.total} | tokens {self.tokens:,} | loss {rec['loss']:.4f} | "
-                     f"lr {rec['lr']:.2e} | {rec['tokens_per_s']:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | "
+                     f"lr {rec['lr']:.2e} | {rec['tokens_per_s_avg']:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | "
                      f"mem {rec['mem_gib']:.2f} GiB | {rec['phase']}")
 
     def periodic(self):

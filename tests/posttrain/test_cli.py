@@ -23,7 +23,7 @@ def test_help_lists_commands(capsys):
 
 def test_make_task(tmp_path, capsys):
     assert main(["posttrain", "make-task", "--train", "20", "--test", "5", "--seed", "1", "--out",
-                 str(tmp_path)]) == 0
+                 str(tmp_path), "--json"]) == 0
     files = json.loads(capsys.readouterr().out)
     assert len(open(files["train"]).read().splitlines()) == 20
     assert len(open(files["test_prompts"]).read().splitlines()) == 5
@@ -58,7 +58,7 @@ def test_recipe_and_flags(tmp_path, tiny_ckpt, capsys):
                     + "\n")
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'[dpo]\nmodel = "{tiny_ckpt}"\ndata = "{data}"\nsteps = 5\nbatch_size = 1\n')
-    rc = main(["dpo", "--config", str(recipe), "--steps", "1", "--out", str(tmp_path / "d"), "--quiet"])
+    rc = main(["dpo", "--config", str(recipe), "--steps", "1", "--out", str(tmp_path / "d"), "--quiet", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] == 1 and out["pairs"] == 1  # the flag overrode the recipe
