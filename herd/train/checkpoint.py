@@ -183,7 +183,8 @@ def save_sharded(model: nn.Module, optim, path, dist_) -> dict[str, str]:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     path = Path(path)
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim)}
+    state = {"model": get_model_state_dict(model),
+             "optim": get_optimizer_state_dict(model, optim, options=_flat_options())}
     with _one_process_quiet():
         dcp.save(state, checkpoint_id=str(path))
     dist_.barrier()
@@ -207,33 +208,70 @@ def load_sharded(model: nn.Module, optim, path):
 
     state = {"model": get_model_state_dict(model)}
     if optim is not None:
-        state["optim"] = get_optimizer_state_dict(model, optim)
+        state["optim"] = get_optimizer_state_dict(model, optim, options=_flat_options())
     with _one_process_quiet():
         dcp.load(state, checkpoint_id=str(path))
     set_model_state_dict(model, state["model"])
     if optim is not None:
-        set_optimizer_state_dict(model, optim, state["optim"])
+        set_optimizer_state_dict(model, optim, state["optim"], options=_flat_options())
+
+
+def _flat_options(**kw):
+    """Optimizer state flattened to one FQN-keyed entry per tensor ("state.<param>.exp_avg"), so the
+    state of a pipeline rank (some parameters only) merges with the others' and a checkpoint reloads
+    on another layout."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(flatten_optimizer_state_dict=True, **kw)
+
+
+def _pipelined(model) -> bool:
+    return getattr(model, "schedule", None) is not None
 
 
 def full_state_dict(model: nn.Module, optim=None) -> tuple[dict, dict | None]:
-    """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
+    """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks (on
+    rank 0; under pipeline parallelism the stages' parts are gathered there, other ranks get {})."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    msd = get_model_state_dict(model, options=opts)
-    osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
-    return msd, osd
+    if not _pipelined(model):
+        opts = _flat_options(full_state_dict=True, cpu_offload=True)
+        msd = get_model_state_dict(model, options=opts)
+        osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
+        return msd, osd
+    opts = _flat_options(full_state_dict=True)  # every rank gets its stages' full tensors
+    d = model.dist
+    msd = {k: v.detach().cpu() for k, v in get_model_state_dict(model, options=opts).items()}
+    osd = None
+    if optim is not None:
+        osd = {k: (v.detach().cpu() if torch.is_tensor(v) else v)
+               for k, v in get_optimizer_state_dict(model, optim, options=opts).items()}
+    keep = d.dim("dp") == 0 and d.dim("cp") == 0 and d.dim("tp") == 0  # one copy of each stage
+    parts = [None] * d.world if d.is_main else None
+    dist.gather_object((msd, osd) if keep else ({}, {}), parts, dst=0)
+    if not d.is_main:
+        return {}, ({} if optim is not None else None)
+    m, o = {}, {}
+    for pm, po in parts:
+        m.update(pm)
+        o.update(po or {})
+    return m, (o if optim is not None else None)
 
 
-def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | None = None):
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict)
+def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | None = None, dist_=None):
+    """Load full (unsharded) state into a model of any layout; a pipeline rank takes its stages' part."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    opts = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, msd, options=opts)
+    strict = True
+    if _pipelined(model):
+        own = set(model.state_dict())
+        msd = {k: v for k, v in msd.items() if k in own}
+        if osd is not None:
+            osd = {k: v for k, v in osd.items() if k.split(".", 1)[1].rsplit(".", 1)[0] in own}
+        strict = False
+    set_model_state_dict(model, msd, options=_flat_options(full_state_dict=True, strict=strict))
     if optim is not None and osd is not None:
-        set_optimizer_state_dict(model, optim, osd, options=opts)
+        set_optimizer_state_dict(model, optim, osd, options=_flat_options(full_state_dict=True, strict=strict))
 
 
 

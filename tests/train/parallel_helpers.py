@@ -1,0 +1,48 @@
+"""Helpers for the 4D-parallel tests: run herd's trainer on N gloo processes (spawned, meeting through a
+file store: no port to race for) under several layouts in one process group, and read the losses."""
+
+import json
+import os
+import sys
+import traceback
+
+import torch.multiprocessing as mp
+
+
+def _worker(rank, world, store, runs, err_dir):
+    import torch
+    import torch.distributed as dist
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from train_helpers import tiny_config
+
+    from herd.train import pretrain
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        for tok_dir, out, extra in runs:
+            pretrain(tiny_config(tok_dir, out, *extra), log=lambda s: None)
+        dist.barrier()
+    except BaseException:
+        with open(os.path.join(err_dir, f"error-{rank}.txt"), "w") as f:
+            f.write(traceback.format_exc())
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(world: int, tmp_path, runs: list[tuple]):
+    """Run `runs` [(tok_dir, out_dir, extra args)] one after the other on `world` spawned ranks."""
+    runs = [(str(t), str(o), [str(x) for x in e]) for t, o, e in runs]
+    try:
+        mp.start_processes(_worker, args=(world, str(tmp_path / "store"), runs, str(tmp_path)), nprocs=world,
+                           start_method="spawn")
+    except Exception as e:  # noqa: BLE001 (the first rank's traceback is the useful message)
+        errs = sorted(tmp_path.glob("error-*.txt"))
+        raise AssertionError(errs[0].read_text()[-4000:] if errs else str(e)) from None
+
+
+def losses(out, kind="train", key="loss"):
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in recs if r["kind"] == kind]
