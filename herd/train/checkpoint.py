@@ -231,48 +231,50 @@ def _pipelined(model) -> bool:
 
 def full_state_dict(model: nn.Module, optim=None) -> tuple[dict, dict | None]:
     """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks (on
-    rank 0; under pipeline parallelism the stages' parts are gathered there, other ranks get {})."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    rank 0; under pipeline parallelism the stages' weights are gathered there, other ranks get {};
+    a pipeline's optimizer state is only checkpointed sharded)."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
 
     if not _pipelined(model):
-        opts = _flat_options(full_state_dict=True, cpu_offload=True)
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         msd = get_model_state_dict(model, options=opts)
         osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
         return msd, osd
-    opts = _flat_options(full_state_dict=True)  # every rank gets its stages' full tensors
-    d = model.dist
-    msd = {k: v.detach().cpu() for k, v in get_model_state_dict(model, options=opts).items()}
-    osd = None
     if optim is not None:
-        osd = {k: (v.detach().cpu() if torch.is_tensor(v) else v)
-               for k, v in get_optimizer_state_dict(model, optim, options=opts).items()}
-    keep = d.dim("dp") == 0 and d.dim("cp") == 0 and d.dim("tp") == 0  # one copy of each stage
+        raise HerdError("a pipeline-parallel run checkpoints sharded: set --checkpoint.format sharded (or auto)")
+    d = model.dist
+    # every rank gets its stages' full tensors; one copy of each stage goes to rank 0
+    msd = {k: v.detach().cpu() for k, v in
+           get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)).items()}
+    keep = d.dim("dp") == 0 and d.dim("cp") == 0 and d.dim("tp") == 0
     parts = [None] * d.world if d.is_main else None
-    dist.gather_object((msd, osd) if keep else ({}, {}), parts, dst=0)
+    dist.gather_object(msd if keep else {}, parts, dst=0)
     if not d.is_main:
-        return {}, ({} if optim is not None else None)
-    m, o = {}, {}
-    for pm, po in parts:
-        m.update(pm)
-        o.update(po or {})
-    return m, (o if optim is not None else None)
+        return {}, None
+    out = {}
+    for part in parts:
+        out.update(part)
+    return out, None
 
 
 def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | None = None, dist_=None):
-    """Load full (unsharded) state into a model of any layout; a pipeline rank takes its stages' part."""
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+    """Load full (unsharded) state into a model of any layout (a pipeline rank takes its stages' part)."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
 
-    strict = True
     if _pipelined(model):
+        if optim is not None and osd is not None:
+            raise HerdError("this checkpoint is a full one (state.pt): a pipeline-parallel run resumes from "
+                            "sharded checkpoints; resume it with pp 1 or save with --checkpoint.format sharded")
         own = set(model.state_dict())
-        msd = {k: v for k, v in msd.items() if k in own}
-        if osd is not None:
-            osd = {k: v for k, v in osd.items() if k.split(".", 1)[1].rsplit(".", 1)[0] in own}
-        strict = False
-    set_model_state_dict(model, msd, options=_flat_options(full_state_dict=True, strict=strict))
+        set_model_state_dict(model, {k: v for k, v in msd.items() if k in own},
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+        return
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, msd, options=opts)
     if optim is not None and osd is not None:
-        set_optimizer_state_dict(model, optim, osd, options=_flat_options(full_state_dict=True, strict=strict))
-
+        set_optimizer_state_dict(model, optim, osd, options=opts)
 
 
 def find_latest(root: Path, log=None) -> Path | None:

@@ -150,6 +150,9 @@ class Trainer:
             ckpt.load_full_state_dict(self.model, src.state_dict(), dist_=d)
             del src
         self.sharded_ckpt = ckpt.use_sharded(cfg.checkpoint.format, d.world)
+        if self.pipelined and cfg.checkpoint.format == "full":
+            raise HerdError("checkpoint.format full gathers the optimizer on one rank, which pipeline "
+                            "parallelism does not do; use sharded (or auto)")
         self.optim = build_optimizer(self.model, cfg)
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)

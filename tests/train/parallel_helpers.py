@@ -34,9 +34,12 @@ def _worker(rank, world, store, runs, err_dir):
 
 def run_ranks(world: int, tmp_path, runs: list[tuple]):
     """Run `runs` [(tok_dir, out_dir, extra args)] one after the other on `world` spawned ranks."""
+    import uuid
+
     runs = [(str(t), str(o), [str(x) for x in e]) for t, o, e in runs]
+    store = tmp_path / f"store-{uuid.uuid4().hex}"  # a fresh file rendezvous per launch
     try:
-        mp.start_processes(_worker, args=(world, str(tmp_path / "store"), runs, str(tmp_path)), nprocs=world,
+        mp.start_processes(_worker, args=(world, str(store), runs, str(tmp_path)), nprocs=world,
                            start_method="spawn")
     except Exception as e:  # noqa: BLE001 (the first rank's traceback is the useful message)
         errs = sorted(tmp_path.glob("error-*.txt"))

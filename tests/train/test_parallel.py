@@ -1,0 +1,218 @@
+"""4D parallelism (paper §3.3.2) on CPU gloo, checked against one process (the torchtitan converging.md
+method): tensor, context, pipeline and data parallel, alone and combined, give the losses of a one-process
+run of the same global batch with the document mask on; the context-parallel attention equals full
+attention in outputs and gradients; layouts that cannot run are refused in one line; sharded checkpoints
+resume bit-identically on their layout and load on another."""
+
+import shutil
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from parallel_helpers import losses, run_ranks
+from train_helpers import tiny_config
+
+from herd.errors import HerdError
+from herd.train import pretrain
+from herd.train.config import ParallelConfig
+from herd.train.layout import Layout, check, resolve, stage_layers
+
+STEPS = 10
+BASE = ["--run.steps", str(STEPS), "--model.n_layers", "5"]  # an odd layer count
+
+
+def _close(a, b, tol=1e-5):
+    assert len(a) == len(b) == STEPS, (a, b)
+    gap = max(abs(x - y) for x, y in zip(a, b))
+    assert gap < tol, (gap, list(zip(a, b)))
+    return gap
+
+
+@pytest.fixture(scope="module")
+def one_process(para_tok_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    pretrain(tiny_config(para_tok_dir, out, *BASE))
+    return losses(out)
+
+
+# ---- layout: checks and the pipeline split (no processes) ----
+def test_stage_split_shortens_first_and_last_stage():
+    assert stage_layers(6, 4) == [[0], [1, 2], [3, 4], [5]]
+    assert stage_layers(126, 16)[0] == list(range(7)) and len(stage_layers(126, 16)[-1]) == 7  # 405B: 7+8*14+7
+    assert all(len(s) == 8 for s in stage_layers(126, 16)[1:-1])
+    for n, s in ((5, 4), (7, 2), (5, 2), (3, 5), (9, 4)):
+        split = stage_layers(n, s)
+        assert sum(split, []) == list(range(n)) and len(split) == s
+        sizes = [len(x) for x in split]
+        assert sizes[0] <= min(sizes[1:-1] or [sizes[0]]) and sizes[-1] <= min(sizes[1:-1] or [sizes[-1]])
+
+
+def test_layout_resolution_and_refusals():
+    from herd.model.args import get_preset
+
+    lay = resolve(ParallelConfig(tp=2, cp=2, pp=2), 16)
+    assert (lay.dp, lay.microbatches, lay.world) == (2, 2, 16)
+    assert lay.coords(0) == {"dp": 0, "pp": 0, "cp": 0, "tp": 0}
+    assert lay.coords(1)["tp"] == 1 and lay.coords(2)["cp"] == 1 and lay.coords(4)["pp"] == 1
+    assert lay.coords(8)["dp"] == 1
+    args = get_preset("herd-5m", n_layers=5, dim=64, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32)
+    bad = [
+        (lambda: resolve(ParallelConfig(tp=3), 4), "does not divide the world size 4"),
+        (lambda: resolve(ParallelConfig(tp=2, dp=3), 4), "world size is 4"),
+        (lambda: resolve(ParallelConfig(pp_schedule="zigzag"), 1), "pp_schedule"),
+        (lambda: check(args, Layout(tp=4), []), "KV"),
+        (lambda: check(args, Layout(pp=4, stages_per_rank=2, microbatches=4), []), "at most n_layers + 2"),
+        (lambda: check(args, Layout(dp=2, pp=2, microbatches=4), [(4, 64)]), "micro-batches"),
+        (lambda: check(args, Layout(cp=2, tp=2), [(4, 100)]), "2*cp*tp = 8"),
+        (lambda: check(args, Layout(dp=3), [(4, 64)]), "dp 3"),
+        (lambda: check(args, Layout(pp=2, stages_per_rank=2, microbatches=3), []), "multiple of pp"),
+    ]
+    for fn, words in bad:
+        with pytest.raises(HerdError) as e:
+            fn()
+        assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_pretrain_refuses_layout_before_process_group(para_tok_dir, tmp_path):
+    import torch.distributed as dist
+
+    with pytest.raises(HerdError, match="does not divide the world size 1"):
+        pretrain(tiny_config(para_tok_dir, tmp_path / "r", *BASE, "--parallel.tp", "4"))
+    assert not dist.is_initialized()
+
+
+# ---- context-parallel attention against full attention ----
+def _cp_worker(rank, world, store, out):
+    import torch.distributed as dist
+
+    from herd.model.transformer import document_segments, sdpa_attention
+    from herd.train.context_parallel import context_parallel_attention, shard_sequence
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        B, H, Hkv, T, D = 2, 4, 2, 32, 8
+        q, k, v = torch.randn(B, H, T, D), torch.randn(B, Hkv, T, D), torch.randn(B, Hkv, T, D)
+        w = torch.randn(B, H, T, D)
+        doc = torch.zeros(B, T, dtype=torch.long)
+        doc[0, 5:], doc[0, 13:], doc[0, 20:], doc[0, 30:] = 1, 2, 3, 4  # boundaries inside and across chunks
+        doc[1, 9:], doc[1, 25:] = 1, 2
+        full = [t.clone().requires_grad_() for t in (q, k, v)]
+        ref = sdpa_attention(*full, document_segments(doc))
+        (ref * w).sum().backward()
+        res = {}
+        for name, ids in (("docs", doc), ("causal", None)):
+            idx, pos, seg = shard_sequence(ids, B, T, "cpu", dist.group.WORLD, world, rank)
+            loc = [t[:, :, idx].clone().requires_grad_() for t in (q, k, v)]
+            o = context_parallel_attention(*loc, seg)
+            (o * w[:, :, idx]).sum().backward()
+            if ids is None:
+                full2 = [t.clone().requires_grad_() for t in (q, k, v)]
+                ref2 = sdpa_attention(*full2)
+                (ref2 * w).sum().backward()
+                r_out, r_grads = ref2, [t.grad for t in full2]
+            else:
+                r_out, r_grads = ref, [t.grad for t in full]
+            res[name] = {"out": (o - r_out[:, :, idx]).abs().max().item(),
+                         "grads": [(a.grad - g[:, :, idx]).abs().max().item() for a, g in zip(loc, r_grads)],
+                         "pos": pos.tolist()}
+        torch.save(res, f"{out}.{rank}")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_context_parallel_attention_equals_full_attention(tmp_path):
+    from herd.train.context_parallel import local_positions
+
+    assert local_positions(16, 2, 0).tolist() == [0, 1, 2, 3, 12, 13, 14, 15]  # chunks i and 2cp-1-i
+    assert local_positions(16, 2, 1).tolist() == [4, 5, 6, 7, 8, 9, 10, 11]
+    mp.start_processes(_cp_worker, args=(2, tmp_path / "store", tmp_path / "res"), nprocs=2, start_method="spawn")
+    for rank in range(2):
+        res = torch.load(f"{tmp_path / 'res'}.{rank}")
+        for name in ("docs", "causal"):
+            assert res[name]["out"] <= 1e-5 and max(res[name]["grads"]) <= 1e-5, (rank, name, res[name])
+    # positions restart per document across chunk edges: rank 1 holds 8..23; row 1's second doc starts at 9
+    assert torch.load(f"{tmp_path / 'res'}.1")["docs"]["pos"][1][:3] == [8, 0, 1]
+
+
+# ---- loss parity with one process, 10 steps, document mask on ----
+TWO = {
+    "tp2": ["--parallel.tp", "2"],
+    "cp2": ["--parallel.cp", "2"],
+    "pp2-interleaved-V2": ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2"],
+    "pp2-1f1b-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "1f1b", "--parallel.pp_microbatches", "4"],
+}
+
+
+def test_each_dimension_at_two_ranks_matches_one_process(para_tok_dir, tmp_path, one_process):
+    run_ranks(2, tmp_path, [(para_tok_dir, tmp_path / name, BASE + extra) for name, extra in TWO.items()])
+    for name in TWO:
+        _close(one_process, losses(tmp_path / name))
+
+
+FOUR = {
+    "tp2-dp2": ["--parallel.tp", "2"],
+    "pp2-dp2-gpipe-V2": ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2", "--parallel.pp_schedule",
+                         "gpipe"],
+}
+
+
+def test_tp_and_pp_with_fsdp_at_four_ranks_match_one_process(para_tok_dir, tmp_path, one_process):
+    run_ranks(4, tmp_path, [(para_tok_dir, tmp_path / name, BASE + extra) for name, extra in FOUR.items()])
+    for name in FOUR:
+        _close(one_process, losses(tmp_path / name))
+
+
+@pytest.mark.slow
+def test_remaining_schedules_at_two_ranks(para_tok_dir, tmp_path, one_process):
+    runs = {"pp2-interleaved-V1": ["--parallel.pp", "2"],
+            "pp2-1f1b-V2": ["--parallel.pp", "2", "--parallel.pp_schedule", "1f1b", "--parallel.pp_stages_per_rank",
+                            "2"],
+            "pp2-gpipe-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "gpipe"]}
+    run_ranks(2, tmp_path, [(para_tok_dir, tmp_path / n, BASE + e) for n, e in runs.items()])
+    for name in runs:
+        _close(one_process, losses(tmp_path / name))
+
+
+@pytest.mark.slow
+def test_tp2_cp2_pp2_at_eight_ranks(para_tok_dir, tmp_path, one_process):
+    extra = ["--parallel.tp", "2", "--parallel.cp", "2", "--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2"]
+    run_ranks(8, tmp_path, [(para_tok_dir, tmp_path / "r", BASE + extra)])
+    _close(one_process, losses(tmp_path / "r"))
+
+
+@pytest.mark.slow
+def test_all_four_dimensions_at_sixteen_ranks(para_tok_dir, tmp_path, one_process):
+    extra = ["--parallel.tp", "2", "--parallel.cp", "2", "--parallel.pp", "2", "--parallel.dp", "2",
+             "--run.activation_checkpointing", "true"]
+    run_ranks(16, tmp_path, [(para_tok_dir, tmp_path / "r", BASE + extra)])
+    _close(one_process, losses(tmp_path / "r"))
+
+
+# ---- checkpoints across layouts ----
+def test_checkpoints_resume_on_their_layout_and_load_on_another(para_tok_dir, tmp_path, one_process):
+    from safetensors.torch import load_file
+
+    layout = ["--parallel.tp", "2", "--parallel.pp", "2", "--checkpoint.interval", "5"]
+    out = tmp_path / "tp2pp2"
+    run_ranks(4, tmp_path, [(para_tok_dir, out, BASE + layout)])
+    first = losses(out)
+    _close(one_process, first)
+    ck = out / "checkpoints" / "step-00000005" / "state"
+    assert (ck / ".metadata").is_file() and len(list(ck.glob("__*_0.distcp"))) == 4
+    final = load_file(str(out / "model" / "model.safetensors"))
+    # same layout: resume from step 5 redoes steps 6-10 bit-identically
+    shutil.rmtree(out / "checkpoints" / "step-00000010")
+    shutil.rmtree(out / "model")
+    run_ranks(4, tmp_path, [(para_tok_dir, out, BASE + layout + ["--run.resume", "true"])])
+    again = load_file(str(out / "model" / "model.safetensors"))
+    assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
+    assert losses(out)[-5:] == first[-5:]
+    # another layout: one process resumes the TP2 x PP2 checkpoint of step 5
+    other = tmp_path / "one"
+    shutil.copytree(out / "checkpoints" / "step-00000005", other / "checkpoints" / "step-00000005")
+    pretrain(tiny_config(para_tok_dir, other, *BASE, "--run.resume", "true"))
+    tail = losses(other)
+    assert len(tail) == 5 and max(abs(a - b) for a, b in zip(one_process[-5:], tail)) < 1e-5
