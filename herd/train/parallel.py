@@ -15,6 +15,7 @@ Module names, and so state-dict keys, are unchanged by all of them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -345,6 +346,31 @@ def pipeline_inputs(batch, dist_: Dist, doc_mask: bool) -> tuple:
     return tokens, doc_ids, targets
 
 
+@contextlib.contextmanager
+def collective_guard(dist_: Dist, what: str = "training step"):
+    """Turn a collective that fails or times out (a peer rank died or hangs: gloo reports a closed
+    connection, NCCL/gloo a timeout after parallel.timeout_s) into one line naming this rank, instead of
+    a traceback or a silent hang; `torchrun --max-restarts N ... --resume` then continues from the last
+    checkpoint."""
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        words = ("timed out", "timeout", "connection", "closed by peer", "broken pipe", "nccl", "gloo", "abort")
+        if dist_.world == 1 or not any(w in msg.lower() for w in words):
+            raise
+        raise HerdError(f"rank {dist_.rank} ({dist_.layout.describe() if dist_.layout else ''} "
+                        f"{dist_.layout.coords(dist_.rank) if dist_.layout else ''}): a collective in the {what} "
+                        f"failed: {msg[:300]}; another rank died or hangs (restart with torchrun --max-restarts "
+                        "and --resume)") from None
+
+
+def stragglers(times: list[float], factor: float) -> list[tuple[int, float, float]]:
+    """(rank, its time, the median) for each rank whose step took more than `factor` x the median."""
+    med = sorted(times)[len(times) // 2]
+    return [(r, t, med) for r, t in enumerate(times) if len(times) > 1 and med > 0 and t > factor * med]
+
+
 def clip_grad_norm_(model: nn.Module, max_norm: float, dist_: Dist) -> torch.Tensor:
     """Clip the gradients of `model` to a total L2 norm of `max_norm` (inf: only measure) -> the total
     norm (a plain tensor). Gradients may be DTensors on different meshes (FSDP's, FSDP x TP's): each
@@ -410,5 +436,5 @@ def materialize_sharded(model: nn.Module, device, seed: int | None) -> nn.Module
 
 
 __all__ = ["Dist", "init_distributed", "build_mesh", "world_size", "parallelize", "batch_inputs", "pipeline_inputs",
-           "clip_grad_norm_", "apply_activation_checkpointing",
+           "clip_grad_norm_", "collective_guard", "stragglers", "apply_activation_checkpointing",
            "apply_compile", "apply_tp", "apply_cp", "apply_fsdp", "materialize_sharded"]

@@ -53,13 +53,10 @@ def build_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW(param_groups(model, o.weight_decay), **kw)
 
 
-def loss_sum(model, batch, doc_mask: bool, dist_: Dist | None = None) -> torch.Tensor:
+def loss_sum(model, batch, doc_mask: bool) -> torch.Tensor:
     """Summed next-token cross-entropy over the batch's target tokens (IGNORE targets excluded),
-    computed by the model (herd.model.loss: fused with the output layer when the logits are large).
-    With `dist_`, over this rank's part of the batch (its context-parallel chunks)."""
-    if dist_ is None:
-        return model(batch.inputs, doc_ids=batch.doc_ids if doc_mask else None, targets=batch.targets)
-    return model(**parallel.batch_inputs(batch, dist_, doc_mask))
+    computed by the model (herd.model.loss: fused with the output layer when the logits are large)."""
+    return model(batch.inputs, doc_ids=batch.doc_ids if doc_mask else None, targets=batch.targets)
 
 
 def _micro_batches(batch, rows: int):
@@ -310,7 +307,9 @@ class Trainer:
         if self.pipelined:
             tokens, doc_ids, targets = parallel.pipeline_inputs(batch, self.dist, doc_mask)
             return self.model.run(tokens, doc_ids, targets, scale=scale, train=train)
-        return loss_sum(self.model, batch, doc_mask, self.dist)
+        if self.layout.cp > 1:  # this rank's two chunks of each row
+            return self.model(**parallel.batch_inputs(batch, self.dist, doc_mask))
+        return loss_sum(self.model, batch, doc_mask)
 
     def find_latest(self, log) -> Path | None:
         """The newest verified checkpoint, chosen by rank 0 (the only one that reads and hashes the
@@ -410,8 +409,14 @@ class Trainer:
         for g in self.optim.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
-        loss_t, gn_t, ntok = self.train_step(phase, loader)
-        loss, gnorm = torch.stack([loss_t.double(), gn_t.double()]).tolist()
+        with parallel.collective_guard(self.dist):
+            loss_t, gn_t, ntok = self.train_step(phase, loader)
+            loss, gnorm = torch.stack([loss_t.double(), gn_t.double()]).tolist()
+            slow = parallel.stragglers(self.dist.all_gather_floats(time.perf_counter() - t0),
+                                       cfg.parallel.straggler_factor)
+        for r, t, med in slow:  # a rank far slower than the others holds every step back (§3.3.4)
+            self.log(f"herd: straggler: rank {r} took {t:.2f} s for step {self.step + 1}, {t / med:.1f}x the "
+                     f"median {med:.2f} s")
         finite = math.isfinite(loss) and math.isfinite(gnorm)
         if finite:
             self.optim.step()
@@ -446,6 +451,8 @@ class Trainer:
                "phase": phase.name, "seq_len": phase.seq_len, "batch_size": phase.batch_size, "step_time": dt}
         if spike:
             rec["spike"] = True
+        if slow:
+            rec["stragglers"] = [r for r, _, _ in slow]
         return rec
 
     def log_step(self, rec: dict):

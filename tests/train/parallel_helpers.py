@@ -3,6 +3,7 @@ file store: no port to race for) under several layouts in one process group, and
 
 import json
 import os
+import shutil
 import sys
 import traceback
 
@@ -22,8 +23,15 @@ def _worker(rank, world, store, runs, err_dir):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         for tok_dir, out, extra in runs:
-            pretrain(tiny_config(tok_dir, out, *extra), log=lambda s: None)
-        dist.barrier()
+            if tok_dir == "copy":  # (copy, src, dst) between runs, by rank 0
+                if rank == 0:
+                    (shutil.copytree if os.path.isdir(out) else shutil.copy)(out, extra)
+            elif tok_dir == "remove":
+                if rank == 0:
+                    shutil.rmtree(out)
+            else:
+                pretrain(tiny_config(tok_dir, out, *extra), log=lambda s: None)
+            dist.barrier()
     except BaseException:
         with open(os.path.join(err_dir, f"error-{rank}.txt"), "w") as f:
             f.write(traceback.format_exc())
@@ -33,10 +41,12 @@ def _worker(rank, world, store, runs, err_dir):
 
 
 def run_ranks(world: int, tmp_path, runs: list[tuple]):
-    """Run `runs` [(tok_dir, out_dir, extra args)] one after the other on `world` spawned ranks."""
+    """Run `runs` [(tok_dir, out_dir, extra args)] one after the other on `world` spawned ranks (an entry
+    ("copy", src, dst) or ("remove", path, None) is done by rank 0 between runs)."""
     import uuid
 
-    runs = [(str(t), str(o), [str(x) for x in e]) for t, o, e in runs]
+    runs = [(str(t), str(o), str(e) if isinstance(e, (str, os.PathLike)) else e if e is None else [str(x) for x in e])
+            for t, o, e in runs]
     store = tmp_path / f"store-{uuid.uuid4().hex}"  # a fresh file rendezvous per launch
     try:
         mp.start_processes(_worker, args=(world, str(store), runs, str(tmp_path)), nprocs=world,

@@ -42,7 +42,7 @@ def test_stage_split_shortens_first_and_last_stage():
     assert all(len(s) == 8 for s in stage_layers(126, 16)[1:-1])
     for n, s in ((5, 4), (7, 2), (5, 2), (3, 5), (9, 4)):
         split = stage_layers(n, s)
-        assert sum(split, []) == list(range(n)) and len(split) == s
+        assert [i for part in split for i in part] == list(range(n)) and len(split) == s
         sizes = [len(x) for x in split]
         assert sizes[0] <= min(sizes[1:-1] or [sizes[0]]) and sizes[-1] <= min(sizes[1:-1] or [sizes[-1]])
 
@@ -137,19 +137,41 @@ def test_context_parallel_attention_equals_full_attention(tmp_path):
     assert torch.load(f"{tmp_path / 'res'}.1")["docs"]["pos"][1][:3] == [8, 0, 1]
 
 
-# ---- loss parity with one process, 10 steps, document mask on ----
-TWO = {
-    "tp2": ["--parallel.tp", "2"],
-    "cp2": ["--parallel.cp", "2"],
-    "pp2-interleaved-V2": ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2"],
-    "pp2-1f1b-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "1f1b", "--parallel.pp_microbatches", "4"],
-}
+# ---- loss parity with one process, 10 steps, document mask on; checkpoints across layouts ----
+def test_each_dimension_at_two_ranks_matches_one_process_and_checkpoints_cross_layouts(para_tok_dir, tmp_path,
+                                                                                        one_process):
+    from safetensors.torch import load_file
 
-
-def test_each_dimension_at_two_ranks_matches_one_process(para_tok_dir, tmp_path, one_process):
-    run_ranks(2, tmp_path, [(para_tok_dir, tmp_path / name, BASE + extra) for name, extra in TWO.items()])
-    for name in TWO:
+    pp = tmp_path / "pp2-interleaved-V2"
+    runs = [(para_tok_dir, tmp_path / "tp2", BASE + ["--parallel.tp", "2"]),
+            (para_tok_dir, tmp_path / "cp2", BASE + ["--parallel.cp", "2"]),
+            (para_tok_dir, pp, BASE + ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2",
+                                       "--checkpoint.interval", "5"]),
+            ("copy", pp / "model" / "model.safetensors", tmp_path / "final.safetensors"),
+            ("copy", pp / "metrics.jsonl", tmp_path / "first.jsonl"),
+            ("copy", pp / "checkpoints" / "step-00000005", tmp_path / "one" / "checkpoints" / "step-00000005"),
+            ("remove", pp / "checkpoints" / "step-00000010", None),
+            ("remove", pp / "model", None),
+            # the same layout resumes from step 5 (as if it had died after that checkpoint)
+            (para_tok_dir, pp, BASE + ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2",
+                                       "--checkpoint.interval", "5", "--run.resume", "true"])]
+    run_ranks(2, tmp_path, runs)
+    for name in ("tp2", "cp2"):
         _close(one_process, losses(tmp_path / name))
+    (tmp_path / "first").mkdir()
+    shutil.copy(tmp_path / "first.jsonl", tmp_path / "first" / "metrics.jsonl")
+    first = losses(tmp_path / "first")
+    _close(one_process, first)
+    ck = tmp_path / "one" / "checkpoints" / "step-00000005" / "state"
+    assert (ck / ".metadata").is_file() and len(list(ck.glob("__*_0.distcp"))) == 2  # each rank its stages
+    # same layout: bit-identical weights and losses after the resume
+    final, again = load_file(str(tmp_path / "final.safetensors")), load_file(str(pp / "model" / "model.safetensors"))
+    assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
+    assert losses(pp)[-5:] == first[-5:]
+    # another layout: one process resumes the pipeline's step-5 checkpoint and follows the one-process run
+    pretrain(tiny_config(para_tok_dir, tmp_path / "one", *BASE, "--run.resume", "true"))
+    tail = losses(tmp_path / "one")
+    assert len(tail) == 5 and max(abs(a - b) for a, b in zip(one_process[-5:], tail)) < 1e-5
 
 
 FOUR = {
@@ -168,12 +190,29 @@ def test_tp_and_pp_with_fsdp_at_four_ranks_match_one_process(para_tok_dir, tmp_p
 @pytest.mark.slow
 def test_remaining_schedules_at_two_ranks(para_tok_dir, tmp_path, one_process):
     runs = {"pp2-interleaved-V1": ["--parallel.pp", "2"],
+            "pp2-1f1b-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "1f1b", "--parallel.pp_microbatches", "4"],
             "pp2-1f1b-V2": ["--parallel.pp", "2", "--parallel.pp_schedule", "1f1b", "--parallel.pp_stages_per_rank",
                             "2"],
             "pp2-gpipe-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "gpipe"]}
     run_ranks(2, tmp_path, [(para_tok_dir, tmp_path / n, BASE + e) for n, e in runs.items()])
     for name in runs:
         _close(one_process, losses(tmp_path / name))
+
+
+@pytest.mark.slow
+def test_tp2_pp2_checkpoint_resumes_on_one_process_and_dp2(para_tok_dir, tmp_path, one_process):
+    layout = ["--parallel.tp", "2", "--parallel.pp", "2", "--checkpoint.interval", "5"]
+    out = tmp_path / "tp2pp2"
+    run_ranks(4, tmp_path, [(para_tok_dir, out, BASE + layout)])
+    _close(one_process, losses(out))
+    for name, world in (("one", 1), ("dp2", 2)):
+        shutil.copytree(out / "checkpoints" / "step-00000005", tmp_path / name / "checkpoints" / "step-00000005")
+        if world == 1:
+            pretrain(tiny_config(para_tok_dir, tmp_path / name, *BASE, "--run.resume", "true"))
+        else:
+            run_ranks(2, tmp_path, [(para_tok_dir, tmp_path / name, BASE + ["--run.resume", "true"])])
+        tail = losses(tmp_path / name)
+        assert len(tail) == 5 and max(abs(a - b) for a, b in zip(one_process[-5:], tail)) < 1e-5
 
 
 @pytest.mark.slow
@@ -189,30 +228,3 @@ def test_all_four_dimensions_at_sixteen_ranks(para_tok_dir, tmp_path, one_proces
              "--run.activation_checkpointing", "true"]
     run_ranks(16, tmp_path, [(para_tok_dir, tmp_path / "r", BASE + extra)])
     _close(one_process, losses(tmp_path / "r"))
-
-
-# ---- checkpoints across layouts ----
-def test_checkpoints_resume_on_their_layout_and_load_on_another(para_tok_dir, tmp_path, one_process):
-    from safetensors.torch import load_file
-
-    layout = ["--parallel.tp", "2", "--parallel.pp", "2", "--checkpoint.interval", "5"]
-    out = tmp_path / "tp2pp2"
-    run_ranks(4, tmp_path, [(para_tok_dir, out, BASE + layout)])
-    first = losses(out)
-    _close(one_process, first)
-    ck = out / "checkpoints" / "step-00000005" / "state"
-    assert (ck / ".metadata").is_file() and len(list(ck.glob("__*_0.distcp"))) == 4
-    final = load_file(str(out / "model" / "model.safetensors"))
-    # same layout: resume from step 5 redoes steps 6-10 bit-identically
-    shutil.rmtree(out / "checkpoints" / "step-00000010")
-    shutil.rmtree(out / "model")
-    run_ranks(4, tmp_path, [(para_tok_dir, out, BASE + layout + ["--run.resume", "true"])])
-    again = load_file(str(out / "model" / "model.safetensors"))
-    assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
-    assert losses(out)[-5:] == first[-5:]
-    # another layout: one process resumes the TP2 x PP2 checkpoint of step 5
-    other = tmp_path / "one"
-    shutil.copytree(out / "checkpoints" / "step-00000005", other / "checkpoints" / "step-00000005")
-    pretrain(tiny_config(para_tok_dir, other, *BASE, "--run.resume", "true"))
-    tail = losses(other)
-    assert len(tail) == 5 and max(abs(a - b) for a, b in zip(one_process[-5:], tail)) < 1e-5
