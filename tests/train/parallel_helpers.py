@@ -26,6 +26,11 @@ def _worker(rank, world, store, runs, err_dir):
             if tok_dir == "copy":  # (copy, src, dst) between runs, by rank 0
                 if rank == 0:
                     (shutil.copytree if os.path.isdir(out) else shutil.copy)(out, extra)
+            elif tok_dir == "call":  # (call, "module:function", arg) on every rank: function(rank, world, arg)
+                import importlib
+
+                mod, fn = out.split(":")
+                getattr(importlib.import_module(mod), fn)(rank, world, extra)
             elif tok_dir == "remove":
                 if rank == 0:
                     shutil.rmtree(out)
@@ -59,3 +64,41 @@ def run_ranks(world: int, tmp_path, runs: list[tuple]):
 def losses(out, kind="train", key="loss"):
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return [r[key] for r in recs if r["kind"] == kind]
+
+
+def cp_attention_check(rank, world, out):
+    """Context-parallel attention on this rank's chunks against full attention (outputs and q/k/v gradients,
+    with document boundaries inside and across chunk edges, and without documents) -> {out}.{rank}."""
+    import torch
+    import torch.distributed as dist
+
+    from herd.model.transformer import document_segments, sdpa_attention
+    from herd.train.context_parallel import context_parallel_attention, shard_sequence
+
+    torch.manual_seed(0)
+    B, H, Hkv, T, D = 2, 4, 2, 32, 8
+    q, k, v = torch.randn(B, H, T, D), torch.randn(B, Hkv, T, D), torch.randn(B, Hkv, T, D)
+    w = torch.randn(B, H, T, D)
+    doc = torch.zeros(B, T, dtype=torch.long)
+    doc[0, 5:], doc[0, 13:], doc[0, 20:], doc[0, 30:] = 1, 2, 3, 4  # boundaries inside and across chunks
+    doc[1, 9:], doc[1, 25:] = 1, 2
+    full = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = sdpa_attention(*full, document_segments(doc))
+    (ref * w).sum().backward()
+    res = {}
+    for name, ids in (("docs", doc), ("causal", None)):
+        idx, pos, seg = shard_sequence(ids, B, T, "cpu", dist.group.WORLD, world, rank)
+        loc = [t[:, :, idx].clone().requires_grad_() for t in (q, k, v)]
+        o = context_parallel_attention(*loc, seg)
+        (o * w[:, :, idx]).sum().backward()
+        if ids is None:
+            full2 = [t.clone().requires_grad_() for t in (q, k, v)]
+            ref2 = sdpa_attention(*full2)
+            (ref2 * w).sum().backward()
+            r_out, r_grads = ref2, [t.grad for t in full2]
+        else:
+            r_out, r_grads = ref, [t.grad for t in full]
+        res[name] = {"out": (o - r_out[:, :, idx]).abs().max().item(),
+                     "grads": [(a.grad - g[:, :, idx]).abs().max().item() for a, g in zip(loc, r_grads)],
+                     "pos": pos.tolist()}
+    torch.save(res, f"{out}.{rank}")
