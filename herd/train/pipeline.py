@@ -122,21 +122,34 @@ class PipelineParts(nn.Module):
         return out * self._scale
 
     def build_schedule(self, device):
+        """The schedule over this rank's stages. A PipelineStage fixes its buffers' shapes on its first step,
+        so each micro-batch shape (a batch or sequence-length ramp, a long-context stage, evaluation) gets
+        its own schedule over the same modules (`_schedule_for`)."""
+        self.device = device
+        self._schedules = {}
+        self.schedule = self._make_schedule()
+        return self.schedule
+
+    def _make_schedule(self):
         from torch.distributed.pipelining import PipelineStage
         from torch.distributed.pipelining import schedules as sch
 
         L = self.dist.layout
         group = self.dist.group("pp")
-        stages = [PipelineStage(st, s, L.n_stages, device, group=group) for st, s in zip(self.stages, self.stage_ids)]
+        stages = [PipelineStage(st, s, L.n_stages, self.device, group=group)
+                  for st, s in zip(self.stages, self.stage_ids)]
         V, M = L.stages_per_rank, L.microbatches
         kw = {"n_microbatches": M, "loss_fn": self._loss_fn, "scale_grads": False}
         if L.schedule == "gpipe":
-            self.schedule = sch.ScheduleGPipe(stages[0], **kw) if V == 1 else sch.ScheduleLoopedBFS(stages, **kw)
-        elif L.schedule == "1f1b" and V == 1:
-            self.schedule = sch.Schedule1F1B(stages[0], **kw)
-        else:
-            self.schedule = sch.ScheduleInterleaved1F1B(stages, **kw)
-        return self.schedule
+            return sch.ScheduleGPipe(stages[0], **kw) if V == 1 else sch.ScheduleLoopedBFS(stages, **kw)
+        if L.schedule == "1f1b" and V == 1:
+            return sch.Schedule1F1B(stages[0], **kw)
+        return sch.ScheduleInterleaved1F1B(stages, **kw)
+
+    def _schedule_for(self, shape) -> object:
+        if shape not in self._schedules:
+            self._schedules[shape] = self._make_schedule() if self._schedules else self.schedule
+        return self._schedules[shape]
 
     # ---- running ----
     def run(self, tokens: torch.Tensor, doc_ids: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
@@ -147,10 +160,11 @@ class PipelineParts(nn.Module):
         self._losses, self._scale = [], scale
         args = (tokens,) if self.has_first else ()
         kw = {"doc_ids": doc_ids, "targets": targets}
+        schedule = self._schedule_for((tuple(doc_ids.shape), train))
         if train:
-            self.schedule.step(*args, target=targets, return_outputs=False, **kw)
+            schedule.step(*args, target=targets, return_outputs=False, **kw)
         else:
-            self.schedule.eval(*args, target=targets, return_outputs=False, **kw)
+            schedule.eval(*args, target=targets, return_outputs=False, **kw)
         if not self._losses:
             return torch.zeros((), device=doc_ids.device)
         # the last M: on its first step a stage may run one more forward to infer its shapes

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from parallel_helpers import losses, run_ranks
 from train_helpers import tiny_config
 
@@ -117,7 +118,7 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(pa
     runs = [(para_tok_dir, tmp_path / "tp2", BASE + ["--parallel.tp", "2"]),
             (para_tok_dir, tmp_path / "cp2", BASE + ["--parallel.cp", "2"]),
             (para_tok_dir, pp, BASE + ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2",
-                                       "--checkpoint.interval", "5"]),
+                                       "--checkpoint.interval", "5", "--eval.interval", "5", "--eval.batch_size", "8"]),
             ("copy", pp / "model" / "model.safetensors", tmp_path / "final.safetensors"),
             ("copy", pp / "metrics.jsonl", tmp_path / "first.jsonl"),
             ("copy", pp / "checkpoints" / "step-00000005", tmp_path / "one" / "checkpoints" / "step-00000005"),
@@ -125,7 +126,8 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(pa
             ("remove", pp / "model", None),
             # the same layout resumes from step 5 (as if it had died after that checkpoint)
             (para_tok_dir, pp, BASE + ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2",
-                                       "--checkpoint.interval", "5", "--run.resume", "true"])]
+                                       "--checkpoint.interval", "5", "--eval.interval", "5", "--eval.batch_size", "8",
+                                       "--run.resume", "true"])]
     run_ranks(2, tmp_path, [("call", "parallel_helpers:cp_attention_check", tmp_path / "cp")] + runs)
     _check_cp_attention(tmp_path)
     for name in ("tp2", "cp2"):
@@ -134,6 +136,10 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(pa
     shutil.copy(tmp_path / "first.jsonl", tmp_path / "first" / "metrics.jsonl")
     first = losses(tmp_path / "first")
     _close(one_process, first)
+    # evaluation (8 rows, the pipeline's second shape) equals one process's on the same batches
+    one_val = pretrain(tiny_config(para_tok_dir, tmp_path / "val1", *BASE, "--eval.batch_size", "8"))["val_loss"]
+    assert len(losses(tmp_path / "first", "val", "val_loss")) == 1  # at step 5, mid-run
+    assert abs(losses(pp, "final", "val_loss")[0] - one_val) < 1e-5
     ck = tmp_path / "one" / "checkpoints" / "step-00000005" / "state"
     assert (ck / ".metadata").is_file() and len(list(ck.glob("__*_0.distcp"))) == 2  # each rank its stages
     # same layout: bit-identical weights and losses after the resume
@@ -231,3 +237,47 @@ def test_plan_reports_table4_layouts_and_refuses_impossible_ones(capsys):
         assert main(["plan", "llama3.1-405b", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err
+
+
+# ---- failure handling ----
+def _dying_worker(rank, world, store, tok_dir, out, err_dir):
+    import os
+
+    import torch.distributed as dist
+
+    from herd.train import trainer as tm
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    orig = tm.Trainer.train_step
+
+    def step(self, *a, **k):
+        if rank == 1 and self.step == 3:
+            os._exit(3)  # a rank dies mid-run (a lost GPU, an OOM kill)
+        return orig(self, *a, **k)
+
+    tm.Trainer.train_step = step
+    try:
+        pretrain(tiny_config(tok_dir, out, *BASE, "--parallel.tp", "2", "--parallel.timeout_s", "60"),
+                 log=lambda s: None)
+    except HerdError as e:
+        with open(f"{err_dir}/herd-{rank}.txt", "w") as f:
+            f.write(str(e))
+        os._exit(2)
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_a_dead_rank_makes_the_others_fail_fast_in_one_line(para_tok_dir, tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    ctx = mp.start_processes(_dying_worker, args=(2, tmp_path / "store", para_tok_dir, tmp_path / "run", tmp_path),
+                             nprocs=2, start_method="spawn", join=False)
+    for p in ctx.processes:
+        p.join(120)
+    codes = [p.exitcode for p in ctx.processes]
+    assert codes == [2, 3], codes
+    msg = (tmp_path / "herd-0.txt").read_text()
+    assert msg.startswith("rank 0 (TP2 CP1 PP1 DP1") and "another rank died or hangs" in msg and "\n" not in msg
+    assert time.monotonic() - t0 < 100  # well before the 60 s collective timeout would add up
