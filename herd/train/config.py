@@ -226,6 +226,17 @@ class TrainConfig:
                 raise HerdError("config: every data source needs a path and a positive weight")
         if self.checkpoint.keep < 1:
             raise HerdError("config: checkpoint.keep must be >= 1")
+        from herd.train.layout import SCHEDULES
+
+        par = self.parallel
+        if min(par.tp, par.cp, par.pp, par.pp_stages_per_rank) < 1 or par.dp < 0 or par.pp_microbatches < 0:
+            raise HerdError("config: parallel.tp/cp/pp/pp_stages_per_rank must be >= 1, "
+                            "dp and pp_microbatches >= 0")
+        if par.pp_schedule not in SCHEDULES:
+            raise HerdError(f"config: parallel.pp_schedule must be one of {', '.join(SCHEDULES)}, "
+                            f"got {par.pp_schedule!r}")
+        if par.timeout_s <= 0 or par.straggler_factor <= 1:
+            raise HerdError("config: parallel.timeout_s must be > 0 and parallel.straggler_factor > 1")
         return self
 
 
