@@ -242,7 +242,8 @@ def full_state_dict(model: nn.Module, optim=None) -> tuple[dict, dict | None]:
         osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
         return msd, osd
     if optim is not None:
-        raise HerdError("a pipeline-parallel run checkpoints sharded: set --checkpoint.format sharded (or auto)")
+        raise HerdError("a pipeline-parallel run checkpoints sharded: set --checkpoint.format sharded "
+                        "(or auto)")
     d = model.dist
     # every rank gets its stages' full tensors; one copy of each stage goes to rank 0
     msd = {k: v.detach().cpu() for k, v in
@@ -265,8 +266,9 @@ def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | No
 
     if _pipelined(model):
         if optim is not None and osd is not None:
-            raise HerdError("this checkpoint is a full one (state.pt): a pipeline-parallel run resumes from "
-                            "sharded checkpoints; resume it with pp 1 or save with --checkpoint.format sharded")
+            raise HerdError("this checkpoint is a full one (state.pt): a pipeline-parallel run resumes "
+                            "from sharded checkpoints; resume it with pp 1 or save with "
+                            "--checkpoint.format sharded")
         own = set(model.state_dict())
         set_model_state_dict(model, {k: v for k, v in msd.items() if k in own},
                              options=StateDictOptions(full_state_dict=True, strict=False))

@@ -37,6 +37,7 @@ class CPSegments:
     """What the context-parallel attention needs to know about a batch: the cp group, this rank, and per
     row the (query start, query end) in local coordinates with the (key start, key end) in the full
     sequence that those queries attend (one entry per document piece per local chunk)."""
+
     group: object
     cp: int
     rank: int
@@ -79,7 +80,9 @@ def _all_gather(x: torch.Tensor, group) -> list[torch.Tensor]:
     """All-gather with autograd (the backward reduce-scatters the gradients to their owners)."""
     import torch.distributed._functional_collectives as funcol
 
-    gather = getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd  # torch<2.13
+    gather = (
+        getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
+    )  # torch<2.13
     out = gather(x.contiguous().unsqueeze(0), 0, group)
     return list(out.unbind(0))
 
@@ -91,7 +94,7 @@ def gather_sequence(x: torch.Tensor, seg: CPSegments) -> torch.Tensor:
     chunks = []
     for g in range(2 * seg.cp):
         r, half = (g, 0) if g < seg.cp else (2 * seg.cp - 1 - g, 1)
-        chunks.append(parts[r][:, :, half * c:(half + 1) * c])
+        chunks.append(parts[r][:, :, half * c : (half + 1) * c])
     return torch.cat(chunks, dim=2)
 
 
@@ -108,8 +111,9 @@ def _masked(q, k, v, offset: int):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def context_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: CPSegments,
-                               mask=None) -> torch.Tensor:
+def context_parallel_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: CPSegments, mask=None
+) -> torch.Tensor:
     """Attention.core under context parallelism: q [B, H, 2c, D], k/v [B, Hkv, 2c, D] of this rank's two
     chunks -> [B, H, 2c, D], exact causal document-masked attention over the whole sequence."""
     if mask is not None or not isinstance(segments, CPSegments):
@@ -120,11 +124,17 @@ def context_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     out = torch.empty_like(q)
     for b, runs in enumerate(segments.runs):
         for ql, qh, kl, kh in runs:
-            qs, ks, vs = q[b:b + 1, :, ql:qh], K[b:b + 1, :, kl:kh], V[b:b + 1, :, kl:kh]
+            qs, ks, vs = q[b : b + 1, :, ql:qh], K[b : b + 1, :, kl:kh], V[b : b + 1, :, kl:kh]
             off = (kh - kl) - (qh - ql)
-            out[b:b + 1, :, ql:qh] = _causal(qs, ks, vs) if off == 0 else _masked(qs, ks, vs, off)
+            out[b : b + 1, :, ql:qh] = _causal(qs, ks, vs) if off == 0 else _masked(qs, ks, vs, off)
     return out
 
 
-__all__ = ["CPSegments", "context_parallel_attention", "cp_runs", "gather_sequence", "local_positions",
-           "shard_sequence"]
+__all__ = [
+    "CPSegments",
+    "context_parallel_attention",
+    "cp_runs",
+    "gather_sequence",
+    "local_positions",
+    "shard_sequence",
+]

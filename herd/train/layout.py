@@ -64,12 +64,16 @@ def resolve(parallel, world: int) -> Layout:
     inner = tp * cp * pp
     if dp == 0:
         if world % inner:
-            raise HerdError(f"tp*cp*pp = {inner} does not divide the world size {world}; launch a multiple of "
-                            f"{inner} processes or change --parallel.tp/cp/pp")
+            raise HerdError(
+                f"tp*cp*pp = {inner} does not divide the world size {world}; launch a multiple of "
+                f"{inner} processes or change --parallel.tp/cp/pp"
+            )
         dp = world // inner
     if inner * dp != world:
-        raise HerdError(f"tp*cp*pp*dp = {tp}*{cp}*{pp}*{dp} = {inner * dp} but the world size is {world}; "
-                        f"launch {inner * dp} processes or set --parallel.dp 0")
+        raise HerdError(
+            f"tp*cp*pp*dp = {tp}*{cp}*{pp}*{dp} = {inner * dp} but the world size is {world}; "
+            f"launch {inner * dp} processes or set --parallel.dp 0"
+        )
     if parallel.pp_schedule not in SCHEDULES:
         raise HerdError(f"parallel.pp_schedule {parallel.pp_schedule!r}: use one of {', '.join(SCHEDULES)}")
     V = parallel.pp_stages_per_rank
@@ -109,31 +113,47 @@ def check(args, layout: Layout, shapes: list[tuple[int, int]] = ()) -> None:
     layers by stages, each (batch rows, sequence length) of `shapes` by dp / micro-batches and by 2*cp*tp."""
     L = layout
     if args.n_heads % L.tp or args.n_kv_heads % L.tp:
-        raise HerdError(f"tp {L.tp} does not divide the model's heads ({args.n_heads} query, {args.n_kv_heads} KV); "
-                        "choose a tp that divides both")
+        raise HerdError(
+            f"tp {L.tp} does not divide the model's heads ({args.n_heads} query, {args.n_kv_heads} KV); "
+            "choose a tp that divides both"
+        )
     if args.ffn_hidden_dim % L.tp or args.vocab_size % L.tp:
-        raise HerdError(f"tp {L.tp} does not divide the FFN width {args.ffn_hidden_dim} or the vocabulary "
-                        f"{args.vocab_size}; choose a smaller tp")
+        raise HerdError(
+            f"tp {L.tp} does not divide the FFN width {args.ffn_hidden_dim} or the vocabulary "
+            f"{args.vocab_size}; choose a smaller tp"
+        )
     if L.pp > 1:
         if L.n_stages > args.n_layers + 2:
-            raise HerdError(f"{L.n_stages} pipeline stages (pp {L.pp} x V {L.stages_per_rank}) for {args.n_layers} "
-                            f"layers: at most n_layers + 2 = {args.n_layers + 2} stages; lower pp or V")
+            raise HerdError(
+                f"{L.n_stages} pipeline stages (pp {L.pp} x V {L.stages_per_rank}) for {args.n_layers} "
+                f"layers: at most n_layers + 2 = {args.n_layers + 2} stages; lower pp or V"
+            )
         if args.tie_embeddings:
-            raise HerdError("pipeline parallelism needs untied embeddings (the first and last stages hold them "
-                            "apart); use pp 1 for this model (tie_embeddings)")
+            raise HerdError(
+                "pipeline parallelism needs untied embeddings (the first and last stages hold them "
+                "apart); use pp 1 for this model (tie_embeddings)"
+            )
         if L.schedule == "interleaved_1f1b" and L.stages_per_rank > 1 and L.microbatches % L.pp:
-            raise HerdError(f"interleaved 1F1B needs micro-batches ({L.microbatches}) to be a multiple of pp "
-                            f"({L.pp}); set --parallel.pp_microbatches")
+            raise HerdError(
+                f"interleaved 1F1B needs micro-batches ({L.microbatches}) to be a multiple of pp "
+                f"({L.pp}); set --parallel.pp_microbatches"
+            )
     for rows, seq in shapes:
         if rows % L.dp:
-            raise HerdError(f"batch of {rows} sequences does not divide over dp {L.dp}; use a multiple of {L.dp}")
+            raise HerdError(
+                f"batch of {rows} sequences does not divide over dp {L.dp}; use a multiple of {L.dp}"
+            )
         if L.pp > 1 and (rows // L.dp) % L.microbatches:
-            raise HerdError(f"{rows // L.dp} sequences per data-parallel rank do not split into "
-                            f"{L.microbatches} pipeline micro-batches; change the batch or --parallel.pp_microbatches")
+            raise HerdError(
+                f"{rows // L.dp} sequences per data-parallel rank do not split into "
+                f"{L.microbatches} pipeline micro-batches; change the batch or --parallel.pp_microbatches"
+            )
         parts = (2 * L.cp if L.cp > 1 else 1) * L.tp
         if seq % parts:
-            raise HerdError(f"sequence length {seq} does not divide into 2*cp*tp = {parts} pieces "
-                            "(context-parallel chunks x sequence-parallel shards); change seq_len, cp or tp")
+            raise HerdError(
+                f"sequence length {seq} does not divide into 2*cp*tp = {parts} pieces "
+                "(context-parallel chunks x sequence-parallel shards); change seq_len, cp or tp"
+            )
 
 
 __all__ = ["SCHEDULES", "Layout", "check", "resolve", "stage_layers"]

@@ -165,7 +165,8 @@ def init_distributed(device_type: str, parallel=None) -> Dist:
         if world > 1:
             dist.init_process_group(backend=backend, timeout=timeout)
         else:
-            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                    timeout=timeout)
     world_mesh, fsdp_mesh = build_mesh(device_type, layout)
     return Dist(rank, world, local_rank, fsdp_mesh, layout, world_mesh)
 
@@ -235,13 +236,15 @@ def apply_tp(model: nn.Module, tp_mesh):
     for block in _blocks(model):
         parallelize_module(block, tp_mesh, {
             "attention_norm": SequenceParallel(),
-            "attention": PrepareModuleInput(input_layouts=(Shard(1), None), desired_input_layouts=(Replicate(), None)),
+            "attention": PrepareModuleInput(input_layouts=(Shard(1), None),
+                                            desired_input_layouts=(Replicate(), None)),
             "attention.wq": ColwiseParallel(),
             "attention.wk": ColwiseParallel(),
             "attention.wv": ColwiseParallel(),
             "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
             "ffn_norm": SequenceParallel(),
-            "feed_forward": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+            "feed_forward": PrepareModuleInput(input_layouts=(Shard(1),),
+                                               desired_input_layouts=(Replicate(),)),
             "feed_forward.w1": ColwiseParallel(),
             "feed_forward.w3": ColwiseParallel(),
             "feed_forward.w2": RowwiseParallel(output_layouts=Shard(1)),
@@ -270,7 +273,8 @@ def apply_fsdp(model: nn.Module, mesh, param_dtype: torch.dtype = torch.float32,
     except ImportError:  # torch 2.5
         from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if fp32_reduce else param_dtype)
+    reduce_dtype = torch.float32 if fp32_reduce else param_dtype
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     blocks = _blocks(model)
     for i, block in enumerate(blocks):
         # The last block's parameters are needed again right away in backward: keep them gathered.
@@ -280,7 +284,8 @@ def apply_fsdp(model: nn.Module, mesh, param_dtype: torch.dtype = torch.float32,
     return model
 
 
-def parallelize(model: nn.Module, dist_: Dist, device: torch.device, *, param_dtype: torch.dtype = torch.float32,
+def parallelize(model: nn.Module, dist_: Dist, device: torch.device, *,
+                param_dtype: torch.dtype = torch.float32,
                 activation_checkpointing: bool = False, compile: bool = False, doc_mask: bool = True,
                 seed: int | None = None, fp32_reduce: bool = True) -> nn.Module:
     """Everything the run asks for, in the fixed order: tensor parallel -> context parallel ->
@@ -328,8 +333,10 @@ def batch_inputs(batch, dist_: Dist, doc_mask: bool) -> dict:
     from herd.train.context_parallel import shard_sequence
 
     B, T = batch.inputs.shape
-    idx, pos, seg = shard_sequence(doc_ids, B, T, batch.inputs.device, dist_.group("cp"), L.cp, dist_.dim("cp"))
-    return {"tokens": batch.inputs[:, idx], "targets": batch.targets[:, idx], "pos": pos, "attn_segments": seg}
+    idx, pos, seg = shard_sequence(doc_ids, B, T, batch.inputs.device, dist_.group("cp"), L.cp,
+                                   dist_.dim("cp"))
+    return {"tokens": batch.inputs[:, idx], "targets": batch.targets[:, idx], "pos": pos,
+            "attn_segments": seg}
 
 
 def pipeline_inputs(batch, dist_: Dist, doc_mask: bool) -> tuple:
@@ -356,13 +363,16 @@ def collective_guard(dist_: Dist, what: str = "training step"):
         yield
     except (RuntimeError, dist.DistError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        words = ("timed out", "timeout", "connection", "closed by peer", "broken pipe", "nccl", "gloo", "abort")
+        words = ("timed out", "timeout", "connection", "closed by peer", "broken pipe", "nccl", "gloo",
+                 "abort")
         if dist_.world == 1 or not any(w in msg.lower() for w in words):
             raise
-        raise HerdError(f"rank {dist_.rank} ({dist_.layout.describe() if dist_.layout else ''} "
-                        f"{dist_.layout.coords(dist_.rank) if dist_.layout else ''}): a collective in the {what} "
-                        f"failed: {msg[:300]}; another rank died or hangs (restart with torchrun --max-restarts "
-                        "and --resume)") from None
+        where = ""
+        if dist_.layout is not None:
+            c = dist_.layout.coords(dist_.rank)
+            where = f" ({dist_.layout.describe()}; dp {c['dp']} pp {c['pp']} cp {c['cp']} tp {c['tp']})"
+        raise HerdError(f"rank {dist_.rank}{where}: a collective in the {what} failed: {msg[:300]}; another "
+                        "rank died or hangs (restart with torchrun --max-restarts and --resume)") from None
 
 
 def stragglers(times: list[float], factor: float) -> list[tuple[int, float, float]]:
@@ -435,6 +445,7 @@ def materialize_sharded(model: nn.Module, device, seed: int | None) -> nn.Module
     return model
 
 
-__all__ = ["Dist", "init_distributed", "build_mesh", "world_size", "parallelize", "batch_inputs", "pipeline_inputs",
+__all__ = ["Dist", "init_distributed", "build_mesh", "world_size", "parallelize", "batch_inputs",
+           "pipeline_inputs",
            "clip_grad_norm_", "collective_guard", "stragglers", "apply_activation_checkpointing",
            "apply_compile", "apply_tp", "apply_cp", "apply_fsdp", "materialize_sharded"]

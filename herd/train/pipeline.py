@@ -42,7 +42,10 @@ class StageModule(nn.Module):
         if last:
             self.norm = model.norm
             self.output = model.output
-        self.rope_cos, self.rope_sin = model.rope_cos, model.rope_sin  # plain attributes, rebuilt on the device
+        self.rope_cos, self.rope_sin = (
+            model.rope_cos,
+            model.rope_sin,
+        )  # plain attributes, rebuilt on the device
 
     def reset_rope(self):
         from herd.model.transformer import rope_table
@@ -136,8 +139,10 @@ class PipelineParts(nn.Module):
 
         L = self.dist.layout
         group = self.dist.group("pp")
-        stages = [PipelineStage(st, s, L.n_stages, self.device, group=group)
-                  for st, s in zip(self.stages, self.stage_ids)]
+        stages = [
+            PipelineStage(st, s, L.n_stages, self.device, group=group)
+            for st, s in zip(self.stages, self.stage_ids)
+        ]
         V, M = L.stages_per_rank, L.microbatches
         kw = {"n_microbatches": M, "loss_fn": self._loss_fn, "scale_grads": False}
         if L.schedule == "gpipe":
@@ -152,8 +157,14 @@ class PipelineParts(nn.Module):
         return self._schedules[shape]
 
     # ---- running ----
-    def run(self, tokens: torch.Tensor, doc_ids: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
-            train: bool = True) -> torch.Tensor:
+    def run(
+        self,
+        tokens: torch.Tensor,
+        doc_ids: torch.Tensor,
+        targets: torch.Tensor,
+        scale: float = 1.0,
+        train: bool = True,
+    ) -> torch.Tensor:
         """One pass of the schedule over this rank's batch (split into the layout's micro-batches):
         forward (and with `train`, backward with the loss scaled by `scale`) -> the summed loss of the
         batch on the rank holding the last stage, 0 elsewhere."""
@@ -168,7 +179,7 @@ class PipelineParts(nn.Module):
         if not self._losses:
             return torch.zeros((), device=doc_ids.device)
         # the last M: on its first step a stage may run one more forward to infer its shapes
-        return torch.stack(self._losses[-self.dist.layout.microbatches:]).sum()
+        return torch.stack(self._losses[-self.dist.layout.microbatches :]).sum()
 
 
 def split_pipeline(model: Transformer, dist_) -> PipelineParts:

@@ -45,9 +45,21 @@ GPUS = {
 }
 
 
-def estimate(args, gpus: int, tp: int = 1, cp: int = 1, pp: int = 1, dp: int = 0, seq: int = 8192,
-             batch_tokens: int = 16 * 2 ** 20, gpu: str = "h100", stages_per_rank: int = 1, microbatches: int = 0,
-             schedule: str = "interleaved_1f1b", activation_checkpointing: bool = False) -> dict:
+def estimate(
+    args,
+    gpus: int,
+    tp: int = 1,
+    cp: int = 1,
+    pp: int = 1,
+    dp: int = 0,
+    seq: int = 8192,
+    batch_tokens: int = 16 * 2**20,
+    gpu: str = "h100",
+    stages_per_rank: int = 1,
+    microbatches: int = 0,
+    schedule: str = "interleaved_1f1b",
+    activation_checkpointing: bool = False,
+) -> dict:
     """Per-GPU memory, bubble, communication and MFU of one training step of `args` under a layout.
     An impossible layout is a HerdError (one line)."""
     from types import SimpleNamespace
@@ -70,16 +82,27 @@ def estimate(args, gpus: int, tp: int = 1, cp: int = 1, pp: int = 1, dp: int = 0
     if inner * dp != gpus:
         raise HerdError(f"tp*cp*pp*dp = {inner * dp} but --gpus is {gpus}; make them equal (or --dp 0)")
     if rows % dp:
-        raise HerdError(f"{rows} sequences per batch do not divide over dp {dp}; change --batch-tokens or --dp")
+        raise HerdError(
+            f"{rows} sequences per batch do not divide over dp {dp}; change --batch-tokens or --dp"
+        )
     M = microbatches or (rows // dp if pp > 1 else 1)
-    pcfg = SimpleNamespace(tp=tp, cp=cp, pp=pp, dp=dp, pp_schedule=schedule, pp_stages_per_rank=stages_per_rank,
-                           pp_microbatches=M)
+    pcfg = SimpleNamespace(
+        tp=tp,
+        cp=cp,
+        pp=pp,
+        dp=dp,
+        pp_schedule=schedule,
+        pp_stages_per_rank=stages_per_rank,
+        pp_microbatches=M,
+    )
     L = lay.resolve(pcfg, gpus)
     lay.check(args, L, [(rows, seq)])
 
     h, f, n_l = args.dim, args.ffn_hidden_dim, args.n_layers
     hkv = args.n_kv_heads * args.head_dim
-    per_layer = args.num_params(exclude_embedding=True) - (0 if args.tie_embeddings else args.vocab_size * h) - h
+    per_layer = (
+        args.num_params(exclude_embedding=True) - (0 if args.tie_embeddings else args.vocab_size * h) - h
+    )
     per_layer //= n_l
     emb = args.vocab_size * h
     split = lay.stage_layers(n_l, L.n_stages)
@@ -88,8 +111,11 @@ def estimate(args, gpus: int, tp: int = 1, cp: int = 1, pp: int = 1, dp: int = 0
     for r in range(pp):
         ids = [r + k * pp for k in range(L.stages_per_rank)]
         layers = sum(len(split[s]) for s in ids)
-        p = layers * per_layer + (emb if 0 in ids else 0) + ((h + (0 if args.tie_embeddings else emb))
-                                                               if L.n_stages - 1 in ids else 0)
+        p = (
+            layers * per_layer
+            + (emb if 0 in ids else 0)
+            + ((h + (0 if args.tie_embeddings else emb)) if L.n_stages - 1 in ids else 0)
+        )
         ranks.append((p, layers))
     p_rank_full, layers_rank = max(ranks)
     P = p_rank_full / tp  # parameters this GPU computes with (its TP shard of its stages)
@@ -117,7 +143,8 @@ def estimate(args, gpus: int, tp: int = 1, cp: int = 1, pp: int = 1, dp: int = 0
     tokens_gpu = batch_tokens / (dp * cp * tp * pp)  # the step's work split evenly over every GPU
     flops_gpu = fpt * tokens_gpu
     t_compute = (fpt - attn_fpt) * tokens_gpu / (g.peak_bf16 * g.mm_eff) + attn_fpt * tokens_gpu / (
-        g.peak_bf16 * g.attn_eff)
+        g.peak_bf16 * g.attn_eff
+    )
     if activation_checkpointing:
         t_compute *= 4 / 3  # one more forward
     bubble = L.bubble
@@ -127,47 +154,79 @@ def estimate(args, gpus: int, tp: int = 1, cp: int = 1, pp: int = 1, dp: int = 0
         "tp": 8 * (tp - 1) / tp * act * layers_rank * M if tp > 1 else 0.0,
         "cp": 2 * (cp - 1) / cp * (mb_rows * seq) * 2 * hkv / tp * 2 * layers_rank * M if cp > 1 else 0.0,
         "pp": 2 * L.stages_per_rank * act / tp * M if pp > 1 else 0.0,
-        "dp": (2 + 4) * P * (shard - 1) / shard if shard > 1 else 0.0,  # bf16 all-gather + fp32 reduce-scatter
+        "dp": (2 + 4) * P * (shard - 1) / shard
+        if shard > 1
+        else 0.0,  # bf16 all-gather + fp32 reduce-scatter
     }
     t_tp = comm["tp"] / g.nvlink
     t_cp = comm["cp"] / g.network
     t_overlap = max(0.0, comm["pp"] / g.network + comm["dp"] / g.network - t_compute)
     step = t_compute * (1 + bubble) + t_tp + t_cp + t_overlap
     mfu = flops_gpu / (step * g.peak_bf16)
-    return {"preset": "", "gpu": g.name, "gpus": gpus, "layout": L.describe(),
-            "tp": tp, "cp": cp, "pp": pp, "dp": dp, "V": L.stages_per_rank, "microbatches": M,
-            "seq": seq, "batch_tokens": batch_tokens, "params_per_gpu": P,
-            "memory_gb": {k: v / GB for k, v in mem.items()}, "gpu_memory_gb": g.memory / GB,
-            "fits": mem["total"] <= g.memory, "bubble": bubble,
-            "comm_gb": {k: v / GB for k, v in comm.items()},
-            "step_s": step, "tflops_per_gpu": flops_gpu / step / 1e12, "mfu": mfu, "layers_per_rank": layers_rank}
+    return {
+        "preset": "",
+        "gpu": g.name,
+        "gpus": gpus,
+        "layout": L.describe(),
+        "tp": tp,
+        "cp": cp,
+        "pp": pp,
+        "dp": dp,
+        "V": L.stages_per_rank,
+        "microbatches": M,
+        "seq": seq,
+        "batch_tokens": batch_tokens,
+        "params_per_gpu": P,
+        "memory_gb": {k: v / GB for k, v in mem.items()},
+        "gpu_memory_gb": g.memory / GB,
+        "fits": mem["total"] <= g.memory,
+        "bubble": bubble,
+        "comm_gb": {k: v / GB for k, v in comm.items()},
+        "step_s": step,
+        "tflops_per_gpu": flops_gpu / step / 1e12,
+        "mfu": mfu,
+        "layers_per_rank": layers_rank,
+    }
 
 
 def format_plan(r: dict) -> str:
     m, c = r["memory_gb"], r["comm_gb"]
     fit = "" if r["fits"] else "  (DOES NOT FIT)"
     lines = [
-        (f"{r['preset']} on {r['gpus']:,} x {r['gpu']}: {r['layout']}, seq {r['seq']:,}, "
-         f"{r['batch_tokens']:,} tokens per batch"),
-        (f"  parameters per GPU      {r['params_per_gpu'] / 1e9:.2f} B ({r['layers_per_rank']} layers on the "
-         "heaviest pipeline rank)"),
-        (f"  memory per GPU (GB)     params {m['params']:.1f} | grads {m['grads']:.1f} | optimizer "
-         f"{m['optimizer']:.1f} | activations {m['activations']:.1f} | total {m['total']:.1f} of "
-         f"{r['gpu_memory_gb']:.0f}{fit}"),
+        (
+            f"{r['preset']} on {r['gpus']:,} x {r['gpu']}: {r['layout']}, seq {r['seq']:,}, "
+            f"{r['batch_tokens']:,} tokens per batch"
+        ),
+        (
+            f"  parameters per GPU      {r['params_per_gpu'] / 1e9:.2f} B ({r['layers_per_rank']} layers on the "
+            "heaviest pipeline rank)"
+        ),
+        (
+            f"  memory per GPU (GB)     params {m['params']:.1f} | grads {m['grads']:.1f} | optimizer "
+            f"{m['optimizer']:.1f} | activations {m['activations']:.1f} | total {m['total']:.1f} of "
+            f"{r['gpu_memory_gb']:.0f}{fit}"
+        ),
         f"  pipeline bubble         {100 * r['bubble']:.1f}% ((PP-1)/(V*M), V={r['V']}, M={r['microbatches']})",
-        (f"  comm per GPU per step   TP {c['tp']:.1f} GB | CP {c['cp']:.1f} GB | PP {c['pp']:.2f} GB | "
-         f"DP {c['dp']:.1f} GB"),
-        (f"  step time (est.)        {r['step_s']:.2f} s, {r['tflops_per_gpu']:.0f} TFLOP/s per GPU, "
-         f"MFU {100 * r['mfu']:.0f}%"),
+        (
+            f"  comm per GPU per step   TP {c['tp']:.1f} GB | CP {c['cp']:.1f} GB | PP {c['pp']:.2f} GB | "
+            f"DP {c['dp']:.1f} GB"
+        ),
+        (
+            f"  step time (est.)        {r['step_s']:.2f} s, {r['tflops_per_gpu']:.0f} TFLOP/s per GPU, "
+            f"MFU {100 * r['mfu']:.0f}%"
+        ),
     ]
     return "\n".join(lines)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plan", help="memory, bubble, communication and MFU of a 4D layout (paper §3.3)",
-                       description="Estimate per-GPU memory, pipeline bubble, communication and MFU of training "
-                                   "PRESET with a TP x CP x PP x DP layout (docs/parallelism.md). An impossible "
-                                   "layout is refused in one line (exit 2).")
+    p = sub.add_parser(
+        "plan",
+        help="memory, bubble, communication and MFU of a 4D layout (paper §3.3)",
+        description="Estimate per-GPU memory, pipeline bubble, communication and MFU of training "
+        "PRESET with a TP x CP x PP x DP layout (docs/parallelism.md). An impossible "
+        "layout is refused in one line (exit 2).",
+    )
     p.add_argument("preset", help="model preset (e.g. llama3.1-405b, herd-5m)")
     p.add_argument("--gpus", type=int, required=True)
     p.add_argument("--tp", type=int, default=1)
@@ -175,10 +234,14 @@ def register(sub) -> None:
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--dp", type=int, default=0, help="0 = the rest of the GPUs")
     p.add_argument("--seq", type=int, default=8192)
-    p.add_argument("--batch-tokens", type=int, default=16 * 2 ** 20)
+    p.add_argument("--batch-tokens", type=int, default=16 * 2**20)
     p.add_argument("--gpu", default="h100", help=f"one of {', '.join(GPUS)}")
-    p.add_argument("--stages-per-rank", "-V", type=int, default=1, help="interleaved stages per pipeline rank")
-    p.add_argument("--microbatches", type=int, default=0, help="pipeline micro-batches (0 = one sequence each)")
+    p.add_argument(
+        "--stages-per-rank", "-V", type=int, default=1, help="interleaved stages per pipeline rank"
+    )
+    p.add_argument(
+        "--microbatches", type=int, default=0, help="pipeline micro-batches (0 = one sequence each)"
+    )
     p.add_argument("--schedule", default="interleaved_1f1b", help="interleaved_1f1b, 1f1b or gpipe")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -189,8 +252,21 @@ def run(a) -> int:
     from herd.model.args import get_preset
 
     args = get_preset(a.preset)
-    r = estimate(args, a.gpus, a.tp, a.cp, a.pp, a.dp, a.seq, a.batch_tokens, a.gpu, a.stages_per_rank,
-                 a.microbatches, a.schedule, a.activation_checkpointing)
+    r = estimate(
+        args,
+        a.gpus,
+        a.tp,
+        a.cp,
+        a.pp,
+        a.dp,
+        a.seq,
+        a.batch_tokens,
+        a.gpu,
+        a.stages_per_rank,
+        a.microbatches,
+        a.schedule,
+        a.activation_checkpointing,
+    )
     r["preset"] = a.preset
     print(json.dumps(r, indent=1) if a.json else format_plan(r))
     return 0

@@ -26,7 +26,9 @@ def _worker(rank, world, store, runs, err_dir):
             if tok_dir == "copy":  # (copy, src, dst) between runs, by rank 0
                 if rank == 0:
                     (shutil.copytree if os.path.isdir(out) else shutil.copy)(out, extra)
-            elif tok_dir == "call":  # (call, "module:function", arg) on every rank: function(rank, world, arg)
+            elif (
+                tok_dir == "call"
+            ):  # (call, "module:function", arg) on every rank: function(rank, world, arg)
                 import importlib
 
                 mod, fn = out.split(":")
@@ -50,12 +52,19 @@ def run_ranks(world: int, tmp_path, runs: list[tuple]):
     ("copy", src, dst) or ("remove", path, None) is done by rank 0 between runs)."""
     import uuid
 
-    runs = [(str(t), str(o), str(e) if isinstance(e, (str, os.PathLike)) else e if e is None else [str(x) for x in e])
-            for t, o, e in runs]
+    runs = [
+        (
+            str(t),
+            str(o),
+            str(e) if isinstance(e, (str, os.PathLike)) else e if e is None else [str(x) for x in e],
+        )
+        for t, o, e in runs
+    ]
     store = tmp_path / f"store-{uuid.uuid4().hex}"  # a fresh file rendezvous per launch
     try:
-        mp.start_processes(_worker, args=(world, str(store), runs, str(tmp_path)), nprocs=world,
-                           start_method="spawn")
+        mp.start_processes(
+            _worker, args=(world, str(store), runs, str(tmp_path)), nprocs=world, start_method="spawn"
+        )
     except Exception as e:  # noqa: BLE001 (the first rank's traceback is the useful message)
         errs = sorted(tmp_path.glob("error-*.txt"))
         raise AssertionError(errs[0].read_text()[-4000:] if errs else str(e)) from None
@@ -98,7 +107,9 @@ def cp_attention_check(rank, world, out):
             r_out, r_grads = ref2, [t.grad for t in full2]
         else:
             r_out, r_grads = ref, [t.grad for t in full]
-        res[name] = {"out": (o - r_out[:, :, idx]).abs().max().item(),
-                     "grads": [(a.grad - g[:, :, idx]).abs().max().item() for a, g in zip(loc, r_grads)],
-                     "pos": pos.tolist()}
+        res[name] = {
+            "out": (o - r_out[:, :, idx]).abs().max().item(),
+            "grads": [(a.grad - g[:, :, idx]).abs().max().item() for a, g in zip(loc, r_grads)],
+            "pos": pos.tolist(),
+        }
     torch.save(res, f"{out}.{rank}")

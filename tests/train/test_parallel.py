@@ -38,7 +38,9 @@ def one_process(para_tok_dir, tmp_path_factory):
 # ---- layout: checks and the pipeline split (no processes) ----
 def test_stage_split_shortens_first_and_last_stage():
     assert stage_layers(6, 4) == [[0], [1, 2], [3, 4], [5]]
-    assert stage_layers(126, 16)[0] == list(range(7)) and len(stage_layers(126, 16)[-1]) == 7  # 405B: 7+8*14+7
+    assert (
+        stage_layers(126, 16)[0] == list(range(7)) and len(stage_layers(126, 16)[-1]) == 7
+    )  # 405B: 7+8*14+7
     assert all(len(s) == 8 for s in stage_layers(126, 16)[1:-1])
     for n, s in ((5, 4), (7, 2), (5, 2), (3, 5), (9, 4)):
         split = stage_layers(n, s)
@@ -109,25 +111,60 @@ def _check_cp_attention(tmp_path):
 
 
 # ---- loss parity with one process, 10 steps, document mask on; checkpoints across layouts ----
-def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(para_tok_dir, tmp_path, one_process):
+def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(
+    para_tok_dir, tmp_path, one_process
+):
     """One 2-rank launch: context-parallel attention = full attention; TP2, CP2 and PP2 (V = 2) match one
     process; the pipeline's checkpoint resumes bit-identically and loads on one process."""
     from safetensors.torch import load_file
 
     pp = tmp_path / "pp2-interleaved-V2"
-    runs = [(para_tok_dir, tmp_path / "tp2", BASE + ["--parallel.tp", "2"]),
-            (para_tok_dir, tmp_path / "cp2", BASE + ["--parallel.cp", "2"]),
-            (para_tok_dir, pp, BASE + ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2",
-                                       "--checkpoint.interval", "5", "--eval.interval", "5", "--eval.batch_size", "8"]),
-            ("copy", pp / "model" / "model.safetensors", tmp_path / "final.safetensors"),
-            ("copy", pp / "metrics.jsonl", tmp_path / "first.jsonl"),
-            ("copy", pp / "checkpoints" / "step-00000005", tmp_path / "one" / "checkpoints" / "step-00000005"),
-            ("remove", pp / "checkpoints" / "step-00000010", None),
-            ("remove", pp / "model", None),
-            # the same layout resumes from step 5 (as if it had died after that checkpoint)
-            (para_tok_dir, pp, BASE + ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2",
-                                       "--checkpoint.interval", "5", "--eval.interval", "5", "--eval.batch_size", "8",
-                                       "--run.resume", "true"])]
+    runs = [
+        (para_tok_dir, tmp_path / "tp2", BASE + ["--parallel.tp", "2"]),
+        (para_tok_dir, tmp_path / "cp2", BASE + ["--parallel.cp", "2"]),
+        (
+            para_tok_dir,
+            pp,
+            BASE
+            + [
+                "--parallel.pp",
+                "2",
+                "--parallel.pp_stages_per_rank",
+                "2",
+                "--checkpoint.interval",
+                "5",
+                "--eval.interval",
+                "5",
+                "--eval.batch_size",
+                "8",
+            ],
+        ),
+        ("copy", pp / "model" / "model.safetensors", tmp_path / "final.safetensors"),
+        ("copy", pp / "metrics.jsonl", tmp_path / "first.jsonl"),
+        ("copy", pp / "checkpoints" / "step-00000005", tmp_path / "one" / "checkpoints" / "step-00000005"),
+        ("remove", pp / "checkpoints" / "step-00000010", None),
+        ("remove", pp / "model", None),
+        # the same layout resumes from step 5 (as if it had died after that checkpoint)
+        (
+            para_tok_dir,
+            pp,
+            BASE
+            + [
+                "--parallel.pp",
+                "2",
+                "--parallel.pp_stages_per_rank",
+                "2",
+                "--checkpoint.interval",
+                "5",
+                "--eval.interval",
+                "5",
+                "--eval.batch_size",
+                "8",
+                "--run.resume",
+                "true",
+            ],
+        ),
+    ]
     run_ranks(2, tmp_path, [("call", "parallel_helpers:cp_attention_check", tmp_path / "cp")] + runs)
     _check_cp_attention(tmp_path)
     for name in ("tp2", "cp2"):
@@ -137,13 +174,18 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(pa
     first = losses(tmp_path / "first")
     _close(one_process, first)
     # evaluation (8 rows, the pipeline's second shape) equals one process's on the same batches
-    one_val = pretrain(tiny_config(para_tok_dir, tmp_path / "val1", *BASE, "--eval.batch_size", "8"))["val_loss"]
+    one_val = pretrain(tiny_config(para_tok_dir, tmp_path / "val1", *BASE, "--eval.batch_size", "8"))[
+        "val_loss"
+    ]
     assert len(losses(tmp_path / "first", "val", "val_loss")) == 1  # at step 5, mid-run
     assert abs(losses(pp, "final", "val_loss")[0] - one_val) < 1e-5
     ck = tmp_path / "one" / "checkpoints" / "step-00000005" / "state"
     assert (ck / ".metadata").is_file() and len(list(ck.glob("__*_0.distcp"))) == 2  # each rank its stages
     # same layout: bit-identical weights and losses after the resume
-    final, again = load_file(str(tmp_path / "final.safetensors")), load_file(str(pp / "model" / "model.safetensors"))
+    final, again = (
+        load_file(str(tmp_path / "final.safetensors")),
+        load_file(str(pp / "model" / "model.safetensors")),
+    )
     assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
     assert losses(pp)[-5:] == first[-5:]
     # another layout: one process resumes the pipeline's step-5 checkpoint and follows the one-process run
@@ -154,8 +196,14 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(pa
 
 FOUR = {
     "tp2-dp2": ["--parallel.tp", "2"],
-    "pp2-dp2-gpipe-V2": ["--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2", "--parallel.pp_schedule",
-                         "gpipe"],
+    "pp2-dp2-gpipe-V2": [
+        "--parallel.pp",
+        "2",
+        "--parallel.pp_stages_per_rank",
+        "2",
+        "--parallel.pp_schedule",
+        "gpipe",
+    ],
 }
 
 
@@ -167,11 +215,26 @@ def test_tp_and_pp_with_fsdp_at_four_ranks_match_one_process(para_tok_dir, tmp_p
 
 @pytest.mark.slow
 def test_remaining_schedules_at_two_ranks(para_tok_dir, tmp_path, one_process):
-    runs = {"pp2-interleaved-V1": ["--parallel.pp", "2"],
-            "pp2-1f1b-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "1f1b", "--parallel.pp_microbatches", "4"],
-            "pp2-1f1b-V2": ["--parallel.pp", "2", "--parallel.pp_schedule", "1f1b", "--parallel.pp_stages_per_rank",
-                            "2"],
-            "pp2-gpipe-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "gpipe"]}
+    runs = {
+        "pp2-interleaved-V1": ["--parallel.pp", "2"],
+        "pp2-1f1b-V1": [
+            "--parallel.pp",
+            "2",
+            "--parallel.pp_schedule",
+            "1f1b",
+            "--parallel.pp_microbatches",
+            "4",
+        ],
+        "pp2-1f1b-V2": [
+            "--parallel.pp",
+            "2",
+            "--parallel.pp_schedule",
+            "1f1b",
+            "--parallel.pp_stages_per_rank",
+            "2",
+        ],
+        "pp2-gpipe-V1": ["--parallel.pp", "2", "--parallel.pp_schedule", "gpipe"],
+    }
     run_ranks(2, tmp_path, [(para_tok_dir, tmp_path / n, BASE + e) for n, e in runs.items()])
     for name in runs:
         _close(one_process, losses(tmp_path / name))
@@ -184,7 +247,9 @@ def test_tp2_pp2_checkpoint_resumes_on_one_process_and_dp2(para_tok_dir, tmp_pat
     run_ranks(4, tmp_path, [(para_tok_dir, out, BASE + layout)])
     _close(one_process, losses(out))
     for name, world in (("one", 1), ("dp2", 2)):
-        shutil.copytree(out / "checkpoints" / "step-00000005", tmp_path / name / "checkpoints" / "step-00000005")
+        shutil.copytree(
+            out / "checkpoints" / "step-00000005", tmp_path / name / "checkpoints" / "step-00000005"
+        )
         if world == 1:
             pretrain(tiny_config(para_tok_dir, tmp_path / name, *BASE, "--run.resume", "true"))
         else:
@@ -195,15 +260,34 @@ def test_tp2_pp2_checkpoint_resumes_on_one_process_and_dp2(para_tok_dir, tmp_pat
 
 @pytest.mark.slow
 def test_tp2_cp2_pp2_at_eight_ranks(para_tok_dir, tmp_path, one_process):
-    extra = ["--parallel.tp", "2", "--parallel.cp", "2", "--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2"]
+    extra = [
+        "--parallel.tp",
+        "2",
+        "--parallel.cp",
+        "2",
+        "--parallel.pp",
+        "2",
+        "--parallel.pp_stages_per_rank",
+        "2",
+    ]
     run_ranks(8, tmp_path, [(para_tok_dir, tmp_path / "r", BASE + extra)])
     _close(one_process, losses(tmp_path / "r"))
 
 
 @pytest.mark.slow
 def test_all_four_dimensions_at_sixteen_ranks(para_tok_dir, tmp_path, one_process):
-    extra = ["--parallel.tp", "2", "--parallel.cp", "2", "--parallel.pp", "2", "--parallel.dp", "2",
-             "--run.activation_checkpointing", "true"]
+    extra = [
+        "--parallel.tp",
+        "2",
+        "--parallel.cp",
+        "2",
+        "--parallel.pp",
+        "2",
+        "--parallel.dp",
+        "2",
+        "--run.activation_checkpointing",
+        "true",
+    ]
     run_ranks(16, tmp_path, [(para_tok_dir, tmp_path / "r", BASE + extra)])
     _close(one_process, losses(tmp_path / "r"))
 
@@ -216,24 +300,32 @@ def test_plan_reports_table4_layouts_and_refuses_impossible_ones(capsys):
     from herd.model.args import get_preset
     from herd.train.plan import estimate
 
-    assert main(["plan", "llama3.1-405b", "--gpus", "8192", "--tp", "8", "--pp", "16", "-V", "2", "--json"]) == 0
+    assert (
+        main(["plan", "llama3.1-405b", "--gpus", "8192", "--tp", "8", "--pp", "16", "-V", "2", "--json"]) == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert (r["dp"], r["microbatches"], r["layers_per_rank"]) == (64, 32, 8)
     assert r["bubble"] == pytest.approx(15 / (2 * 32))
     assert r["params_per_gpu"] == pytest.approx(405.9e9 / 128, rel=0.02)  # the 405B weights over TP8 x PP16
     assert 0.35 < r["mfu"] < 0.6 and r["comm_gb"]["cp"] == 0 and r["comm_gb"]["tp"] > r["comm_gb"]["dp"] > 0
-    long = estimate(get_preset("llama3.1-405b"), 8192, tp=8, cp=16,
-                    pp=16, dp=4, seq=131072, stages_per_rank=2)
+    long = estimate(
+        get_preset("llama3.1-405b"), 8192, tp=8, cp=16, pp=16, dp=4, seq=131072, stages_per_rank=2
+    )
     assert long["comm_gb"]["cp"] > 0 and long["mfu"] < r["mfu"]  # Table 4's order: 128K below 8K
-    ckpt = estimate(get_preset("llama3.1-405b"), 8192, tp=8, pp=16,
-                    stages_per_rank=2, activation_checkpointing=True)
+    ckpt = estimate(
+        get_preset("llama3.1-405b"), 8192, tp=8, pp=16, stages_per_rank=2, activation_checkpointing=True
+    )
     assert ckpt["memory_gb"]["activations"] < r["memory_gb"]["activations"] / 10 and ckpt["fits"]
-    assert main(["plan", "herd-5m", "--gpus", "4", "--tp", "2", "--seq", "256", "--batch-tokens", "4096"]) == 0
+    assert (
+        main(["plan", "herd-5m", "--gpus", "4", "--tp", "2", "--seq", "256", "--batch-tokens", "4096"]) == 0
+    )
     assert "MFU" in capsys.readouterr().out
-    for argv, words in ((["--gpus", "16384", "--tp", "8", "--cp", "16", "--pp", "16", "--dp", "4"], "16384"),
-                        (["--gpus", "24", "--tp", "3"], "tp 3 does not divide"),
-                        (["--gpus", "8192", "--tp", "8", "--pp", "256"], "stages"),
-                        (["--gpus", "8", "--seq", "1000", "--batch-tokens", "4096"], "whole number")):
+    for argv, words in (
+        (["--gpus", "16384", "--tp", "8", "--cp", "16", "--pp", "16", "--dp", "4"], "16384"),
+        (["--gpus", "24", "--tp", "3"], "tp 3 does not divide"),
+        (["--gpus", "8192", "--tp", "8", "--pp", "256"], "stages"),
+        (["--gpus", "8", "--seq", "1000", "--batch-tokens", "4096"], "whole number"),
+    ):
         assert main(["plan", "llama3.1-405b", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err
@@ -258,8 +350,10 @@ def _dying_worker(rank, world, store, tok_dir, out, err_dir):
 
     tm.Trainer.train_step = step
     try:
-        pretrain(tiny_config(tok_dir, out, *BASE, "--parallel.tp", "2", "--parallel.timeout_s", "60"),
-                 log=lambda s: None)
+        pretrain(
+            tiny_config(tok_dir, out, *BASE, "--parallel.tp", "2", "--parallel.timeout_s", "60"),
+            log=lambda s: None,
+        )
     except HerdError as e:
         with open(f"{err_dir}/herd-{rank}.txt", "w") as f:
             f.write(str(e))
@@ -272,12 +366,19 @@ def test_a_dead_rank_makes_the_others_fail_fast_in_one_line(para_tok_dir, tmp_pa
     import time
 
     t0 = time.monotonic()
-    ctx = mp.start_processes(_dying_worker, args=(2, tmp_path / "store", para_tok_dir, tmp_path / "run", tmp_path),
-                             nprocs=2, start_method="spawn", join=False)
+    ctx = mp.start_processes(
+        _dying_worker,
+        args=(2, tmp_path / "store", para_tok_dir, tmp_path / "run", tmp_path),
+        nprocs=2,
+        start_method="spawn",
+        join=False,
+    )
     for p in ctx.processes:
         p.join(120)
     codes = [p.exitcode for p in ctx.processes]
     assert codes == [2, 3], codes
     msg = (tmp_path / "herd-0.txt").read_text()
-    assert msg.startswith("rank 0 (TP2 CP1 PP1 DP1") and "another rank died or hangs" in msg and "\n" not in msg
+    assert (
+        msg.startswith("rank 0 (TP2 CP1 PP1 DP1") and "another rank died or hangs" in msg and "\n" not in msg
+    )
     assert time.monotonic() - t0 < 100  # well before the 60 s collective timeout would add up
