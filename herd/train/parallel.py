@@ -73,7 +73,8 @@ class Dist:
         """`x` of every rank, in rank order."""
         if self.world == 1:
             return [x]
-        t = torch.tensor([x], dtype=torch.float64)
+        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([x], dtype=torch.float64, device=dev)  # NCCL gathers device tensors only
         out = [torch.zeros_like(t) for _ in range(self.world)]
         dist.all_gather(out, t)
         return [float(o) for o in out]

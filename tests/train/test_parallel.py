@@ -382,3 +382,10 @@ def test_a_dead_rank_makes_the_others_fail_fast_in_one_line(para_tok_dir, tmp_pa
         msg.startswith("rank 0 (TP2 CP1 PP1 DP1") and "another rank died or hangs" in msg and "\n" not in msg
     )
     assert time.monotonic() - t0 < 100  # well before the 60 s collective timeout would add up
+
+
+def test_stragglers_are_ranks_far_above_the_median():
+    from herd.train.parallel import stragglers
+
+    assert stragglers([1.0, 1.1, 0.9, 3.5], 2.0) == [(3, 3.5, 1.1)]
+    assert stragglers([1.0, 1.1, 0.9, 1.9], 2.0) == [] and stragglers([5.0], 2.0) == []
