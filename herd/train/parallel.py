@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
@@ -228,6 +229,9 @@ def apply_tp(model: nn.Module, tp_mesh):
     from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, RowwiseParallel,
                                                    SequenceParallel, parallelize_module)
 
+    # 2-D (FSDP x TP) gradients and weights are gathered once per step for the norm and the export, in
+    # two collectives; torch logs that as "suboptimal" on every rank: not news to the user
+    logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
     if getattr(model, "tok_embeddings", None) is not None:
         parallelize_module(model.tok_embeddings, tp_mesh,
                            RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)))
