@@ -83,7 +83,7 @@ def _all_gather(x: torch.Tensor, group) -> list[torch.Tensor]:
     gather = (
         getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
     )  # torch<2.13
-    out = gather(x.contiguous().unsqueeze(0), 0, group)
+    out = funcol.wait_tensor(gather(x.contiguous().unsqueeze(0), 0, group))
     return list(out.unbind(0))
 
 

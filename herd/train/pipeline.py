@@ -70,7 +70,7 @@ class StageModule(nn.Module):
         for layer in self.layers.values():
             h = layer(h, freqs, segments=segments)
         if not self.last:
-            return h
+            return h.clone() if h._is_view() else h  # e.g. an embedding-only stage's output (FSDP hooks it)
         from herd.model.loss import cross_entropy_sum
 
         return cross_entropy_sum(self.norm(h), self.output.weight, targets)

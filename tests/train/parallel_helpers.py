@@ -113,3 +113,24 @@ def cp_attention_check(rank, world, out):
             "pos": pos.tolist(),
         }
     torch.save(res, f"{out}.{rank}")
+
+
+def init_check(rank, world, out):
+    """A TP2 x PP2 (x DP) model built on the meta device and materialised rank by rank -> its full state on
+    rank 0 in `out` (to compare bit for bit with a one-process build), and what each rank holds."""
+    import torch
+
+    from herd.model.args import get_preset
+    from herd.model.transformer import Transformer
+    from herd.train.checkpoint import full_state_dict
+    from herd.train.config import ParallelConfig
+    from herd.train.parallel import init_distributed, parallelize
+
+    d = init_distributed("cpu", ParallelConfig(tp=2, pp=2))
+    args = get_preset("herd-5m", n_layers=5, dim=64, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32)
+    model = parallelize(Transformer.build(args, device="meta"), d, torch.device("cpu"), seed=7)
+    local = {n: p.to_local().numel() for n, p in model.named_parameters()}
+    sd = full_state_dict(model)[0]
+    if rank == 0:
+        torch.save({"sd": sd}, out)
+    torch.save({"local": local, "coords": d.layout.coords(rank)}, f"{out}.{rank}")

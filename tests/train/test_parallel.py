@@ -208,9 +208,38 @@ FOUR = {
 
 
 def test_tp_and_pp_with_fsdp_at_four_ranks_match_one_process(para_tok_dir, tmp_path, one_process):
-    run_ranks(4, tmp_path, [(para_tok_dir, tmp_path / name, BASE + extra) for name, extra in FOUR.items()])
+    """One 4-rank launch: TP2 x PP2 materialises each rank's part bit-equal to a one-process build;
+    TP2 x DP2 and PP2 x DP2 train as one process does."""
+    from herd.model.args import get_preset
+    from herd.model.transformer import Transformer
+
+    runs = [("call", "parallel_helpers:init_check", tmp_path / "init.pt")]
+    runs += [(para_tok_dir, tmp_path / name, BASE + extra) for name, extra in FOUR.items()]
+    run_ranks(4, tmp_path, runs)
     for name in FOUR:
         _close(one_process, losses(tmp_path / name))
+    args = get_preset("herd-5m", n_layers=5, dim=64, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32)
+    ref = Transformer.build(args, seed=7).state_dict()
+    got = torch.load(tmp_path / "init.pt")["sd"]
+    assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+    ranks = [torch.load(f"{tmp_path / 'init.pt'}.{r}") for r in range(4)]
+    first = [r["local"] for r in ranks if r["coords"]["pp"] == 0]
+    last = [r["local"] for r in ranks if r["coords"]["pp"] == 1]
+    # the first pipeline rank holds the embedding and layers 0-2, the last layers 3-4 and the output
+    assert all(
+        "tok_embeddings.weight" in x and "layers.2.attention.wq.weight" in x and "output.weight" not in x
+        for x in first
+    )
+    assert all(
+        "output.weight" in x
+        and "layers.3.feed_forward.w1.weight" in x
+        and "layers.0.ffn_norm.weight" not in x
+        for x in last
+    )
+    # each tensor-parallel rank holds half of a split weight
+    assert all(
+        x["layers.0.attention.wq.weight"] == ref["layers.0.attention.wq.weight"].numel() // 2 for x in first
+    )
 
 
 @pytest.mark.slow
