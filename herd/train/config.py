@@ -235,6 +235,9 @@ class TrainConfig:
         if par.pp_schedule not in SCHEDULES:
             raise HerdError(f"config: parallel.pp_schedule must be one of {', '.join(SCHEDULES)}, "
                             f"got {par.pp_schedule!r}")
+        if par.pp > 1 and self.run.micro_batch_tokens:
+            raise HerdError("config: under pipeline parallelism the micro-batches are parallel.pp_microbatches; "
+                            "set run.micro_batch_tokens 0")
         if par.timeout_s <= 0 or par.straggler_factor <= 1:
             raise HerdError("config: parallel.timeout_s must be > 0 and parallel.straggler_factor > 1")
         return self

@@ -222,19 +222,24 @@ def apply_tp(model: nn.Module, tp_mesh):
     module tree of a model or a pipeline stage: wq/wk/wv and w1/w3 split by output columns (heads,
     FFN units), wo and w2 by input rows, so each block needs one all-gather and one reduce-scatter
     per sub-layer; the residual stream and the norms are sequence-parallel (each rank holds T/tp
-    positions); the embedding is split by vocabulary rows. The final norm and the output layer run
-    replicated on the gathered sequence, so the loss (herd.model.loss, fused for big vocabularies) sees
-    plain tensors; the output weight is still sharded by FSDP."""
+    positions); the embedding is split by vocabulary rows (kept whole when tied to the output). The
+    final norm and the output layer run replicated on the gathered sequence, so the loss
+    (herd.model.loss, fused for big vocabularies) sees plain tensors; the output weight is still
+    sharded by FSDP."""
     from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, RowwiseParallel,
-                                                   SequenceParallel, parallelize_module)
+    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, PrepareModuleOutput,
+                                                   RowwiseParallel, SequenceParallel, parallelize_module)
 
     # 2-D (FSDP x TP) gradients and weights are gathered once per step for the norm and the export, in
     # two collectives; torch logs that as "suboptimal" on every rank: not news to the user
     logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
     if getattr(model, "tok_embeddings", None) is not None:
-        parallelize_module(model.tok_embeddings, tp_mesh,
-                           RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)))
+        if model.args.tie_embeddings:  # the output reads the same weight whole: keep it replicated over tp
+            parallelize_module(model.tok_embeddings, tp_mesh, PrepareModuleOutput(
+                output_layouts=Replicate(), desired_output_layouts=Shard(1)))
+        else:
+            parallelize_module(model.tok_embeddings, tp_mesh,
+                               RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)))
     if getattr(model, "norm", None) is not None:
         parallelize_module(model.norm, tp_mesh, PrepareModuleInput(
             input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True))

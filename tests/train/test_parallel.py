@@ -165,7 +165,19 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(
             ],
         ),
     ]
+    tied = [
+        "--run.steps",
+        "4",
+        "--model.n_layers",
+        "3",
+        "--model.tie_embeddings",
+        "true",
+    ]  # a tied-embedding model: TP keeps the shared weight whole
+    runs.append((para_tok_dir, tmp_path / "tied-tp2", tied + ["--parallel.tp", "2"]))
     run_ranks(2, tmp_path, [("call", "parallel_helpers:cp_attention_check", tmp_path / "cp")] + runs)
+    pretrain(tiny_config(para_tok_dir, tmp_path / "tied-one", *tied))
+    a, b = losses(tmp_path / "tied-one"), losses(tmp_path / "tied-tp2")
+    assert len(a) == len(b) == 4 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
     _check_cp_attention(tmp_path)
     for name in ("tp2", "cp2"):
         _close(one_process, losses(tmp_path / name))
