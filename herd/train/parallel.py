@@ -227,8 +227,14 @@ def apply_tp(model: nn.Module, tp_mesh):
     (herd.model.loss, fused for big vocabularies) sees plain tensors; the output weight is still
     sharded by FSDP."""
     from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, PrepareModuleOutput,
-                                                   RowwiseParallel, SequenceParallel, parallelize_module)
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        PrepareModuleOutput,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
 
     # 2-D (FSDP x TP) gradients and weights are gathered once per step for the norm and the export, in
     # two collectives; torch logs that as "suboptimal" on every rank: not news to the user
