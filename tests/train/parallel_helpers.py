@@ -10,7 +10,7 @@ import traceback
 import torch.multiprocessing as mp
 
 
-def _worker(rank, world, store, runs, err_dir):
+def _worker(rank, world, store, runs, err_dir, backend="gloo"):
     import torch
     import torch.distributed as dist
 
@@ -20,7 +20,8 @@ def _worker(rank, world, store, runs, err_dir):
     from herd.train import pretrain
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    os.environ["LOCAL_RANK"] = str(rank)  # one GPU per rank under NCCL
+    dist.init_process_group(backend, init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         for tok_dir, out, extra in runs:
             if tok_dir == "copy":  # (copy, src, dst) between runs, by rank 0
@@ -47,7 +48,7 @@ def _worker(rank, world, store, runs, err_dir):
         dist.destroy_process_group()
 
 
-def run_ranks(world: int, tmp_path, runs: list[tuple]):
+def run_ranks(world: int, tmp_path, runs: list[tuple], backend: str = "gloo"):
     """Run `runs` [(tok_dir, out_dir, extra args)] one after the other on `world` spawned ranks (an entry
     ("copy", src, dst) or ("remove", path, None) is done by rank 0 between runs)."""
     import uuid
@@ -63,7 +64,10 @@ def run_ranks(world: int, tmp_path, runs: list[tuple]):
     store = tmp_path / f"store-{uuid.uuid4().hex}"  # a fresh file rendezvous per launch
     try:
         mp.start_processes(
-            _worker, args=(world, str(store), runs, str(tmp_path)), nprocs=world, start_method="spawn"
+            _worker,
+            args=(world, str(store), runs, str(tmp_path), backend),
+            nprocs=world,
+            start_method="spawn",
         )
     except Exception as e:  # noqa: BLE001 (the first rank's traceback is the useful message)
         errs = sorted(tmp_path.glob("error-*.txt"))

@@ -430,3 +430,16 @@ def test_stragglers_are_ranks_far_above_the_median():
 
     assert stragglers([1.0, 1.1, 0.9, 3.5], 2.0) == [(3, 3.5, 1.1)]
     assert stragglers([1.0, 1.1, 0.9, 1.9], 2.0) == [] and stragglers([5.0], 2.0) == []
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL)")
+def test_tp_and_pp_on_two_gpus_with_nccl_match_one_gpu(para_tok_dir, tmp_path):
+    fp32 = [*BASE, "--run.device", "cuda", "--run.dtype", "float32"]
+    pretrain(tiny_config(para_tok_dir, tmp_path / "one", *fp32))
+    runs = [
+        (para_tok_dir, tmp_path / "tp2", [*fp32, "--parallel.tp", "2"]),
+        (para_tok_dir, tmp_path / "pp2", [*fp32, "--parallel.pp", "2", "--parallel.pp_stages_per_rank", "2"]),
+    ]
+    run_ranks(2, tmp_path, runs, backend="nccl")
+    for name in ("tp2", "pp2"):
+        _close(losses(tmp_path / "one"), losses(tmp_path / name), tol=1e-4)
