@@ -80,7 +80,9 @@ class Trainer:
         from herd.train import layout as lay
 
         self.layout = lay.resolve(cfg.parallel, parallel.world_size())
-        lay.check(cfg.model.args(), self.layout, [(p.batch_size, p.seq_len) for p in build_plan(cfg)])
+        shapes = [(p.batch_size, p.seq_len) for p in build_plan(cfg)]
+        shapes.append((self.layout.dp * self.layout.microbatches, cfg.eval.seq_len or cfg.stages[0].seq_len))
+        lay.check(cfg.model.args(), self.layout, shapes)
         self.dist: Dist = init_distributed(self.device.type, cfg.parallel)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
