@@ -376,7 +376,7 @@ class Transformer(nn.Module):
                 doc_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 cache_pos: int | torch.Tensor | None = None, kv_len: int | None = None,
                 attn_mask: torch.Tensor | None = None, last_only: bool = False,
-                hidden: bool = False) -> torch.Tensor:
+                hidden: bool = False, attn_segments=None) -> torch.Tensor:
         """The one forward pass, for training, prefill and decode.
 
         tokens: [B, T] ids. Returns fp32 logits [B, T, vocab] ([B, 1, vocab] with `last_only`),
@@ -386,7 +386,8 @@ class Transformer(nn.Module):
         of tokens, herd.model.loss). The loss is inside forward, so FSDP has gathered the output.
 
         doc_ids: [B, T] document index of each token in a packed sequence (block-causal mask;
-        positions restart per document). pos: [B, T] or [T] RoPE positions.
+        positions restart per document). pos: [B, T] or [T] RoPE positions. attn_segments: handed to
+        every Attention.core as its `segments` (context parallelism passes its chunk layout here).
         cache/cache_pos/kv_len/attn_mask: decoding with a static KVCache. K/V of these tokens are
         written at cache slots `cache_pos` (an int start, or a [T] tensor of slots) and attention
         reads slots [0, kv_len) under `attn_mask` [B, 1, T, kv_len] (True = attend). Without a
@@ -419,6 +420,8 @@ class Transformer(nn.Module):
             segments = document_segments(doc_ids)
             if pos is None:
                 pos = positions_from_segments(segments, T, tokens.device)
+        if attn_segments is not None:
+            segments = attn_segments
         if pos is not None and pos.dim() == 1:
             pos = pos[None]
         if checks:

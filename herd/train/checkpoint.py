@@ -180,7 +180,8 @@ def save_sharded(model: nn.Module, optim, path, dist_) -> dict[str, str]:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     path = Path(path)
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim)}
+    state = {"model": get_model_state_dict(model),
+             "optim": get_optimizer_state_dict(model, optim, options=_flat_options())}
     with _one_process_quiet():
         dcp.save(state, checkpoint_id=str(path))
     dist_.barrier()
@@ -204,34 +205,75 @@ def load_sharded(model: nn.Module, optim, path):
 
     state = {"model": get_model_state_dict(model)}
     if optim is not None:
-        state["optim"] = get_optimizer_state_dict(model, optim)
+        state["optim"] = get_optimizer_state_dict(model, optim, options=_flat_options())
     with _one_process_quiet():
         dcp.load(state, checkpoint_id=str(path))
     set_model_state_dict(model, state["model"])
     if optim is not None:
-        set_optimizer_state_dict(model, optim, state["optim"])
+        set_optimizer_state_dict(model, optim, state["optim"], options=_flat_options())
+
+
+def _flat_options(**kw):
+    """Optimizer state flattened to one FQN-keyed entry per tensor ("state.<param>.exp_avg"), so the
+    state of a pipeline rank (some parameters only) merges with the others' and a checkpoint reloads
+    on another layout."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(flatten_optimizer_state_dict=True, **kw)
+
+
+def _pipelined(model) -> bool:
+    return getattr(model, "schedule", None) is not None
 
 
 def full_state_dict(model: nn.Module, optim=None) -> tuple[dict, dict | None]:
-    """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks."""
+    """Unsharded, CPU, FQN-keyed model (and optimizer) state: the same on any number of ranks (on
+    rank 0; under pipeline parallelism the stages' weights are gathered there, other ranks get {};
+    a pipeline's optimizer state is only checkpointed sharded)."""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
 
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    msd = get_model_state_dict(model, options=opts)
-    osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
-    return msd, osd
+    if not _pipelined(model):
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        msd = get_model_state_dict(model, options=opts)
+        osd = get_optimizer_state_dict(model, optim, options=opts) if optim is not None else None
+        return msd, osd
+    if optim is not None:
+        raise HerdError("a pipeline-parallel run checkpoints sharded: set --checkpoint.format sharded "
+                        "(or auto)")
+    d = model.dist
+    # every rank gets its stages' full tensors; one copy of each stage goes to rank 0
+    msd = {k: v.detach().cpu() for k, v in
+           get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)).items()}
+    keep = d.dim("dp") == 0 and d.dim("cp") == 0 and d.dim("tp") == 0
+    parts = [None] * d.world if d.is_main else None
+    dist.gather_object(msd if keep else {}, parts, dst=0)
+    if not d.is_main:
+        return {}, None
+    out = {}
+    for part in parts:
+        out.update(part)
+    return out, None
 
 
-def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | None = None):
+def load_full_state_dict(model: nn.Module, msd: dict, optim=None, osd: dict | None = None, dist_=None):
+    """Load full (unsharded) state into a model of any layout (a pipeline rank takes its stages' part)."""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                          set_optimizer_state_dict)
 
+    if _pipelined(model):
+        if optim is not None and osd is not None:
+            raise HerdError("this checkpoint is a full one (state.pt): a pipeline-parallel run resumes "
+                            "from sharded checkpoints; resume it with pp 1 or save with "
+                            "--checkpoint.format sharded")
+        own = set(model.state_dict())
+        set_model_state_dict(model, {k: v for k, v in msd.items() if k in own},
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+        return
     opts = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, msd, options=opts)
     if optim is not None and osd is not None:
         set_optimizer_state_dict(model, optim, osd, options=opts)
-
 
 
 def find_latest(root: Path, log=None) -> Path | None:

@@ -154,6 +154,23 @@ class RunConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """4D parallelism (paper §3.3.2), used under torchrun: the degrees multiply to the world size.
+    Group order [TP, CP, PP, DP], TP innermost (neighbouring ranks). 0 for dp = the rest of the world."""
+    tp: int = 1  # tensor parallel: heads and FFN columns split over tp ranks, sequence-parallel norms
+    cp: int = 1  # context parallel: the sequence in 2*cp chunks, rank i holds chunks i and 2*cp-1-i
+    pp: int = 1  # pipeline parallel: layers split into pp * pp_stages_per_rank stages
+    dp: int = 0  # data parallel (FSDP2 shards over dp x cp); 0 = world / (tp * cp * pp)
+    # interleaved_1f1b (the paper's), 1f1b or gpipe (with pp_stages_per_rank > 1: looped BFS)
+    pp_schedule: str = "interleaved_1f1b"
+    pp_microbatches: int = 0  # micro-batches per step in the pipeline; 0 = pp
+    pp_stages_per_rank: int = 1  # the paper's V (interleaved stages per pipeline rank)
+    fp32_reduce: bool = True  # gradients reduce-scattered in fp32 (§3.3.2 numerics); false = in run.dtype
+    timeout_s: float = 600.0  # a collective that waits longer fails, naming the rank, instead of hanging
+    straggler_factor: float = 2.0  # a rank whose step time is this x the median is reported in the log
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -166,6 +183,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -223,6 +241,20 @@ class TrainConfig:
                 raise HerdError("config: every data source needs a path and a positive weight")
         if self.checkpoint.keep < 1:
             raise HerdError("config: checkpoint.keep must be >= 1")
+        from herd.train.layout import SCHEDULES
+
+        par = self.parallel
+        if min(par.tp, par.cp, par.pp, par.pp_stages_per_rank) < 1 or par.dp < 0 or par.pp_microbatches < 0:
+            raise HerdError("config: parallel.tp/cp/pp/pp_stages_per_rank must be >= 1, "
+                            "dp and pp_microbatches >= 0")
+        if par.pp_schedule not in SCHEDULES:
+            raise HerdError(f"config: parallel.pp_schedule must be one of {', '.join(SCHEDULES)}, "
+                            f"got {par.pp_schedule!r}")
+        if par.pp > 1 and self.run.micro_batch_tokens:
+            raise HerdError("config: under pipeline parallelism the micro-batches are parallel.pp_microbatches; "
+                            "set run.micro_batch_tokens 0")
+        if par.timeout_s <= 0 or par.straggler_factor <= 1:
+            raise HerdError("config: parallel.timeout_s must be > 0 and parallel.straggler_factor > 1")
         return self
 
 
@@ -244,5 +276,5 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
 
 
 __all__ = ["TrainConfig", "ModelConfig", "DataConfig", "Source", "OptimConfig", "ScheduleConfig", "Stage",
-           "LongContextStage", "AnnealConfig", "EvalConfig", "CheckpointConfig", "GuardConfig", "RunConfig",
+           "LongContextStage", "AnnealConfig", "ParallelConfig", "EvalConfig", "CheckpointConfig", "GuardConfig", "RunConfig",
            "load_config", "recipe_names"]

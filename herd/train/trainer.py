@@ -76,7 +76,14 @@ class Trainer:
 
         self.cfg = cfg.validate()
         self.device, self.dtype = resolve_device(cfg)
-        self.dist: Dist = init_distributed(self.device.type)
+        # The 4D layout is checked against the model and every phase's batches before any process group
+        from herd.train import layout as lay
+
+        self.layout = lay.resolve(cfg.parallel, parallel.world_size())
+        shapes = [(p.batch_size, p.seq_len) for p in build_plan(cfg)]
+        shapes.append((self.layout.dp * self.layout.microbatches, cfg.eval.seq_len or cfg.stages[0].seq_len))
+        lay.check(cfg.model.args(), self.layout, shapes)
+        self.dist: Dist = init_distributed(self.device.type, cfg.parallel)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.run.threads:
@@ -93,12 +100,12 @@ class Trainer:
         # ---- data ----
         seed = cfg.data.seed
         d = self.dist
-        self.main_loader = MixtureLoader([(s.path, s.weight) for s in cfg.data.sources], "train", seed, d.rank,
-                                         d.world)
+        self.main_loader = MixtureLoader([(s.path, s.weight) for s in cfg.data.sources], "train", seed, d.dp_rank,
+                                         d.dp)
         self.anneal_loader = None
         if cfg.anneal.tokens and cfg.anneal.sources:
             self.anneal_loader = MixtureLoader([(s.path, s.weight) for s in cfg.anneal.sources], "train",
-                                               seed + 1, d.rank, d.world)
+                                               seed + 1, d.dp_rank, d.dp)
         if cfg.data.val:
             self.val_sources = [(cfg.data.val, 1.0)]
             self.val_split = "val" if has_split(cfg.data.val, "val") else "train"
@@ -128,18 +135,23 @@ class Trainer:
         # be trained (§3.3.2). Parameters stay fp32; compute runs in run.dtype (FSDP2's policy).
         self.model = Transformer.build(self.args, device="meta")
         self.n_params = self.model.num_params()
-        parallelize(self.model, d, self.device, param_dtype=self.dtype,
-                    activation_checkpointing=cfg.run.activation_checkpointing, compile=cfg.run.compile,
-                    doc_mask=cfg.data.doc_mask, seed=cfg.run.seed)
+        # With pipeline parallelism the result is this rank's stages (herd.train.pipeline.PipelineParts).
+        self.model = parallelize(self.model, d, self.device, param_dtype=self.dtype,
+                                 activation_checkpointing=cfg.run.activation_checkpointing, compile=cfg.run.compile,
+                                 doc_mask=cfg.data.doc_mask, seed=cfg.run.seed, fp32_reduce=cfg.parallel.fp32_reduce)
+        self.pipelined = getattr(self.model, "schedule", None) is not None
         if cfg.model.init_from:
             from herd.checkpoint import load_model
 
             src, _ = load_model(cfg.model.init_from)
             if src.args.to_dict() != self.args.to_dict():
                 raise HerdError(f"model.init_from {cfg.model.init_from}: its shape differs from the config's model")
-            ckpt.load_full_state_dict(self.model, src.state_dict())
+            ckpt.load_full_state_dict(self.model, src.state_dict(), dist_=d)
             del src
         self.sharded_ckpt = ckpt.use_sharded(cfg.checkpoint.format, d.world)
+        if self.pipelined and cfg.checkpoint.format == "full":
+            raise HerdError("checkpoint.format full gathers the optimizer on one rank, which pipeline "
+                            "parallelism does not do; use sharded (or auto)")
         self.optim = build_optimizer(self.model, cfg)
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)
@@ -245,15 +257,18 @@ class Trainer:
             return None
         e = self.cfg.eval
         seq = e.seq_len or self.cfg.stages[0].seq_len
-        bs = max(e.batch_size, self.dist.world) // self.dist.world * self.dist.world
-        loader = MixtureLoader(self.val_sources, self.val_split, seed=12345, rank=self.dist.rank,
-                               world=self.dist.world, shuffle=False)
+        d = self.dist
+        unit = d.dp * self.layout.microbatches  # rows divide over dp ranks, then into pipeline micro-batches
+        bs = max(e.batch_size, unit) // unit * unit
+        loader = MixtureLoader(self.val_sources, self.val_split, seed=12345, rank=d.dp_rank, world=d.dp,
+                               shuffle=False)
         self.model.eval()
         tot = torch.zeros(2, dtype=torch.float64, device=self.device)
         for _ in range(e.batches):
             b = loader.next_batch(bs, seq).to(self.device)
-            s = loss_sum(self.model, b, self.cfg.data.doc_mask)
-            tot += torch.stack([s.double(), torch.tensor(b.n_targets, dtype=torch.float64, device=self.device)])
+            s = self._loss(b, train=False)
+            tot += torch.stack([s.double() * d.owns_loss,
+                                torch.tensor(b.n_targets * d.counts_tokens, dtype=torch.float64, device=self.device)])
         self.model.train()
         self.dist.all_reduce_sum(tot)
         return float(tot[0] / tot[1]) if tot[1] > 0 else None
@@ -263,26 +278,40 @@ class Trainer:
         """Forward and backward of one global batch, gradients clipped -> (loss, grad_norm, global
         tokens); loss and grad norm stay on the device (the caller reads both in one transfer)."""
         batch = loader.next_batch(phase.batch_size, phase.seq_len)
-        n_local = batch.n_targets
+        d = self.dist
+        n_local = batch.n_targets * d.counts_tokens  # each data-parallel slice counted once
         counts = torch.tensor([n_local], dtype=torch.float64, device=self.device)
-        n_global = max(1.0, float(self.dist.all_reduce_sum(counts)[0]))
-        mbt = self.cfg.run.micro_batch_tokens
-        rows = max(1, mbt // phase.seq_len) if mbt else batch.inputs.shape[0]
-        micro = list(_micro_batches(batch, rows))
-        scale = self.dist.world / n_global  # FSDP averages gradients over ranks; we want the global token mean
+        n_global = max(1.0, float(d.all_reduce_sum(counts)[0]))
+        # FSDP averages gradients over the dp x cp ranks; we want the global token mean
+        scale = d.grad_world / n_global
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, mb in enumerate(micro):
-            mb = mb.to(self.device)
-            self.model.set_requires_gradient_sync(i == len(micro) - 1)  # reduce-scatter once per step
-            s = loss_sum(self.model, mb, self.cfg.data.doc_mask)
-            (s * scale).backward()
-            total += s.detach().double()
-        loss = self.dist.all_reduce_sum(total) / n_global
+        if self.pipelined:  # the schedule splits the batch into the layout's micro-batches
+            total += self._loss(batch.to(self.device), scale=scale).detach().double()
+        else:
+            mbt = self.cfg.run.micro_batch_tokens
+            rows = max(1, mbt // phase.seq_len) if mbt else batch.inputs.shape[0]
+            micro = list(_micro_batches(batch, rows))
+            for i, mb in enumerate(micro):
+                mb = mb.to(self.device)
+                self.model.set_requires_gradient_sync(i == len(micro) - 1)  # reduce-scatter once per step
+                s = self._loss(mb)
+                (s * scale).backward()
+                total += s.detach().double()
+        loss = d.all_reduce_sum(total * d.owns_loss) / n_global
         clip = self.cfg.optim.grad_clip
-        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
-        if hasattr(gn, "full_tensor"):
-            gn = gn.full_tensor()
+        gn = parallel.clip_grad_norm_(self.model, clip if clip > 0 else float("inf"), d)
         return loss, gn, phase.batch_tokens
+
+    def _loss(self, batch, train: bool = True, scale: float = 1.0) -> torch.Tensor:
+        """Summed loss of this rank's part of `batch`; through the pipeline schedule (forward, and with
+        `train` backward) under pipeline parallelism (0 on ranks without the last stage)."""
+        doc_mask = self.cfg.data.doc_mask
+        if self.pipelined:
+            tokens, doc_ids, targets = parallel.pipeline_inputs(batch, self.dist, doc_mask)
+            return self.model.run(tokens, doc_ids, targets, scale=scale, train=train)
+        if self.layout.cp > 1:  # this rank's two chunks of each row
+            return self.model(**parallel.batch_inputs(batch, self.dist, doc_mask))
+        return loss_sum(self.model, batch, doc_mask)
 
     def find_latest(self, log) -> Path | None:
         """The newest verified checkpoint, chosen by rank 0 (the only one that reads and hashes the
@@ -382,8 +411,14 @@ class Trainer:
         for g in self.optim.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
-        loss_t, gn_t, ntok = self.train_step(phase, loader)
-        loss, gnorm = torch.stack([loss_t.double(), gn_t.double()]).tolist()
+        with parallel.collective_guard(self.dist):
+            loss_t, gn_t, ntok = self.train_step(phase, loader)
+            loss, gnorm = torch.stack([loss_t.double(), gn_t.double()]).tolist()
+            slow = parallel.stragglers(self.dist.all_gather_floats(time.perf_counter() - t0),
+                                       cfg.parallel.straggler_factor)
+        for r, t, med in slow:  # a rank far slower than the others holds every step back (§3.3.4)
+            self.log(f"herd: straggler: rank {r} took {t:.2f} s for step {self.step + 1}, {t / med:.1f}x the "
+                     f"median {med:.2f} s")
         finite = math.isfinite(loss) and math.isfinite(gnorm)
         if finite:
             self.optim.step()
@@ -428,6 +463,8 @@ class Trainer:
                "phase": phase.name, "seq_len": phase.seq_len, "batch_size": phase.batch_size, "step_time": dt}
         if spike:
             rec["spike"] = True
+        if slow:
+            rec["stragglers"] = [r for r, _, _ in slow]
         return rec
 
     def log_step(self, rec: dict):
