@@ -11,7 +11,6 @@ exactly the non-streamed text. Errors have OpenAI's shape `{"error": {"message",
 "code"}}` with OpenAI's status codes (400 for malformed JSON and invalid values, never FastAPI's 422).
 """
 
-
 import asyncio
 import json
 import logging
@@ -92,8 +91,8 @@ class _Choice:
                         if buf.endswith(s[:k]):
                             keep = k
                             break
-                self.text += buf[:len(buf) - keep]
-                self.held = buf[len(buf) - keep:]
+                self.text += buf[: len(buf) - keep]
+                self.held = buf[len(buf) - keep :]
                 return
         self.text += buf
         self.held = ""
@@ -114,7 +113,7 @@ class _Choice:
         self.finish_reason = "stop" if self.stop_hit else reason
 
     def take(self) -> str:
-        out = self.text[self.sent:]
+        out = self.text[self.sent :]
         self.sent = len(self.text)
         return out
 
@@ -156,12 +155,14 @@ class _Metrics:
 
         disable_created_metrics()
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("herd_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
-                                registry=r)
+        self.requests = Counter(
+            "herd_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
         self.prompt_tokens = Counter("herd_prompt_tokens", "prompt tokens of completed requests", registry=r)
         self.completion_tokens = Counter("herd_completion_tokens", "tokens generated", registry=r)
-        self.reused = Gauge("herd_prefix_reused_tokens", "prompt tokens taken from the prefix cache (cumulative)",
-                            registry=r)
+        self.reused = Gauge(
+            "herd_prefix_reused_tokens", "prompt tokens taken from the prefix cache (cumulative)", registry=r
+        )
         self.reused.set_function(lambda: engine.stats["reused_prompt_tokens"])
         self.queue = Gauge("herd_queue_depth", "requests waiting for a slot", registry=r)
         self.queue.set_function(lambda: engine.queue_depth)
@@ -171,12 +172,21 @@ class _Metrics:
         self.slots.set(engine.max_batch)
         self.tps = Gauge("herd_tokens_per_second", "tokens generated per second (last 10 s)", registry=r)
         self.tps.set_function(lambda: engine.tokens_per_second())
-        self.ttft = Histogram("herd_time_to_first_token_seconds", "time from request to its first token",
-                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
-        self.latency = Histogram("herd_request_seconds", "time from request to its last token",
-                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
-        self.moderation = Counter("herd_moderation_decisions", "moderation decisions", ["stage", "result"],
-                                  registry=r)
+        self.ttft = Histogram(
+            "herd_time_to_first_token_seconds",
+            "time from request to its first token",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "herd_request_seconds",
+            "time from request to its last token",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.moderation = Counter(
+            "herd_moderation_decisions", "moderation decisions", ["stage", "result"], registry=r
+        )
         self.moderation_s = Histogram("herd_moderation_seconds", "moderation latency", ["stage"], registry=r)
 
     def text(self) -> bytes:
@@ -186,11 +196,25 @@ class _Metrics:
 
 
 # ---- the app ----------------------------------------------------------------------------------------
-def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key: str | None = None,
-               max_batch: int = 8, max_seq_len: int | None = None, prefill_chunk: int = 512, max_queue: int = 256,
-               moderation=None, tool_loop: bool = False, tool_runner: ToolRunner | None = None,
-               max_tool_iterations: int = 5, builtin_tools=(), today=None, max_body_bytes: int = 4 << 20,
-               created: int | None = None):
+def create_app(
+    engine_or_model,
+    tokenizer,
+    *,
+    model_name: str = "herd",
+    api_key: str | None = None,
+    max_batch: int = 8,
+    max_seq_len: int | None = None,
+    prefill_chunk: int = 512,
+    max_queue: int = 256,
+    moderation=None,
+    tool_loop: bool = False,
+    tool_runner: ToolRunner | None = None,
+    max_tool_iterations: int = 5,
+    builtin_tools=(),
+    today=None,
+    max_body_bytes: int = 4 << 20,
+    created: int | None = None,
+):
     """The app. `engine_or_model`: a BatchEngine, or a herd Transformer (an engine is built with
     max_batch/max_seq_len/prefill_chunk/max_queue). `moderation`: an object with check_input /
     check_output (herd.serve.moderation). `tool_loop`: run built-in tool calls (code interpreter in
@@ -201,7 +225,7 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
 
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from herd.serve.engine import BatchEngine, SamplingParams
@@ -209,9 +233,18 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
 
     if tokenizer is None:
         raise HerdError("herd serve needs the model's tokenizer")
-    engine = engine_or_model if isinstance(engine_or_model, BatchEngine) else \
-        BatchEngine(engine_or_model, tokenizer, max_batch=max_batch, max_seq_len=max_seq_len,
-                    prefill_chunk=prefill_chunk, max_queue=max_queue)
+    engine = (
+        engine_or_model
+        if isinstance(engine_or_model, BatchEngine)
+        else BatchEngine(
+            engine_or_model,
+            tokenizer,
+            max_batch=max_batch,
+            max_seq_len=max_seq_len,
+            prefill_chunk=prefill_chunk,
+            max_queue=max_queue,
+        )
+    )
     fmt = ChatFormat(tokenizer, python_tag="all_tool_calls")
     runner = tool_runner or ToolRunner()
     metrics = _Metrics(engine)
@@ -243,16 +276,20 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e):
-        msg = {404: f"Unknown request URL: {request.method} {request.url.path}.",
-               405: f"Method {request.method} not allowed for {request.url.path}."}.get(e.status_code, str(e.detail))
-        return error_response(ApiError(e.status_code, msg, code={404: "unknown_url"}.get(e.status_code)),
-                              request.url.path)
+        msg = {
+            404: f"Unknown request URL: {request.method} {request.url.path}.",
+            405: f"Method {request.method} not allowed for {request.url.path}.",
+        }.get(e.status_code, str(e.detail))
+        return error_response(
+            ApiError(e.status_code, msg, code={404: "unknown_url"}.get(e.status_code)), request.url.path
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request, e):
         log.error("internal error on %s: %s: %s", request.url.path, type(e).__name__, e)
-        return error_response(ApiError(500, f"internal error: {type(e).__name__}", type_="server_error"),
-                              request.url.path)
+        return error_response(
+            ApiError(500, f"internal error: {type(e).__name__}", type_="server_error"), request.url.path
+        )
 
     # ---- helpers ----------------------------------------------------------------------------------
     def check_auth(request: Request):
@@ -261,70 +298,111 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
         h = request.headers.get("authorization", "")
         given = h[7:].strip() if h[:7].lower() == "bearer " else ""
         if not secrets.compare_digest(given.encode(), api_key.encode()):
-            raise ApiError(401, "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY' (the server's "
-                                "--api-key)." if given else "You didn't provide an API key. Pass it as "
-                                "'Authorization: Bearer KEY' (the server's --api-key).", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY' (the server's --api-key)."
+                if given
+                else "You didn't provide an API key. Pass it as "
+                "'Authorization: Bearer KEY' (the server's --api-key).",
+                code="invalid_api_key",
+            )
 
     async def read_json(request: Request):
         n = request.headers.get("content-length")
         if n is not None and n.isdigit() and int(n) > max_body_bytes:
-            raise ApiError(413, f"The request body is {int(n)} bytes; the limit is {max_body_bytes} bytes.",
-                           code="request_too_large")
+            raise ApiError(
+                413,
+                f"The request body is {int(n)} bytes; the limit is {max_body_bytes} bytes.",
+                code="request_too_large",
+            )
         chunks, size = [], 0
         async for c in request.stream():
             size += len(c)
             if size > max_body_bytes:
-                raise ApiError(413, f"The request body is over the limit of {max_body_bytes} bytes.",
-                               code="request_too_large")
+                raise ApiError(
+                    413,
+                    f"The request body is over the limit of {max_body_bytes} bytes.",
+                    code="request_too_large",
+                )
             chunks.append(c)
         raw = b"".join(chunks)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ApiError(400, f"The request body is not valid UTF-8 (byte {e.start}).", code="invalid_json") \
-                from None
+            raise ApiError(
+                400, f"The request body is not valid UTF-8 (byte {e.start}).", code="invalid_json"
+            ) from None
         if not text.strip():
             raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
         try:
             body = json.loads(text)
         except (ValueError, RecursionError) as e:
-            raise ApiError(400, f"We could not parse the JSON body of your request ({str(e)[:120]}). Send valid "
-                                "JSON with 'Content-Type: application/json'.", code="invalid_json") from None
+            raise ApiError(
+                400,
+                f"We could not parse the JSON body of your request ({str(e)[:120]}). Send valid "
+                "JSON with 'Content-Type: application/json'.",
+                code="invalid_json",
+            ) from None
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         return body
 
     def check_model(name: str):
         if name != model_name:
-            raise ApiError(404, f"The model `{name}` does not exist. This server serves `{model_name}`.",
-                           "model", "model_not_found")
+            raise ApiError(
+                404,
+                f"The model `{name}` does not exist. This server serves `{model_name}`.",
+                "model",
+                "model_not_found",
+            )
 
     async def moderate(stage: str, *args):
         d = await asyncio.to_thread(getattr(moderation, f"check_{stage}"), *args)
         result = "blocked" if d.blocked else "allowed"
         metrics.moderation.labels(stage, result).inc()
         metrics.moderation_s.labels(stage).observe(float(getattr(d, "latency_s", 0.0) or 0.0))
-        log.info("moderation %s: %s%s (%.3fs)", stage, result,
-                 f" [{', '.join(d.categories)}] {d.reason}" if d.blocked else "", d.latency_s or 0.0)
+        log.info(
+            "moderation %s: %s%s (%.3fs)",
+            stage,
+            result,
+            f" [{', '.join(d.categories)}] {d.reason}" if d.blocked else "",
+            d.latency_s or 0.0,
+        )
         return d
 
     def sampling(p, max_tokens: int) -> SamplingParams:
-        return SamplingParams(max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                              seed=p.seed, presence_penalty=p.presence_penalty,
-                              frequency_penalty=p.frequency_penalty, logit_bias=p.logit_bias, logprobs=p.logprobs)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            seed=p.seed,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            logit_bias=p.logit_bias,
+            logprobs=p.logprobs,
+        )
 
     def budget(prompt_len: int, max_tokens: int | None) -> int:
         if prompt_len >= L:
-            raise ApiError(400, f"This model's maximum context length is {L} tokens. However, your messages "
-                                f"resulted in {prompt_len} tokens. Please reduce the length of the messages.",
-                           "messages", "context_length_exceeded")
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {L} tokens. However, your messages "
+                f"resulted in {prompt_len} tokens. Please reduce the length of the messages.",
+                "messages",
+                "context_length_exceeded",
+            )
         if max_tokens is None:
             return L - prompt_len
         if prompt_len + max_tokens > L:
-            raise ApiError(400, f"This model's maximum context length is {L} tokens. However, you requested "
-                                f"{prompt_len + max_tokens} tokens ({prompt_len} in the messages, {max_tokens} in "
-                                "the completion). Please reduce the length of the messages or completion.",
-                           "max_tokens", "context_length_exceeded")
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {L} tokens. However, you requested "
+                f"{prompt_len + max_tokens} tokens ({prompt_len} in the messages, {max_tokens} in "
+                "the completion). Please reduce the length of the messages or completion.",
+                "max_tokens",
+                "context_length_exceeded",
+            )
         return max_tokens
 
     class Run:
@@ -336,7 +414,9 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
             self.n, self.request, self.t0 = n, request, time.perf_counter()
             self.first = None
             try:
-                self.req = engine.submit(prompt, sp, n, lambda ev: loop.call_soon_threadsafe(self.q.put_nowait, ev))
+                self.req = engine.submit(
+                    prompt, sp, n, lambda ev: loop.call_soon_threadsafe(self.q.put_nowait, ev)
+                )
             except OverflowError as e:
                 raise ApiError(503, str(e), code="overloaded") from None
             except HerdError as e:
@@ -366,8 +446,13 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
             engine.cancel(self.req)
 
     def chunk_base(cid, obj):
-        return {"id": cid, "object": obj, "created": int(time.time()), "model": model_name,
-                "system_fingerprint": "herd"}
+        return {
+            "id": cid,
+            "object": obj,
+            "created": int(time.time()),
+            "model": model_name,
+            "system_fingerprint": "herd",
+        }
 
     def sse(d) -> str:
         return f"data: {json.dumps(d, ensure_ascii=False)}\n\n"
@@ -389,14 +474,30 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
     async def models(request: Request):
         check_auth(request)
         metrics.requests.labels("/v1/models", "200").inc()
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created,
-                                            "owned_by": "herd", "max_model_len": L}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": model_name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "herd",
+                    "max_model_len": L,
+                }
+            ],
+        }
 
     @app.get("/v1/models/{name:path}")
     async def model_info(name: str, request: Request):
         check_auth(request)
         check_model(name)
-        return {"id": model_name, "object": "model", "created": created, "owned_by": "herd", "max_model_len": L}
+        return {
+            "id": model_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "herd",
+            "max_model_len": L,
+        }
 
     # ---- chat -------------------------------------------------------------------------------------
     @app.post("/v1/chat/completions")
@@ -414,11 +515,12 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
         except HerdError as e:
             raise ApiError(400, str(e), "messages") from None
         max_tokens = budget(len(prompt), p.max_tokens)
-        tools_active = any(m["role"] == "system" and m["content"].startswith("Environment: ipython")
-                           for m in herd_msgs[:1])
+        tools_active = any(
+            m["role"] == "system" and m["content"].startswith("Environment: ipython") for m in herd_msgs[:1]
+        )
         loop_on = tool_loop and p.n == 1 and tools_active
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
-        state = dict(prompt_tokens=0, completion_tokens=0)
+        state = {"prompt_tokens": 0, "completion_tokens": 0}
 
         blocked = None
         if moderation is not None:
@@ -429,7 +531,9 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
         async def generate(msgs, prompt_ids, emit):
             """Run the model on prompt_ids; `emit(choice_index, delta_text)` for streamed text.
             -> list of _Choice."""
-            choices = [_Choice(i, tokenizer, p.stop, tools_active, tokenizer.python_tag_id) for i in range(p.n)]
+            choices = [
+                _Choice(i, tokenizer, p.stop, tools_active, tokenizer.python_tag_id) for i in range(p.n)
+            ]
             mt = budget(len(prompt_ids), p.max_tokens) if msgs is not herd_msgs else max_tokens
             run = Run(prompt_ids, sampling(p, mt), p.n, None if p.stream else request)
             state["prompt_tokens"] += len(prompt_ids)
@@ -447,8 +551,6 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                     else:
                         if ev.stop_token is not None:
                             c.completion_tokens += 1
-                            if ev.logprob is not None:
-                                c.logprobs.append((ev.token, ev.logprob, ev.top or []))
                         c.finish(ev.finish_reason if ev.finish_reason != "cancelled" else "stop")
                     if emit is not None:
                         await emit(c)
@@ -476,23 +578,49 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
         if not p.stream:
             if blocked is not None:
                 metrics.requests.labels(ep, "200").inc()
-                return {**chunk_base(cid, "chat.completion"), "choices": [
-                    {"index": i, "message": {"role": "assistant", "content": REFUSAL, "refusal": None},
-                     "logprobs": None, "finish_reason": "content_filter"} for i in range(p.n)],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+                return {
+                    **chunk_base(cid, "chat.completion"),
+                    "choices": [
+                        {
+                            "index": i,
+                            "message": {"role": "assistant", "content": REFUSAL, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "content_filter",
+                        }
+                        for i in range(p.n)
+                    ],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                }
             msgs, trace = herd_msgs, []
             prompt_ids = prompt
             while True:
                 choices = await generate(msgs, prompt_ids, None)
                 c = choices[0]
                 calls = parse_calls(c)
-                if loop_on and calls and all(runner.can_run(x) for x in calls) and len(trace) < max_tool_iterations:
-                    msgs = msgs + [{"role": "assistant", "content": "", "tool_calls": calls,
-                                    "stop_reason": "end_of_message"}]
+                if (
+                    loop_on
+                    and calls
+                    and all(runner.can_run(x) for x in calls)
+                    and len(trace) < max_tool_iterations
+                ):
+                    msgs = msgs + [
+                        {
+                            "role": "assistant",
+                            "content": "",
+                            "tool_calls": calls,
+                            "stop_reason": "end_of_message",
+                        }
+                    ]
                     for call, oc in zip(calls, openai_tool_calls(calls)):
                         out = await asyncio.to_thread(runner, call)
-                        trace.append({"id": oc["id"], "name": call["tool_name"],
-                                      "arguments": oc["function"]["arguments"], "output": out})
+                        trace.append(
+                            {
+                                "id": oc["id"],
+                                "name": call["tool_name"],
+                                "arguments": oc["function"]["arguments"],
+                                "output": out,
+                            }
+                        )
                         msgs = msgs + [{"role": "ipython", "content": out}]
                     prompt_ids = fmt.encode_dialog_prompt(msgs)
                     continue
@@ -509,13 +637,20 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                 if trace:
                     msg["tool_trace"] = trace
                 if moderation is not None:
-                    d = await moderate("output", p.messages, c.text if not calls else json.dumps(msg["tool_calls"]))
+                    d = await moderate(
+                        "output", p.messages, c.text if not calls else json.dumps(msg["tool_calls"])
+                    )
                     if d.blocked:
                         msg = {"role": "assistant", "content": REFUSAL, "refusal": None}
                         finish = "content_filter"
-                out_choices.append({"index": c.index, "message": msg,
-                                    "logprobs": _chat_logprobs(tokenizer, c.logprobs) if p.logprobs is not None
-                                    else None, "finish_reason": finish})
+                out_choices.append(
+                    {
+                        "index": c.index,
+                        "message": msg,
+                        "logprobs": _chat_logprobs(tokenizer, c.logprobs) if p.logprobs is not None else None,
+                        "finish_reason": finish,
+                    }
+                )
             metrics.requests.labels(ep, "200").inc()
             return {**chunk_base(cid, "chat.completion"), "choices": out_choices, "usage": usage()}
 
@@ -525,8 +660,15 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
             extra = {"usage": None} if p.include_usage else {}
 
             def chunk(i, delta, finish=None, logprobs=None):
-                return sse({**base, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
-                                                 "finish_reason": finish}], **extra})
+                return sse(
+                    {
+                        **base,
+                        "choices": [
+                            {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+                        ],
+                        **extra,
+                    }
+                )
 
             out: asyncio.Queue = asyncio.Queue()
             checked = {i: 0 for i in range(p.n)}  # characters of text that passed output moderation
@@ -550,13 +692,13 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                             await out.put(chunk(c.index, {"content": REFUSAL}, "content_filter"))
                             return
                         checked[c.index] = upto
-                    delta = c.text[c.sent:upto]
+                    delta = c.text[c.sent : upto]
                     c.sent = upto
                 else:
                     delta = c.take()
                 lps = None
                 if p.logprobs is not None and len(c.logprobs) > lp_sent[c.index] and not c.tool_mode:
-                    lps = _chat_logprobs(tokenizer, c.logprobs[lp_sent[c.index]:])
+                    lps = _chat_logprobs(tokenizer, c.logprobs[lp_sent[c.index] :])
                     lp_sent[c.index] = len(c.logprobs)
                 if delta or lps:
                     await out.put(chunk(c.index, {"content": delta}, None, lps))
@@ -587,21 +729,58 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                             if calls:
                                 ocs = openai_tool_calls(calls)
                                 for k, oc in enumerate(ocs):  # the name first, then the arguments
-                                    yield chunk(c.index, {"tool_calls": [{"index": n_calls + k, "id": oc["id"],
-                                                                          "type": "function", "function": {
-                                                                              "name": oc["function"]["name"],
-                                                                              "arguments": ""}}]})
-                                    yield chunk(c.index, {"tool_calls": [{"index": n_calls + k, "function": {
-                                        "arguments": oc["function"]["arguments"]}}]})
-                                if loop_on and all(runner.can_run(x) for x in calls) \
-                                        and n_calls < max_tool_iterations:
-                                    msgs = msgs + [{"role": "assistant", "content": "", "tool_calls": calls,
-                                                    "stop_reason": "end_of_message"}]
+                                    yield chunk(
+                                        c.index,
+                                        {
+                                            "tool_calls": [
+                                                {
+                                                    "index": n_calls + k,
+                                                    "id": oc["id"],
+                                                    "type": "function",
+                                                    "function": {
+                                                        "name": oc["function"]["name"],
+                                                        "arguments": "",
+                                                    },
+                                                }
+                                            ]
+                                        },
+                                    )
+                                    yield chunk(
+                                        c.index,
+                                        {
+                                            "tool_calls": [
+                                                {
+                                                    "index": n_calls + k,
+                                                    "function": {"arguments": oc["function"]["arguments"]},
+                                                }
+                                            ]
+                                        },
+                                    )
+                                if (
+                                    loop_on
+                                    and all(runner.can_run(x) for x in calls)
+                                    and n_calls < max_tool_iterations
+                                ):
+                                    msgs = msgs + [
+                                        {
+                                            "role": "assistant",
+                                            "content": "",
+                                            "tool_calls": calls,
+                                            "stop_reason": "end_of_message",
+                                        }
+                                    ]
                                     for call, oc in zip(calls, ocs):
                                         res = await asyncio.to_thread(runner, call)
-                                        yield chunk(c.index, {"tool_result": {"tool_call_id": oc["id"],
-                                                                              "name": call["tool_name"],
-                                                                              "content": res}})
+                                        yield chunk(
+                                            c.index,
+                                            {
+                                                "tool_result": {
+                                                    "tool_call_id": oc["id"],
+                                                    "name": call["tool_name"],
+                                                    "content": res,
+                                                }
+                                            },
+                                        )
                                         msgs = msgs + [{"role": "ipython", "content": res}]
                                     n_calls += len(calls)
                                     prompt_ids = fmt.encode_dialog_prompt(msgs)
@@ -609,7 +788,7 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                                     continue
                                 yield chunk(c.index, {}, "tool_calls")
                             else:
-                                rest = c.text[c.sent:]
+                                rest = c.text[c.sent :]
                                 if rest and c.tool_mode and moderation is not None:
                                     d = await moderate("output", p.messages, c.text)
                                     if d.blocked:
@@ -632,8 +811,11 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                 yield sse(e.body())
                 yield "data: [DONE]\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     # ---- completions ------------------------------------------------------------------------------
     @app.post("/v1/completions")
@@ -647,9 +829,7 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
             raise _from_request_error(e) from None
         check_model(p.model)
         pr = p.prompt
-        if isinstance(pr, str):
-            prompts = [pr]
-        elif isinstance(pr[0], int):
+        if isinstance(pr, str) or isinstance(pr[0], int):
             prompts = [pr]
         else:
             prompts = pr
@@ -659,20 +839,30 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                 encoded.append(tokenizer.encode(x, bos=True))
             else:
                 if any(not 0 <= t < V for t in x):
-                    raise ApiError(400, f"Invalid value for 'prompt': token ids must be in [0, {V}).", "prompt",
-                                   "invalid_value")
+                    raise ApiError(
+                        400,
+                        f"Invalid value for 'prompt': token ids must be in [0, {V}).",
+                        "prompt",
+                        "invalid_value",
+                    )
                 encoded.append(list(x))
         mts = [budget(len(e), p.max_tokens) for e in encoded]
         if len(prompts) * p.n > N * 8:
-            raise ApiError(400, f"Too many sequences in one request ({len(prompts)} prompts x n={p.n}).", "prompt")
+            raise ApiError(
+                400, f"Too many sequences in one request ({len(prompts)} prompts x n={p.n}).", "prompt"
+            )
         cid = "cmpl-" + uuid.uuid4().hex[:24]
         if moderation is not None:
             for x in prompts:
                 text = x if isinstance(x, str) else tokenizer.decode(x)
                 d = await moderate("input", [{"role": "user", "content": text}])
                 if d.blocked:
-                    raise ApiError(400, f"The prompt was blocked by the input shield ({d.reason}).", "prompt",
-                                   "content_filter")
+                    raise ApiError(
+                        400,
+                        f"The prompt was blocked by the input shield ({d.reason}).",
+                        "prompt",
+                        "content_filter",
+                    )
         echo_text = [(x if isinstance(x, str) else tokenizer.decode(x)) if p.echo else "" for x in prompts]
         q: asyncio.Queue = asyncio.Queue()
         usage = {"prompt_tokens": sum(len(e) for e in encoded), "completion_tokens": 0}
@@ -724,8 +914,14 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                     lps = None
                     if p.logprobs is not None:
                         lps = _completion_logprobs(tokenizer, c.logprobs, len(echo_text[k]))
-                    out.append({"text": echo_text[k] + c.text, "index": c.index, "logprobs": lps,
-                                "finish_reason": c.finish_reason})
+                    out.append(
+                        {
+                            "text": echo_text[k] + c.text,
+                            "index": c.index,
+                            "logprobs": lps,
+                            "finish_reason": c.finish_reason,
+                        }
+                    )
             metrics.requests.labels(ep, "200").inc()
             return {**chunk_base(cid, "text_completion"), "choices": out, "usage": finish_usage()}
 
@@ -737,8 +933,16 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
             echoed: set[int] = set()
 
             def chunk(c, text, finish=None, lps=None):
-                return sse({**base, "choices": [{"text": text, "index": c.index, "logprobs": lps,
-                                                 "finish_reason": finish}], **extra})
+                return sse(
+                    {
+                        **base,
+                        "choices": [
+                            {"text": text, "index": c.index, "logprobs": lps, "finish_reason": finish}
+                        ],
+                        **extra,
+                    }
+                )
+
             try:
                 gather = asyncio.ensure_future(asyncio.gather(*tasks))
                 while not gather.done() or not q.empty():
@@ -756,7 +960,9 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                         offs[c.index] = len(echo_text[k])
                     lps = None
                     if p.logprobs is not None and len(c.logprobs) > lp_sent.get(c.index, 0):
-                        lps = _completion_logprobs(tokenizer, c.logprobs[lp_sent.get(c.index, 0):], offs[c.index])
+                        lps = _completion_logprobs(
+                            tokenizer, c.logprobs[lp_sent.get(c.index, 0) :], offs[c.index]
+                        )
                         lp_sent[c.index] = len(c.logprobs)
                         offs[c.index] += sum(len(s) for s in lps["tokens"])
                     if text or lps or c.finish_reason:
@@ -776,15 +982,18 @@ def create_app(engine_or_model, tokenizer, *, model_name: str = "herd", api_key:
                 for t in tasks:
                     t.cancel()
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
-    @app.get("/v1/{rest:path}")
-    async def unknown_get(rest: str, request: Request):
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def unknown_url(rest: str, request: Request):
         check_auth(request)
-        raise ApiError(404, f"Unknown request URL: GET /v1/{rest}.", code="unknown_url")
+        raise ApiError(404, f"Unknown request URL: {request.method} /v1/{rest}.", code="unknown_url")
 
     return app
 
 
-__all__ = ["create_app", "ApiError"]
+__all__ = ["ApiError", "create_app"]

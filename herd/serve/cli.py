@@ -19,44 +19,86 @@ from herd.errors import HerdError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API (with a chat page)",
-                       description="An OpenAI-compatible server (/v1/models, /v1/chat/completions, /v1/completions, "
-                                   "/health, /metrics, a chat page at /) with continuous batching, streaming and "
-                                   "Llama 3.1 tool calls.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "serve",
+        help="serve a checkpoint over an OpenAI-compatible HTTP API (with a chat page)",
+        description="An OpenAI-compatible server (/v1/models, /v1/chat/completions, /v1/completions, "
+        "/health, /metrics, a chat page at /) with continuous batching, streaming and "
+        "Llama 3.1 tool calls.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("ckpt", help="checkpoint directory (herd, Meta or Hugging Face format)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
-    p.add_argument("--api-key", default=os.environ.get("HERD_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $HERD_API_KEY; none: open)")
-    p.add_argument("--served-model-name", default=None, help="the model id clients use (default: the directory name)")
-    p.add_argument("--max-batch", type=int, default=8, help="sequences decoded together (slots of the KV cache)")
-    p.add_argument("--max-seq-len", type=int, default=None,
-                   help="context per slot (default: the model's, at most 4096)")
-    p.add_argument("--prefill-chunk", type=int, default=512, help="prompt tokens prefilled between decode steps")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("HERD_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on /v1/* (default: $HERD_API_KEY; none: open)",
+    )
+    p.add_argument(
+        "--served-model-name", default=None, help="the model id clients use (default: the directory name)"
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=8, help="sequences decoded together (slots of the KV cache)"
+    )
+    p.add_argument(
+        "--max-seq-len", type=int, default=None, help="context per slot (default: the model's, at most 4096)"
+    )
+    p.add_argument(
+        "--prefill-chunk", type=int, default=512, help="prompt tokens prefilled between decode steps"
+    )
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for a slot before 503s")
     p.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body (413 above)")
-    p.add_argument("--quant", choices=["fp8", "int8"], default=None, help="weight quantization (as herd generate)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="weights' dtype (fp32 on the CPU unless the CPU has fast bf16)")
+    p.add_argument(
+        "--quant", choices=["fp8", "int8"], default=None, help="weight quantization (as herd generate)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="weights' dtype (fp32 on the CPU unless the CPU has fast bf16)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--tokenizer", default=None, help="tokenizer file or 'llama3', if not the checkpoint's")
-    p.add_argument("--tool-loop", action="store_true",
-                   help="run built-in tool calls (code interpreter in herd's sandbox, search, wolfram) on the "
-                        "server and continue until the model ends its turn")
-    p.add_argument("--max-tool-iterations", type=int, default=5, help="most tool calls per request with --tool-loop")
-    p.add_argument("--builtin-tools", default="",
-                   help="built-in tools offered in every chat request (comma list of code_interpreter, "
-                        "brave_search, wolfram_alpha); a request can also name them in `tools`")
-    p.add_argument("--search-tool", default=None, help="module:function answering brave_search queries "
-                                                       "(default: an offline stub)")
-    p.add_argument("--wolfram-tool", default=None, help="module:function answering wolfram_alpha queries "
-                                                        "(default: a local calculator)")
-    p.add_argument("--shield", action="append", default=[], metavar="input=CKPT|output=CKPT",
-                   help="Llama Guard checkpoint checking the input or the output (repeatable; herd.safety)")
-    p.add_argument("--prompt-guard", default=None, metavar="CKPT", help="Prompt Guard checkpoint (herd.safety)")
-    p.add_argument("--code-shield", action="store_true", help="check generated code with Code Shield (herd.safety)")
+    p.add_argument(
+        "--tool-loop",
+        action="store_true",
+        help="run built-in tool calls (code interpreter in herd's sandbox, search, wolfram) on the "
+        "server and continue until the model ends its turn",
+    )
+    p.add_argument(
+        "--max-tool-iterations", type=int, default=5, help="most tool calls per request with --tool-loop"
+    )
+    p.add_argument(
+        "--builtin-tools",
+        default="",
+        help="built-in tools offered in every chat request (comma list of code_interpreter, "
+        "brave_search, wolfram_alpha); a request can also name them in `tools`",
+    )
+    p.add_argument(
+        "--search-tool",
+        default=None,
+        help="module:function answering brave_search queries (default: an offline stub)",
+    )
+    p.add_argument(
+        "--wolfram-tool",
+        default=None,
+        help="module:function answering wolfram_alpha queries (default: a local calculator)",
+    )
+    p.add_argument(
+        "--shield",
+        action="append",
+        default=[],
+        metavar="input=CKPT|output=CKPT",
+        help="Llama Guard checkpoint checking the input or the output (repeatable; herd.safety)",
+    )
+    p.add_argument(
+        "--prompt-guard", default=None, metavar="CKPT", help="Prompt Guard checkpoint (herd.safety)"
+    )
+    p.add_argument(
+        "--code-shield", action="store_true", help="check generated code with Code Shield (herd.safety)"
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run_serve)
 
@@ -94,8 +136,10 @@ def build_server_app(args):
             raise HerdError(f"--builtin-tools: unknown tool {t!r}; choose from {', '.join(BUILTIN_TOOLS)}")
     inp, out = _shields(args.shield)
     moderation = load_moderation(inp, out, args.prompt_guard, args.code_shield)
-    runner = ToolRunner(search=load_callable(args.search_tool) if args.search_tool else None,
-                        wolfram=load_callable(args.wolfram_tool) if args.wolfram_tool else None)
+    runner = ToolRunner(
+        search=load_callable(args.search_tool) if args.search_tool else None,
+        wolfram=load_callable(args.wolfram_tool) if args.wolfram_tool else None,
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -104,16 +148,29 @@ def build_server_app(args):
     if tok is None:
         raise HerdError(f"{args.ckpt} has no tokenizer; pass --tokenizer FILE (or --tokenizer llama3)")
     if tok.n_words > model.args.vocab_size:
-        raise HerdError(f"the tokenizer has {tok.n_words} tokens but the model's vocabulary is "
-                        f"{model.args.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
+        raise HerdError(
+            f"the tokenizer has {tok.n_words} tokens but the model's vocabulary is "
+            f"{model.args.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)"
+        )
     quantize(model, args.quant)
     name = args.served_model_name or os.path.basename(os.path.normpath(str(args.ckpt)))
     max_seq_len = args.max_seq_len or min(model.args.max_seq_len, 4096)
-    return create_app(model, tok, model_name=name, api_key=args.api_key, max_batch=args.max_batch,
-                      max_seq_len=max_seq_len, prefill_chunk=args.prefill_chunk, max_queue=args.max_queue,
-                      moderation=moderation, tool_loop=args.tool_loop, tool_runner=runner,
-                      max_tool_iterations=args.max_tool_iterations, builtin_tools=builtin,
-                      max_body_bytes=int(args.max_body_mb * (1 << 20))), name
+    return create_app(
+        model,
+        tok,
+        model_name=name,
+        api_key=args.api_key,
+        max_batch=args.max_batch,
+        max_seq_len=max_seq_len,
+        prefill_chunk=args.prefill_chunk,
+        max_queue=args.max_queue,
+        moderation=moderation,
+        tool_loop=args.tool_loop,
+        tool_runner=runner,
+        max_tool_iterations=args.max_tool_iterations,
+        builtin_tools=builtin,
+        max_body_bytes=int(args.max_body_mb * (1 << 20)),
+    ), name
 
 
 def run_serve(args) -> int:
@@ -126,11 +183,16 @@ def run_serve(args) -> int:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
     except OSError as e:
-        raise HerdError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); choose another --port") from None
+        raise HerdError(
+            f"cannot listen on {args.host}:{args.port} ({e.strerror}); choose another --port"
+        ) from None
     app, name = build_server_app(args)
     host, port = sock.getsockname()[:2]
-    print(f"herd serve: {name} on http://{host}:{port}/ (OpenAI API at http://{host}:{port}/v1)",
-          file=sys.stderr, flush=True)
+    print(
+        f"herd serve: {name} on http://{host}:{port}/ (OpenAI API at http://{host}:{port}/v1)",
+        file=sys.stderr,
+        flush=True,
+    )
     config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

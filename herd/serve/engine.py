@@ -37,8 +37,8 @@ import itertools
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -67,6 +67,7 @@ class SamplingParams:
 class Event:
     """What the engine tells a request's sink. kind: "token" (token, logprob, top), "done"
     (finish_reason: "stop" | "length" | "cancelled", stop_token), "error" (message)."""
+
     kind: str
     index: int = 0  # the choice
     token: int = -1
@@ -83,7 +84,12 @@ class _RowKV(LayerKV):
     __slots__ = ()
 
     def update(self, pos, k, v):
-        if isinstance(pos, torch.Tensor) and pos.dim() == 1 and k.shape[2] == 1 and pos.shape[0] == k.shape[0] > 1:
+        if (
+            isinstance(pos, torch.Tensor)
+            and pos.dim() == 1
+            and k.shape[2] == 1
+            and pos.shape[0] == k.shape[0] > 1
+        ):
             B = k.shape[0]
             ck, cv = self.k[:B], self.v[:B]
             rows = torch.arange(B, device=k.device)
@@ -128,7 +134,7 @@ class _Seq:
         if p.seed is None:
             self.gen.seed()
         else:
-            self.gen.manual_seed((int(p.seed) + index) % (2 ** 63))
+            self.gen.manual_seed((int(p.seed) + index) % (2**63))
         self.counts: dict[int, int] = collections.Counter()
 
 
@@ -149,8 +155,16 @@ class _Request:
 
 
 class BatchEngine:
-    def __init__(self, model, tokenizer=None, max_batch: int = 8, max_seq_len: int | None = None,
-                 prefill_chunk: int = 512, max_queue: int = 256, pack: bool | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        max_batch: int = 8,
+        max_seq_len: int | None = None,
+        prefill_chunk: int = 512,
+        max_queue: int = 256,
+        pack: bool | None = None,
+    ):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise HerdError(f"max_batch must be a positive integer, got {max_batch!r}")
         self.gen = Generator(model, tokenizer, max_batch=1, max_seq_len=max_seq_len, pack=pack)
@@ -165,7 +179,13 @@ class BatchEngine:
         self.stop_ids = frozenset(tokenizer.stop_tokens) if tokenizer is not None else frozenset()
         # one extra slot per row: rows that are not decoding write their dummy K/V there
         self.scratch = self.max_seq_len
-        shape = (self.args.n_layers, max_batch, self.args.n_kv_heads, self.max_seq_len + 1, self.args.head_dim)
+        shape = (
+            self.args.n_layers,
+            max_batch,
+            self.args.n_kv_heads,
+            self.max_seq_len + 1,
+            self.args.head_dim,
+        )
         self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.cached: list[list[int]] = [[] for _ in range(max_batch)]  # tokens held by each row's slots
@@ -178,12 +198,19 @@ class BatchEngine:
         self._stop = False
         self.fcis = self.model.rope_factors(None, self.max_seq_len)[0]
         # counters for /metrics and the benchmark
-        self.stats = dict(prompt_tokens=0, reused_prompt_tokens=0, generated_tokens=0, decode_steps=0,
-                          prefill_s=0.0, decode_s=0.0, requests=0)
+        self.stats = {
+            "prompt_tokens": 0,
+            "reused_prompt_tokens": 0,
+            "generated_tokens": 0,
+            "decode_steps": 0,
+            "prefill_s": 0.0,
+            "decode_s": 0.0,
+            "requests": 0,
+        }
         self._tput: collections.deque = collections.deque()  # (time, tokens) of recent decode steps
 
     # ---- public API (any thread) -------------------------------------------------------------------
-    def start(self) -> "BatchEngine":
+    def start(self) -> BatchEngine:
         if self._thread is None:
             self.gen.plan()  # pack the weights before the first request
             self._thread = threading.Thread(target=self._run, name="herd-engine", daemon=True)
@@ -198,14 +225,21 @@ class BatchEngine:
             self._thread.join(timeout)
             self._thread = None
 
-    def submit(self, prompt: list[int], params: SamplingParams, n: int = 1,
-               sink: Callable[[Event], object] | None = None) -> _Request:
+    def submit(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        n: int = 1,
+        sink: Callable[[Event], object] | None = None,
+    ) -> _Request:
         """Queue a request; `sink(Event)` is called from the engine thread for its tokens and its end.
         Raises HerdError (the caller's mistake) or OverflowError (the queue is full)."""
         if not prompt:
             raise HerdError("the prompt is empty")
         if len(prompt) >= self.max_seq_len:
-            raise HerdError(f"the prompt has {len(prompt)} tokens but the context is {self.max_seq_len} tokens")
+            raise HerdError(
+                f"the prompt has {len(prompt)} tokens but the context is {self.max_seq_len} tokens"
+            )
         if not 1 <= n <= self.max_batch:
             raise HerdError(f"n must be between 1 and {self.max_batch} (the server's --max-batch), got {n}")
         V = self.args.vocab_size
@@ -214,7 +248,9 @@ class BatchEngine:
         req = _Request(list(prompt), params, n, sink or (lambda ev: None))
         with self._cv:
             if len(self.queue) >= self.max_queue:
-                raise OverflowError(f"the server is overloaded ({len(self.queue)} requests queued); retry later")
+                raise OverflowError(
+                    f"the server is overloaded ({len(self.queue)} requests queued); retry later"
+                )
             self.queue.append(req)
             self._cv.notify_all()
         return req
@@ -245,8 +281,13 @@ class BatchEngine:
     def _run(self):
         while True:
             with self._cv:
-                while not self._stop and not self._cancels and not self.queue and not self.prefilling \
-                        and self.running == 0:
+                while (
+                    not self._stop
+                    and not self._cancels
+                    and not self.queue
+                    and not self.prefilling
+                    and self.running == 0
+                ):
                     self._cv.wait()
                 if self._stop:
                     break
@@ -258,7 +299,7 @@ class BatchEngine:
                     self._admit()
                     self._prefill_some()
                     self._decode()
-            except Exception as e:  # a bug or an out-of-memory: fail the requests, keep serving
+            except Exception as e:  # noqa: BLE001  (a bug or an out-of-memory: fail the requests, keep serving)
                 msg = f"engine error: {type(e).__name__}: {e}"
                 traceback.print_exc()
                 for s in list(self.rows):
@@ -278,7 +319,7 @@ class BatchEngine:
     def _emit(self, req, ev):
         try:
             req.sink(ev)
-        except Exception:  # a sink must not kill the engine
+        except Exception:  # noqa: BLE001  (a sink must not kill the engine)
             traceback.print_exc()
 
     # ---- admission and prefix reuse ----------------------------------------------------------------
@@ -306,7 +347,7 @@ class BatchEngine:
             # the leader takes the free row whose cache shares most with the prompt (lowest row on ties,
             # which keeps the running rows packed at the top of the cache)
             lead = max(free, key=lambda r: (self._common(self.cached[r], req.prompt), -r))
-            others = [r for r in free if r != lead][:len(req.seqs) - 1]
+            others = [r for r in free if r != lead][: len(req.seqs) - 1]
             for s, r in zip(req.seqs, [lead] + others):
                 s.row = r
                 self.rows[r] = s
@@ -347,10 +388,10 @@ class BatchEngine:
             start = req.prefilled
             T = min(len(req.prompt) - start, budget)
             t0 = time.perf_counter()
-            logits = self._forward_prompt(lead.row, req.prompt[start:start + T], start)
+            logits = self._forward_prompt(lead.row, req.prompt[start : start + T], start)
             self.stats["prefill_s"] += time.perf_counter() - t0
             self.stats["prompt_tokens"] += T
-            self.cached[lead.row] = req.prompt[:start + T]
+            self.cached[lead.row] = req.prompt[: start + T]
             req.prefilled = start + T
             budget -= T
             if req.prefilled < len(req.prompt):
@@ -366,15 +407,16 @@ class BatchEngine:
     def _forward_prompt(self, row: int, tokens: list[int], start: int) -> torch.Tensor:
         """Prefill `tokens` into `row` at slots start.. -> logits [1, V] of the last one."""
         T = len(tokens)
-        view = _CacheView(self.k[:, row:row + 1], self.v[:, row:row + 1])
+        view = _CacheView(self.k[:, row : row + 1], self.v[:, row : row + 1])
         x = torch.tensor([tokens], device=self.device)
         mask = None
         if start > 0:  # causal over the new tokens, all of the cached prefix
             S = start + T
             q = torch.arange(start, S)[:, None]
             mask = (torch.arange(S)[None, :] <= q)[None, None].to(self.device)
-        return self.gen.forward(x, torch.arange(start, start + T, device=self.device)[None], view, start,
-                                start + T, mask)
+        return self.gen.forward(
+            x, torch.arange(start, start + T, device=self.device)[None], view, start, start + T, mask
+        )
 
     # ---- decoding ----------------------------------------------------------------------------------
     def _decode(self):
@@ -391,16 +433,32 @@ class BatchEngine:
         mask[:, 0, 0, 0] = True  # rows not decoding read slot 0 (their output is dropped)
         for s in seqs:
             tokens[s.row], pos[s.row], slot[s.row] = s.next_token, s.pos, s.pos
-            mask[s.row, 0, 0, :s.pos + 1] = True
+            mask[s.row, 0, 0, : s.pos + 1] = True
         t0 = time.perf_counter()
         if hi == 1:  # one row: the very step Generator runs (no mask, an int slot)
             view = _CacheView(self.k[:, :1], self.v[:, :1])
-            logits = decode_step(self.model, self.gen.plan(), tokens.to(dev), self.fcis[pos.to(dev)[:, None]],
-                                 view, int(pos[0]), S, None)
+            logits = decode_step(
+                self.model,
+                self.gen.plan(),
+                tokens.to(dev),
+                self.fcis[pos.to(dev)[:, None]],
+                view,
+                int(pos[0]),
+                S,
+                None,
+            )
         else:
             view = _CacheView(self.k[:, :hi], self.v[:, :hi], row_kv=True)
-            logits = decode_step(self.model, self.gen.plan(), tokens.to(dev), self.fcis[pos.to(dev)[:, None]],
-                                 view, slot.to(dev), S, mask.to(dev))
+            logits = decode_step(
+                self.model,
+                self.gen.plan(),
+                tokens.to(dev),
+                self.fcis[pos.to(dev)[:, None]],
+                view,
+                slot.to(dev),
+                S,
+                mask.to(dev),
+            )
         dt = time.perf_counter() - t0
         self.stats["decode_s"] += dt
         self.stats["decode_steps"] += 1
@@ -424,13 +482,17 @@ class BatchEngine:
                 ids[r] = t
         for r, s in by_row.items():
             if r not in ids:
-                ids[r] = self._sample_one(s, logits[r:r + 1])
+                ids[r] = self._sample_one(s, logits[r : r + 1])
         for r, s in by_row.items():
             self._accept(s, ids[r], logits[r])
 
     def _sample_and_emit(self, seqs, logits):
         for s in seqs:
-            t = int(torch.argmax(logits[0])) if self._plain_greedy(s.req.params) else self._sample_one(s, logits[:1])
+            t = (
+                int(torch.argmax(logits[0]))
+                if self._plain_greedy(s.req.params)
+                else self._sample_one(s, logits[:1])
+            )
             self._accept(s, t, logits[0])
 
     @staticmethod
@@ -474,8 +536,10 @@ class BatchEngine:
                 top = list(zip(i.tolist(), v.tolist()))
         if t in stops:
             self.stats["generated_tokens"] += 1
-            self._emit(s.req, Event("done", s.index, finish_reason="stop", stop_token=t, token=t, logprob=lp,
-                                    top=top))
+            self._emit(
+                s.req,
+                Event("done", s.index, finish_reason="stop", stop_token=t, token=t, logprob=lp, top=top),
+            )
             self._finish_seq(s, None)
             return
         s.out.append(t)
@@ -509,4 +573,4 @@ class BatchEngine:
                 self._finish_seq(s, reason)
 
 
-__all__ = ["BatchEngine", "SamplingParams", "Event"]
+__all__ = ["BatchEngine", "Event", "SamplingParams"]

@@ -46,11 +46,16 @@ def load_moderation(input_guards=(), output_guards=(), prompt_guard=None, code_s
     try:
         from herd.safety import build_moderation
     except ImportError as e:
-        raise HerdError(f"--shield/--prompt-guard/--code-shield need herd.safety, which is not available ({e}); "
-                        "install herd with its safety stage or drop these flags") from None
-    return build_moderation(input_guard=input_guards[0] if input_guards else None,
-                            output_guard=output_guards[0] if output_guards else None,
-                            prompt_guard=prompt_guard, code_shield=bool(code_shield))
+        raise HerdError(
+            f"--shield/--prompt-guard/--code-shield need herd.safety, which is not available ({e}); "
+            "install herd with its safety stage or drop these flags"
+        ) from None
+    return build_moderation(
+        input_guard=input_guards[0] if input_guards else None,
+        output_guard=output_guards[0] if output_guards else None,
+        prompt_guard=prompt_guard,
+        code_shield=bool(code_shield),
+    )
 
 
-__all__ = ["Decision", "Moderation", "REFUSAL", "load_moderation"]
+__all__ = ["REFUSAL", "Decision", "Moderation", "load_moderation"]

@@ -28,7 +28,7 @@ import json
 import math
 import operator
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from herd.errors import HerdError
 from herd.tokenizer.chat_format import BUILTIN_TOOLS, custom_tools_prompt, system_prompt
@@ -58,14 +58,19 @@ def _text(content, where: str, allow_none=False) -> str:
             elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
                 out.append(part["text"])
             elif isinstance(part, dict) and part.get("type") in ("image_url", "input_audio", "file"):
-                raise RequestError(f"{where}[{j}]: content of type {part['type']!r} is not supported by this "
-                                   "text model; send text parts only", f"{where}[{j}]")
+                raise RequestError(
+                    f"{where}[{j}]: content of type {part['type']!r} is not supported by this "
+                    "text model; send text parts only",
+                    f"{where}[{j}]",
+                )
             else:
-                raise RequestError(f"{where}[{j}]: a content part is {{\"type\": \"text\", \"text\": \"...\"}}",
-                                   f"{where}[{j}]")
+                raise RequestError(
+                    f'{where}[{j}]: a content part is {{"type": "text", "text": "..."}}', f"{where}[{j}]"
+                )
         return "".join(out)
-    raise RequestError(f"{where}: content must be a string or a list of text parts, got "
-                       f"{type(content).__name__}", where)
+    raise RequestError(
+        f"{where}: content must be a string or a list of text parts, got {type(content).__name__}", where
+    )
 
 
 def parse_tools(tools, tool_choice="auto") -> tuple[list[str], list[dict]]:
@@ -73,37 +78,56 @@ def parse_tools(tools, tool_choice="auto") -> tuple[list[str], list[dict]]:
     if tools is None:
         return [], []
     if not isinstance(tools, list):
-        raise RequestError("tools must be a list of {\"type\": \"function\", \"function\": {...}}", "tools")
+        raise RequestError('tools must be a list of {"type": "function", "function": {...}}', "tools")
     builtin, custom = [], []
     for i, t in enumerate(tools):
         where = f"tools[{i}]"
         if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("function"), dict):
-            raise RequestError(f"{where}: a tool is {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}", where)
+            raise RequestError(
+                f'{where}: a tool is {{"type": "function", "function": {{"name": ...}}}}', where
+            )
         f = t["function"]
         name = f.get("name")
-        if not isinstance(name, str) or not name or len(name) > 64 or not all(c.isalnum() or c in "_-" for c in name):
-            raise RequestError(f"{where}.function.name must be 1-64 letters, digits, '_' or '-', got {name!r}",
-                               f"{where}.function.name")
+        if (
+            not isinstance(name, str)
+            or not name
+            or len(name) > 64
+            or not all(c.isalnum() or c in "_-" for c in name)
+        ):
+            raise RequestError(
+                f"{where}.function.name must be 1-64 letters, digits, '_' or '-', got {name!r}",
+                f"{where}.function.name",
+            )
         desc = f.get("description", "")
         if desc is not None and not isinstance(desc, str):
-            raise RequestError(f"{where}.function.description must be a string", f"{where}.function.description")
+            raise RequestError(
+                f"{where}.function.description must be a string", f"{where}.function.description"
+            )
         if name in BUILTIN_TOOLS:
             if name not in builtin:
                 builtin.append(name)
             continue
         params = f.get("parameters") or {}
         if not isinstance(params, dict):
-            raise RequestError(f"{where}.function.parameters must be a JSON Schema object", f"{where}.function.parameters")
+            raise RequestError(
+                f"{where}.function.parameters must be a JSON Schema object", f"{where}.function.parameters"
+            )
         props = params.get("properties") or {}
         required = params.get("required") or []
         if not isinstance(props, dict) or not isinstance(required, list):
-            raise RequestError(f"{where}.function.parameters needs \"properties\" (an object) and \"required\" "
-                               "(a list)", f"{where}.function.parameters")
+            raise RequestError(
+                f'{where}.function.parameters needs "properties" (an object) and "required" (a list)',
+                f"{where}.function.parameters",
+            )
         defs = {}
         for pname, spec in props.items():
             spec = spec if isinstance(spec, dict) else {}
-            defs[pname] = {"param_type": spec.get("type", "string"), "description": spec.get("description", ""),
-                           "required": pname in required, "default": spec.get("default")}
+            defs[pname] = {
+                "param_type": spec.get("type", "string"),
+                "description": spec.get("description", ""),
+                "required": pname in required,
+                "default": spec.get("default"),
+            }
         custom.append({"tool_name": name, "description": desc or "", "parameters": defs})
     if tool_choice == "none":
         return [], []
@@ -123,16 +147,20 @@ def convert_messages(messages, tools=None, tool_choice="auto", builtin_tools=(),
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise RequestError(f"{where} must be an object with \"role\" and \"content\"", where)
+            raise RequestError(f'{where} must be an object with "role" and "content"', where)
         role = m.get("role")
         if role not in ("system", "developer", "user", "assistant", "tool", "ipython"):
-            raise RequestError(f"{where}.role {role!r} is not one of system, developer, user, assistant, tool",
-                               f"{where}.role")
+            raise RequestError(
+                f"{where}.role {role!r} is not one of system, developer, user, assistant, tool",
+                f"{where}.role",
+            )
         if role == "assistant":
             calls = m.get("tool_calls")
             if calls is None or calls == []:
                 if "content" not in m or m.get("content") is None:
-                    raise RequestError(f"{where}: an assistant message needs content or tool_calls", f"{where}.content")
+                    raise RequestError(
+                        f"{where}: an assistant message needs content or tool_calls", f"{where}.content"
+                    )
                 out.append({"role": "assistant", "content": _text(m["content"], f"{where}.content")})
                 continue
             if not isinstance(calls, list):
@@ -142,29 +170,47 @@ def convert_messages(messages, tools=None, tool_choice="auto", builtin_tools=(),
                 cw = f"{where}.tool_calls[{j}]"
                 fn = c.get("function") if isinstance(c, dict) else None
                 if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise RequestError(f"{cw}: a tool call is {{\"id\", \"type\": \"function\", \"function\": "
-                                       "{\"name\", \"arguments\"}}", cw)
+                    raise RequestError(
+                        f'{cw}: a tool call is {{"id", "type": "function", "function": '
+                        '{"name", "arguments"}}',
+                        cw,
+                    )
                 args = fn.get("arguments", "{}")
                 if isinstance(args, str):
                     try:
                         args = json.loads(args) if args.strip() else {}
                     except ValueError:
-                        raise RequestError(f"{cw}.function.arguments is not valid JSON", f"{cw}.function.arguments") \
-                            from None
+                        raise RequestError(
+                            f"{cw}.function.arguments is not valid JSON", f"{cw}.function.arguments"
+                        ) from None
                 if not isinstance(args, dict):
-                    raise RequestError(f"{cw}.function.arguments must be a JSON object", f"{cw}.function.arguments")
+                    raise RequestError(
+                        f"{cw}.function.arguments must be a JSON object", f"{cw}.function.arguments"
+                    )
                 if fn["name"] == "code_interpreter" and not isinstance(args.get("code"), str):
-                    raise RequestError(f"{cw}: a code_interpreter call needs arguments {{\"code\": \"...\"}}",
-                                       f"{cw}.function.arguments")
-                if fn["name"] in ("brave_search", "wolfram_alpha", "photogen") and not isinstance(args.get("query"), str):
-                    raise RequestError(f"{cw}: a {fn['name']} call needs arguments {{\"query\": \"...\"}}",
-                                       f"{cw}.function.arguments")
+                    raise RequestError(
+                        f'{cw}: a code_interpreter call needs arguments {{"code": "..."}}',
+                        f"{cw}.function.arguments",
+                    )
+                if fn["name"] in ("brave_search", "wolfram_alpha", "photogen") and not isinstance(
+                    args.get("query"), str
+                ):
+                    raise RequestError(
+                        f'{cw}: a {fn["name"]} call needs arguments {{"query": "..."}}',
+                        f"{cw}.function.arguments",
+                    )
                 herd_calls.append({"tool_name": fn["name"], "arguments": args})
-            out.append({"role": "assistant", "content": _text(m.get("content"), f"{where}.content", allow_none=True),
-                        "tool_calls": herd_calls, "stop_reason": "end_of_message"})
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": _text(m.get("content"), f"{where}.content", allow_none=True),
+                    "tool_calls": herd_calls,
+                    "stop_reason": "end_of_message",
+                }
+            )
             continue
         if "content" not in m:
-            raise RequestError(f"{where}: no \"content\"", f"{where}.content")
+            raise RequestError(f'{where}: no "content"', f"{where}.content")
         text = _text(m["content"], f"{where}.content")
         if role in ("system", "developer"):
             if system is None and not out:
@@ -176,8 +222,14 @@ def convert_messages(messages, tools=None, tool_choice="auto", builtin_tools=(),
         else:
             out.append({"role": "user", "content": text})
     if builtin or custom:
-        head = [{"role": "system", "content": system_prompt(builtin, custom_tools=bool(custom), instructions=system,
-                                                            today=today)}]
+        head = [
+            {
+                "role": "system",
+                "content": system_prompt(
+                    builtin, custom_tools=bool(custom), instructions=system, today=today
+                ),
+            }
+        ]
         if custom:  # the tool definitions: a user message before the first user message
             k = next((j for j, m in enumerate(out) if m["role"] == "user"), len(out))
             out.insert(k, {"role": "user", "content": custom_tools_prompt(custom, "json")})
@@ -187,24 +239,59 @@ def convert_messages(messages, tools=None, tool_choice="auto", builtin_tools=(),
 
 # ---- herd -> OpenAI ---------------------------------------------------------------------------------
 def openai_tool_calls(calls: list[dict]) -> list[dict]:
-    return [{"id": "call_" + (c.get("call_id") or uuid.uuid4().hex).replace("-", "")[:24], "type": "function",
-             "function": {"name": c["tool_name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
-            for c in calls]
+    return [
+        {
+            "id": "call_" + (c.get("call_id") or uuid.uuid4().hex).replace("-", "")[:24],
+            "type": "function",
+            "function": {"name": c["tool_name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)},
+        }
+        for c in calls
+    ]
 
 
 # ---- executing built-in tools --------------------------------------------------------------------------
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow, ast.USub: operator.neg,
-        ast.UAdd: operator.pos}
-_FUNCS = {n: getattr(math, n) for n in ("sqrt", "exp", "log", "log10", "log2", "sin", "cos", "tan", "asin", "acos",
-                                        "atan", "floor", "ceil", "factorial", "gcd")}
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+_FUNCS = {
+    n: getattr(math, n)
+    for n in (
+        "sqrt",
+        "exp",
+        "log",
+        "log10",
+        "log2",
+        "sin",
+        "cos",
+        "tan",
+        "asin",
+        "acos",
+        "atan",
+        "floor",
+        "ceil",
+        "factorial",
+        "gcd",
+    )
+}
 _CONSTS = {"pi": math.pi, "e": math.e}
 
 
 def _calc(node):
     if isinstance(node, ast.Expression):
         return _calc(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.Name) and node.id in _CONSTS:
         return _CONSTS[node.id]
@@ -215,7 +302,12 @@ def _calc(node):
         return _OPS[type(node.op)](a, b)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
         return _OPS[type(node.op)](_calc(node.operand))
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS and not node.keywords:
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCS
+        and not node.keywords
+    ):
         return _FUNCS[node.func.id](*[_calc(a) for a in node.args])
     raise ValueError("not an arithmetic expression")
 
@@ -227,8 +319,13 @@ def local_calculator(query: str) -> str:
     try:
         value = _calc(ast.parse(q, mode="eval"))
     except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError) as e:
-        return json.dumps({"query": query, "error": f"the offline calculator did not understand this ({e}); "
-                                                    "configure a real backend with --wolfram-tool"})
+        return json.dumps(
+            {
+                "query": query,
+                "error": f"the offline calculator did not understand this ({e}); "
+                "configure a real backend with --wolfram-tool",
+            }
+        )
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         value = int(value)
     return json.dumps({"query": query, "result": str(value)})
@@ -236,8 +333,13 @@ def local_calculator(query: str) -> str:
 
 def offline_search(query: str) -> str:
     """The offline stand-in for brave_search: no network, so no results; says how to plug one in."""
-    return json.dumps({"query": query, "top_k": [],
-                       "note": "offline: no search backend is configured; pass --search-tool module:function"})
+    return json.dumps(
+        {
+            "query": query,
+            "top_k": [],
+            "note": "offline: no search backend is configured; pass --search-tool module:function",
+        }
+    )
 
 
 def format_code_result(res) -> str:
@@ -251,7 +353,7 @@ def format_code_result(res) -> str:
 
 
 def load_callable(spec: str) -> Callable[[str], str]:
-    """"module:function" -> the function (a user's search/wolfram backend)."""
+    """ "module:function" -> the function (a user's search/wolfram backend)."""
     mod, _, fn = spec.partition(":")
     if not mod or not fn:
         raise HerdError(f"a tool backend is given as module:function, got {spec!r}")
@@ -267,8 +369,13 @@ def load_callable(spec: str) -> Callable[[str], str]:
 class ToolRunner:
     """Runs built-in tool calls: code_interpreter in the sandbox, search and wolfram through callables."""
 
-    def __init__(self, search: Callable[[str], str] | None = None, wolfram: Callable[[str], str] | None = None,
-                 code_timeout_s: float = 10.0, code_memory_mb: int = 1024):
+    def __init__(
+        self,
+        search: Callable[[str], str] | None = None,
+        wolfram: Callable[[str], str] | None = None,
+        code_timeout_s: float = 10.0,
+        code_memory_mb: int = 1024,
+    ):
         self.search = search or offline_search
         self.wolfram = wolfram or local_calculator
         self.code_timeout_s, self.code_memory_mb = code_timeout_s, code_memory_mb
@@ -281,18 +388,29 @@ class ToolRunner:
         if name == "code_interpreter":
             from herd.eval.sandbox import run_code
 
-            return format_code_result(run_code(str(args.get("code", "")), timeout_s=self.code_timeout_s,
-                                               memory_mb=self.code_memory_mb, require_end=False))
+            return format_code_result(
+                run_code(
+                    str(args.get("code", "")),
+                    timeout_s=self.code_timeout_s,
+                    memory_mb=self.code_memory_mb,
+                    require_end=False,
+                )
+            )
         query = str(args.get("query", ""))
         try:
             out = self.search(query) if name == "brave_search" else self.wolfram(query)
-        except Exception as e:  # a user's backend failing is the tool's output, not a crash
+        except Exception as e:  # noqa: BLE001  (a user's backend failing is the tool's output, not a crash)
             out = json.dumps({"query": query, "error": f"{type(e).__name__}: {e}"})
         return out if isinstance(out, str) else json.dumps(out, ensure_ascii=False)
 
 
-def run_tool_loop(generate: Callable[[list[dict]], dict], messages: list[dict], runner: ToolRunner,
-                  max_iterations: int = 5, on_tool: Callable[[dict, str], object] | None = None) -> list[dict]:
+def run_tool_loop(
+    generate: Callable[[list[dict]], dict],
+    messages: list[dict],
+    runner: ToolRunner,
+    max_iterations: int = 5,
+    on_tool: Callable[[dict, str], object] | None = None,
+) -> list[dict]:
     """Drive a tool-using dialog: `generate(messages) -> assistant message` (herd format: content,
     tool_calls, stop_reason); each built-in call is run by `runner` and its output appended as an
     ipython message, until an answer without an executable call (or `max_iterations` calls).
@@ -312,5 +430,15 @@ def run_tool_loop(generate: Callable[[list[dict]], dict], messages: list[dict], 
     return new
 
 
-__all__ = ["RequestError", "parse_tools", "convert_messages", "openai_tool_calls", "ToolRunner", "run_tool_loop",
-           "local_calculator", "offline_search", "load_callable", "format_code_result"]
+__all__ = [
+    "RequestError",
+    "ToolRunner",
+    "convert_messages",
+    "format_code_result",
+    "load_callable",
+    "local_calculator",
+    "offline_search",
+    "openai_tool_calls",
+    "parse_tools",
+    "run_tool_loop",
+]
