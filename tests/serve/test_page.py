@@ -7,8 +7,7 @@ import os
 import shutil
 
 import pytest
-from conftest import API_KEY, TODAY, dialogs
-from serve_util import live_server
+from serve_util import API_KEY, TODAY, dialogs, live_server
 
 from herd.serve.app import create_app
 

@@ -9,8 +9,7 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import API_KEY, CODE_TOOL, TODAY, dialogs
-from serve_util import live_server
+from serve_util import API_KEY, CODE_TOOL, TODAY, dialogs, live_server
 
 from herd.serve.app import create_app
 from herd.serve.tools import convert_messages
