@@ -195,6 +195,40 @@ class _Metrics:
         return generate_latest(self.registry)
 
 
+class _CatchAll:
+    """ASGI middleware: an exception that escaped the handlers becomes a 500 in OpenAI's shape and one log
+    line (Starlette's own last resort answers too, but logs a traceback)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_)
+        except Exception as e:  # noqa: BLE001
+            log.error("internal error on %s: %s: %s", scope.get("path"), type(e).__name__, e)
+            if not started:
+                body = json.dumps(error_body(f"internal error: {type(e).__name__}", "server_error")).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+
+
 # ---- the app ----------------------------------------------------------------------------------------
 def create_app(
     engine_or_model,
@@ -260,6 +294,7 @@ def create_app(
     app = FastAPI(title="herd serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
     app.state.metrics = metrics
+    app.add_middleware(_CatchAll)
 
     def error_response(e: ApiError, endpoint: str = "other") -> JSONResponse:
         metrics.requests.labels(endpoint, str(e.status)).inc()
@@ -810,6 +845,11 @@ def create_app(
                 metrics.requests.labels(ep, str(e.status)).inc()
                 yield sse(e.body())
                 yield "data: [DONE]\n\n"
+            except Exception as e:  # noqa: BLE001  (a bug: one line in the log, an error event to the client)
+                log.error("internal error in a stream on %s: %s: %s", ep, type(e).__name__, e)
+                metrics.requests.labels(ep, "500").inc()
+                yield sse(error_body(f"internal error: {type(e).__name__}", "server_error"))
+                yield "data: [DONE]\n\n"
 
         return StreamingResponse(
             stream(),
@@ -977,6 +1017,11 @@ def create_app(
             except ApiError as e:
                 metrics.requests.labels(ep, str(e.status)).inc()
                 yield sse(e.body())
+                yield "data: [DONE]\n\n"
+            except Exception as e:  # noqa: BLE001  (a bug: one line in the log, an error event to the client)
+                log.error("internal error in a stream on %s: %s: %s", ep, type(e).__name__, e)
+                metrics.requests.labels(ep, "500").inc()
+                yield sse(error_body(f"internal error: {type(e).__name__}", "server_error"))
                 yield "data: [DONE]\n\n"
             finally:
                 for t in tasks:

@@ -177,6 +177,9 @@ class BatchEngine:
         self.max_queue = max_queue
         self.device, self.dtype = self.gen.device, self.gen.dtype
         self.stop_ids = frozenset(tokenizer.stop_tokens) if tokenizer is not None else frozenset()
+        # a vocabulary padded beyond the tokenizer's ids: those ids are never sampled (they decode to nothing)
+        n = tokenizer.n_words if tokenizer is not None else self.args.vocab_size
+        self.n_ids = min(n, self.args.vocab_size)
         # one extra slot per row: rows that are not decoding write their dummy K/V there
         self.scratch = self.max_seq_len
         shape = (
@@ -414,9 +417,10 @@ class BatchEngine:
             S = start + T
             q = torch.arange(start, S)[:, None]
             mask = (torch.arange(S)[None, :] <= q)[None, None].to(self.device)
-        return self.gen.forward(
+        logits = self.gen.forward(
             x, torch.arange(start, start + T, device=self.device)[None], view, start, start + T, mask
         )
+        return logits[:, : self.n_ids]
 
     # ---- decoding ----------------------------------------------------------------------------------
     def _decode(self):
@@ -459,6 +463,7 @@ class BatchEngine:
                 S,
                 mask.to(dev),
             )
+        logits = logits[:, : self.n_ids]
         dt = time.perf_counter() - t0
         self.stats["decode_s"] += dt
         self.stats["decode_steps"] += 1

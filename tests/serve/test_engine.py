@@ -132,3 +132,28 @@ def test_submit_rejects_bad_requests(model):
     eng.submit([1, 2], SamplingParams())  # not started: it stays queued
     with pytest.raises(OverflowError, match="overloaded"):
         eng.submit([1, 2], SamplingParams())
+
+
+def test_ids_beyond_the_tokenizer_are_never_sampled(small_tokenizer):
+    """A vocabulary padded beyond the tokenizer's ids (as some checkpoints): those ids decode to
+    nothing, so the engine never samples them."""
+    from inference_util import tiny_model
+
+    m = tiny_model(vocab_size=small_tokenizer.n_words + 300, seed=1)
+    with torch.no_grad():  # make the padded ids the most likely ones
+        m.output.weight[small_tokenizer.n_words :] = (
+            m.output.weight[: small_tokenizer.n_words].abs().max() * 50
+        )
+    eng = BatchEngine(m, small_tokenizer, max_batch=2, max_seq_len=128).start()
+    try:
+        outs = run(
+            eng,
+            [
+                ([1, 2, 3], SamplingParams(max_tokens=8, temperature=0), 1),
+                ([4, 5], SamplingParams(max_tokens=8, temperature=1.0, seed=0), 1),
+            ],
+        )
+    finally:
+        eng.close()
+    for o in outs:
+        assert o[0][0] and all(t < small_tokenizer.n_words for t in o[0][0])
