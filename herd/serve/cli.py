@@ -194,5 +194,9 @@ def run_serve(args) -> int:
         flush=True,
     )
     config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: after a graceful shutdown, not an error
+        pass
+    print("herd serve: stopped", file=sys.stderr)
     return 0
