@@ -604,6 +604,20 @@ def create_app(
             msg = fmt.decode_assistant_message(c.tokens, stop)
             return msg["tool_calls"]
 
+        def calls_text(calls) -> str:
+            """What output moderation reads of tool calls: the code itself (for Code Shield), else the call."""
+            return "\n".join(
+                c["arguments"]["code"]
+                if c["tool_name"] == "code_interpreter"
+                else json.dumps({"name": c["tool_name"], "arguments": c["arguments"]}, ensure_ascii=False)
+                for c in calls
+            )
+
+        async def calls_blocked(calls) -> bool:
+            return (
+                moderation is not None and (await moderate("output", p.messages, calls_text(calls))).blocked
+            )
+
         def usage():
             pt, ct = state["prompt_tokens"], state["completion_tokens"]
             metrics.prompt_tokens.inc(pt)
@@ -628,6 +642,7 @@ def create_app(
                 }
             msgs, trace = herd_msgs, []
             prompt_ids = prompt
+            loop_blocked = False
             while True:
                 choices = await generate(msgs, prompt_ids, None)
                 c = choices[0]
@@ -638,6 +653,9 @@ def create_app(
                     and all(runner.can_run(x) for x in calls)
                     and len(trace) < max_tool_iterations
                 ):
+                    if await calls_blocked(calls):  # checked before anything runs
+                        loop_blocked = True
+                        break
                     msgs = msgs + [
                         {
                             "role": "assistant",
@@ -672,10 +690,10 @@ def create_app(
                 if trace:
                     msg["tool_trace"] = trace
                 if moderation is not None:
-                    d = await moderate(
-                        "output", p.messages, c.text if not calls else json.dumps(msg["tool_calls"])
+                    d = loop_blocked or (
+                        await moderate("output", p.messages, calls_text(calls) if calls else c.text)
                     )
-                    if d.blocked:
+                    if d is True or d.blocked:
                         msg = {"role": "assistant", "content": REFUSAL, "refusal": None}
                         finish = "content_filter"
                 out_choices.append(
@@ -761,6 +779,9 @@ def create_app(
                             if c.index in filtered:
                                 continue
                             calls = parse_calls(c)
+                            if calls and await calls_blocked(calls):
+                                yield chunk(c.index, {"content": REFUSAL}, "content_filter")
+                                continue
                             if calls:
                                 ocs = openai_tool_calls(calls)
                                 for k, oc in enumerate(ocs):  # the name first, then the arguments

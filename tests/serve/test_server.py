@@ -316,3 +316,40 @@ def test_32_concurrent_streams(server, trained):
     assert results == [True] * 32
     text = httpx.get(url + "/metrics").text
     assert "herd_queue_depth 0.0" in text
+
+
+def test_output_moderation_sees_tool_code_before_it_runs(trained):
+    """A moderation object (Code Shield's place) reads a code-interpreter call before the tool loop runs
+    it: blocked code is never executed."""
+    from herd.serve.moderation import REFUSAL, Decision
+
+    class NoPrint:
+        def __init__(self):
+            self.seen = []
+
+        def check_input(self, messages):
+            return Decision()
+
+        def check_output(self, messages, text):
+            self.seen.append(text)
+            return Decision(blocked="print(" in text, reason="code", categories=["code"])
+
+    _, model, tok = trained
+    mod = NoPrint()
+    app = create_app(
+        model, tok, model_name="tiny-chat", max_seq_len=1024, today=TODAY, tool_loop=True, moderation=mod
+    )
+    msgs = [{"role": "user", "content": "What is 6 times 7? Use Python."}]
+    with live_server(app) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        r = c.chat.completions.create(model="tiny-chat", messages=msgs, tools=[CODE_TOOL], temperature=0)
+        assert r.choices[0].finish_reason == "content_filter" and r.choices[0].message.content == REFUSAL
+        assert "tool_trace" not in (r.choices[0].message.model_extra or {})
+        chunks = list(
+            c.chat.completions.create(
+                model="tiny-chat", messages=msgs, tools=[CODE_TOOL], temperature=0, stream=True
+            )
+        )
+        assert chunks[-1].choices[0].finish_reason == "content_filter"
+        assert not any(ch.choices[0].delta.model_extra.get("tool_result") for ch in chunks)
+    assert mod.seen[0] == "print(6*7)"
