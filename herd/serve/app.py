@@ -756,6 +756,7 @@ def create_app(
                 if delta or lps:
                     await out.put(chunk(c.index, {"content": delta}, None, lps))
 
+            task = None
             try:
                 for i in range(p.n):
                     yield chunk(i, {"role": "assistant", "content": ""})
@@ -871,6 +872,9 @@ def create_app(
                 metrics.requests.labels(ep, "500").inc()
                 yield sse(error_body(f"internal error: {type(e).__name__}", "server_error"))
                 yield "data: [DONE]\n\n"
+            finally:  # the client left (or anything else): stop generating, free the slots
+                if task is not None and not task.done():
+                    task.cancel()
 
         return StreamingResponse(
             stream(),

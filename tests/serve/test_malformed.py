@@ -162,23 +162,30 @@ def test_malformed_requests_get_openai_errors(server, caplog, capfd):
     assert "Traceback" not in out + err
 
 
-def test_streaming_error_shape_and_disconnect(server):
-    # a stream cut by the client frees its slot: the next requests are served
-    with httpx.Client(base_url=server, timeout=60) as c:
-        for _ in range(6):  # more than the 4 slots
-            with c.stream("POST", "/v1/chat/completions", json=dict(GOOD, max_tokens=200, stream=True)) as r:
+def test_a_client_that_leaves_frees_its_slot(small_tokenizer):
+    """Streams cut by their clients stop generating at once (their slots go to the next requests)."""
+    import time
+
+    from inference_util import tiny_model
+
+    model = tiny_model(vocab_size=small_tokenizer.n_words)
+    app = create_app(model, small_tokenizer, model_name="m", max_batch=2, max_seq_len=256)
+    eng = app.state.engine
+    body = dict(
+        GOOD, max_tokens=230, stream=True, logit_bias={str(t): -100 for t in small_tokenizer.stop_tokens}
+    )
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        for _ in range(6):  # three times the slots
+            with c.stream("POST", "/v1/chat/completions", json=body) as r:
                 assert r.status_code == 200
                 for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        break  # leave mid-stream
-        ok = c.post("/v1/chat/completions", json=GOOD)
-        assert ok.status_code == 200
-        import time
-
+                    if line.startswith("data: {") and '"content": ""' not in line:
+                        break  # leave mid-stream, after the first token
         deadline = time.time() + 30
-        while time.time() < deadline:
-            h = c.get("/health").json()
-            if h["running"] == 0:
-                break
-            time.sleep(0.1)
-        assert h["running"] == 0 and h["queued"] == 0
+        while (eng.running or eng.queue_depth) and time.time() < deadline:
+            time.sleep(0.05)
+        assert eng.running == 0 and eng.queue_depth == 0
+        # far fewer tokens than 6 x 230 were generated: each stream stopped when its client left
+        assert eng.stats["generated_tokens"] < 6 * 230 / 2
+        ok = c.post("/v1/chat/completions", json=GOOD)
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
