@@ -33,3 +33,14 @@ def trained(tmp_path_factory, small_tokenizer):
     path = tmp_path_factory.mktemp("serve") / "tiny-chat"
     save_herd(model, path, tokenizer=small_tokenizer)
     return path, model, small_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and far faster than on two when the machine is busy."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
