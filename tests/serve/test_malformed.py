@@ -189,3 +189,18 @@ def test_a_client_that_leaves_frees_its_slot(small_tokenizer):
         assert eng.stats["generated_tokens"] < 6 * 230 / 2
         ok = c.post("/v1/chat/completions", json=GOOD)
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
+
+
+def test_overloaded_is_503(small_tokenizer):
+    from inference_util import tiny_model
+
+    model = tiny_model(vocab_size=small_tokenizer.n_words)
+    app = create_app(model, small_tokenizer, model_name="m", max_batch=1, max_seq_len=256, max_queue=0)
+    with live_server(app) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=GOOD, timeout=30)
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "overloaded" and r.json()["error"]["type"] == "server_error"
+        assert (
+            'herd_requests_total{endpoint="/v1/chat/completions",status="503"} 1.0'
+            in httpx.get(url + "/metrics").text
+        )

@@ -5,6 +5,7 @@ client's exception classes, 32 concurrent streams."""
 
 import asyncio
 import json
+import re
 
 import httpx
 import openai
@@ -316,6 +317,9 @@ def test_32_concurrent_streams(server, trained):
     assert results == [True] * 32
     text = httpx.get(url + "/metrics").text
     assert "herd_queue_depth 0.0" in text
+    # the same prompts sent again and again: their prefill came from the prefix cache
+    reused = float(re.search(r"^herd_prefix_reused_tokens (\S+)$", text, re.M).group(1))
+    assert reused >= 16 * 10
 
 
 def test_output_moderation_sees_tool_code_before_it_runs(trained):
