@@ -318,7 +318,7 @@ def test_32_concurrent_streams(server, trained):
     text = httpx.get(url + "/metrics").text
     assert "herd_queue_depth 0.0" in text
     # the same prompts sent again and again: their prefill came from the prefix cache
-    reused = float(re.search(r"^herd_prefix_reused_tokens (\S+)$", text, re.M).group(1))
+    reused = float(re.search(r"^herd_prefix_reused_tokens (\S+)$", text, re.MULTILINE).group(1))
     assert reused >= 16 * 10
 
 
