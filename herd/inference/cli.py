@@ -80,6 +80,13 @@ def register(sub) -> None:
                                    "answers a tool call.", formatter_class=fmt)
     c.add_argument("ckpt", help="checkpoint directory")
     c.add_argument("--system", default=None, help="system message")
+    c.add_argument("--tools", nargs="?", const="code_interpreter,brave_search,wolfram_alpha", default=None,
+                   metavar="TOOLS", help="built-in tools the model may call, run here (tool-use loop): comma list "
+                                         "of code_interpreter (herd's sandbox), brave_search, wolfram_alpha "
+                                         "(offline stubs unless --search-tool/--wolfram-tool); default all")
+    c.add_argument("--max-tool-iterations", type=int, default=5, help="most tool calls per answer with --tools")
+    c.add_argument("--search-tool", default=None, help="module:function answering brave_search queries")
+    c.add_argument("--wolfram-tool", default=None, help="module:function answering wolfram_alpha queries")
     _sampling_args(c, temperature=0.6, top_p=0.9)
     c.set_defaults(func=run_chat)
 
@@ -288,10 +295,17 @@ HELP = "commands: /reset clears the history, /exit leaves, /tool TEXT answers a 
 class Chat:
     """The state of a chat: history, generation settings; `turn(user_text)` streams one answer."""
 
-    def __init__(self, gen, tok, system=None, write=None, **kw):
-        from herd.tokenizer.chat_format import ChatFormat
+    def __init__(self, gen, tok, system=None, write=None, tools=None, max_tool_iterations=5, today=None,
+                 **kw):
+        """tools: a herd.serve.tools.ToolRunner and its built-in tool names, (runner, names): the
+        system prompt offers them ("Environment: ipython") and each call is run and answered."""
+        from herd.tokenizer.chat_format import ChatFormat, system_prompt
 
-        self.gen, self.tok, self.fmt, self.system, self.kw = gen, tok, ChatFormat(tok), system, kw
+        self.runner, self.max_tool_iterations = (tools[0], max_tool_iterations) if tools else (None, 0)
+        if tools:
+            system = system_prompt(tools[1], instructions=system, today=today)
+        fmt = ChatFormat(tok, python_tag="all_tool_calls" if tools else "code_interpreter")
+        self.gen, self.tok, self.fmt, self.system, self.kw = gen, tok, fmt, system, kw
         self.write = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
         self.reset()
 
@@ -316,10 +330,25 @@ class Chat:
         return toks
 
     def turn(self, role: str, text: str) -> dict:
-        """Add a message and stream the assistant's answer; returns the assistant message."""
+        """Add a message and stream the assistant's answer; returns the assistant message. With tools,
+        the model's built-in tool calls are run and their output sent back (ipython) until it answers
+        without one (at most max_tool_iterations calls)."""
+        self.messages.append({"role": role, "content": text})
+        msg = self._answer()
+        n = 0
+        while self.runner is not None and msg["tool_calls"] and n < self.max_tool_iterations \
+                and all(self.runner.can_run(c) for c in msg["tool_calls"]):
+            for c in msg["tool_calls"]:
+                out = self.runner(c)
+                self.write(f"[tool output] {out}\n")
+                self.messages.append({"role": "ipython", "content": out})
+                n += 1
+            msg = self._answer()
+        return msg
+
+    def _answer(self) -> dict:
         from herd.inference import TextStreamer
 
-        self.messages.append({"role": role, "content": text})
         prompt = self._prompt()
         streamer = TextStreamer(self.tok, skip_special=True)
         got: list[int] = []
@@ -342,7 +371,7 @@ class Chat:
         msg = self.fmt.decode_assistant_message(got, _chat_stop(stop))
         for call in msg["tool_calls"]:
             self.write(f"[tool call] {call['tool_name']}({json.dumps(call['arguments'], ensure_ascii=False)})\n")
-        if msg["tool_calls"]:
+        if msg["tool_calls"] and not (self.runner and all(self.runner.can_run(c) for c in msg["tool_calls"])):
             self.write("[answer it with /tool TEXT]\n")
         if msg["stop_reason"] == "out_of_tokens":
             msg["stop_reason"] = "end_of_turn"
@@ -388,6 +417,19 @@ def run_chat(args) -> int:
     from herd.inference import Generator
 
     gen = Generator(model, tokenizer=tok, max_batch=1, compile=args.compile)
-    chat = Chat(gen, tok, system=args.system, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    tools = None
+    if args.tools is not None:  # the tool-use loop (herd.serve.tools)
+        from herd.serve.tools import ToolRunner, load_callable
+        from herd.tokenizer.chat_format import BUILTIN_TOOLS
+
+        names = [t.strip() for t in args.tools.split(",") if t.strip()]
+        for t in names:
+            if t not in BUILTIN_TOOLS:
+                raise HerdError(f"--tools: unknown tool {t!r}; choose from code_interpreter, brave_search, "
+                                "wolfram_alpha")
+        tools = (ToolRunner(search=load_callable(args.search_tool) if args.search_tool else None,
+                            wolfram=load_callable(args.wolfram_tool) if args.wolfram_tool else None), names)
+    chat = Chat(gen, tok, system=args.system, tools=tools, max_tool_iterations=args.max_tool_iterations,
+                max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                top_k=args.top_k, seed=args.seed)
     return chat_loop(chat)
