@@ -128,7 +128,9 @@ class Moderation:
                         shield="prompt_guard",
                     )
         if self.input_guard is not None and last_user >= 0:
-            r = self.input_guard.classify(msgs[: last_user + 1], "User")
+            r = _classify(self.input_guard, msgs[: last_user + 1], "User")
+            if isinstance(r, Decision):
+                return r
             scores["llama_guard_input"] = round(r.score, 6)
             if r.label == "unsafe":
                 return Decision(
@@ -156,7 +158,9 @@ class Moderation:
                 {"role": "assistant", "content": text}
             ]
             if any(m["role"] == "user" for m in conv):
-                r = self.output_guard.classify(conv, "Agent")
+                r = _classify(self.output_guard, conv, "Agent")
+                if isinstance(r, Decision):
+                    return r
                 scores["llama_guard_output"] = round(r.score, 6)
                 if r.label == "unsafe":
                     return Decision(
@@ -177,6 +181,17 @@ class Moderation:
             if cs.treatment == "warn":
                 warn = f"code shield warning: {', '.join(cwes)}"
         return Decision(False, warn)
+
+
+def _classify(guard, conv, agent_type):
+    """The guard's result, or a blocking Decision when its answer is unreadable (fail closed: an
+    answer that is neither `safe` nor `unsafe` + categories is never taken as safe)."""
+    from herd.safety.llama_guard import GuardOutputError
+
+    try:
+        return guard.classify(conv, agent_type)
+    except GuardOutputError as e:
+        return Decision(True, f"llama guard: unreadable answer, blocked ({e})", [], shield="llama_guard")
 
 
 def _cats(cats) -> str:
