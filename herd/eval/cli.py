@@ -17,7 +17,7 @@ from pathlib import Path
 
 from herd.errors import HerdError, require_file
 
-TASKS = ("humaneval", "gsm8k", "mc", "mc-robustness", "ppl", "memorization")
+TASKS = ("humaneval", "gsm8k", "mc", "mc-robustness", "ppl", "memorization", "safety")
 ALIASES = {"mmlu": "mc", "bpb": "ppl", "perplexity": "ppl"}
 
 
@@ -77,6 +77,10 @@ def register(sub) -> None:
     g.add_argument("--mc-shots", help="JSONL of few-shot examples (same format)")
     g.add_argument("--mc-n-shot", type=int, default=0)
     g.add_argument("--labels", default="A.", help="label set: A. A) 1. symbols rare (default A.)")
+    g = p.add_argument_group("safety (CHECKPOINT is a Llama Guard; herd/safety/evaluate.py)")
+    g.add_argument("--safety-data", help="JSONL: messages, response, set, violation, refused")
+    g.add_argument("--guard-threshold", type=float, default=0.5, help="unsafe when P(unsafe) >= this")
+    g.add_argument("--curve", help="write the VR-vs-FRR curve over thresholds to this PNG")
     g = p.add_argument_group("perplexity")
     g.add_argument(
         "--text",
@@ -357,6 +361,19 @@ def cmd_eval(args) -> int:
                 entry("ppl", "perplexity", res["perplexity"], res["tokens"], bounded=False),
             ]
             done("ppl", res, rows)
+        elif t == "safety":
+            from herd.safety.evaluate import CONFIGS, read_records, safety_eval
+            from herd.safety.llama_guard import LlamaGuard
+
+            recs = read_records(args.safety_data) if args.safety_data else None
+            guard = LlamaGuard(model, tok, threshold=args.guard_threshold)
+            res = safety_eval(guard, recs, args.guard_threshold, args.curve, args.batch_size)
+            rows = []
+            for cfg in CONFIGS:
+                r = res["table"][cfg]
+                rows += [entry("safety", f"VR {cfg}", r["vr"], r["n_adversarial"]),
+                         entry("safety", f"FRR {cfg}", r["frr"], r["n_benign"])]
+            done("safety", res, rows)
         elif t == "memorization":
             from herd.eval.contamination import memorization
 
