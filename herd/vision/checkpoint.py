@@ -112,9 +112,11 @@ def vision_args_to_hf_config(a: VisionArgs, dtype: torch.dtype = torch.float32) 
               "torch_dtype", "dtype"):
         t.pop(k, None)
     t.update(model_type="mllama_text_model", num_hidden_layers=a.text.n_layers + a.n_cross_layers,
-             cross_attention_layers=hf_cross_layers(a), dropout=0.0, pad_token_id=None)
-    if a.text.vocab_size == 128256:
-        t.update(pad_token_id=128004)
+             cross_attention_layers=hf_cross_layers(a), dropout=0.0)
+    for k in ("bos_token_id", "eos_token_id"):  # Llama 3's ids, or none (transformers wants ints if given)
+        if t.get(k) is None:
+            t.pop(k, None)
+    t["pad_token_id"] = 128004 if a.text.vocab_size == 128256 else None  # Llama 3's <|finetune_right_pad_id|>
     v = {"model_type": "mllama_vision_model", "hidden_size": a.width, "hidden_act": "gelu",
          "num_hidden_layers": a.layers, "num_global_layers": a.n_global_layers, "attention_heads": a.heads,
          "num_channels": 3, "intermediate_size": int(a.mlp_ratio * a.width), "vision_output_dim": a.vision_output_dim,

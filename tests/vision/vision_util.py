@@ -13,7 +13,7 @@ import torch
 from herd.model.args import ModelArgs
 from herd.vision.args import VisionArgs
 
-# Several architectures: GQA 1/2/4, fusion schedules of 1-3 blocks, 1-3 intermediate features,
+# Several architectures: GQA 1/2/4, fusion schedules of 1-3 blocks, 1-2 intermediate features,
 # tile sizes with 17 and 50 tokens (padded to 24 and 56), 2 or 4 tiles.
 CONFIGS = {
     "gqa2-4tiles": VisionArgs(text=ModelArgs(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=300,
@@ -23,7 +23,7 @@ CONFIGS = {
     "gqa4-3xattn": VisionArgs(text=ModelArgs(dim=64, n_layers=5, n_heads=4, n_kv_heads=1, vocab_size=260,
                                              multiple_of=16, ffn_dim_multiplier=1.3, max_seq_len=64),
                               n_cross_layers=3, image_size=20, patch_size=4, width=48, layers=3, heads=3,
-                              n_global_layers=2, return_intermediate=(0, 1, 2), max_num_tiles=4),
+                              n_global_layers=2, return_intermediate=(1, 2), max_num_tiles=4),
     "mha-2tiles": VisionArgs(text=ModelArgs(dim=32, n_layers=3, n_heads=2, vocab_size=200, multiple_of=16,
                                             max_seq_len=64, rope_theta=10000.0),
                              n_cross_layers=1, image_size=14, patch_size=7, width=16, layers=2, heads=2,
