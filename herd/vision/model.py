@@ -128,9 +128,17 @@ class TilePositionEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, ar: list[tuple[int, int]]) -> torch.Tensor:  # x [N, tiles, tok, width]
         N, nt, _, width = x.shape
         emb = torch.zeros(N, nt, 1, width, dtype=x.dtype, device=x.device)
-        for i, (h, w) in enumerate(ar):
-            emb[i, : h * w] = self.embedding[:h, :w].reshape(h * w, 1, width)
+        for (h, w), idx in _groups(ar, x.device).items():
+            emb[idx, : h * w] = self.embedding[:h, :w].reshape(h * w, 1, width).to(x.dtype)
         return x + emb * self.gate.tanh()
+
+
+def _groups(ar: list[tuple[int, int]], device) -> dict[tuple[int, int], torch.Tensor]:
+    """The images of each tile layout (one indexing per layout, not per image)."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for i, r in enumerate(ar):
+        out.setdefault(tuple(r), []).append(i)
+    return {r: torch.tensor(idx, device=device) for r, idx in out.items()}
 
 
 class VisionEncoder(nn.Module):
@@ -155,8 +163,8 @@ class VisionEncoder(nn.Module):
         g = self.gated_positional_embedding_gate.tanh()
         x = x + self.positional_embedding * (1 - g)
         extra = torch.zeros_like(x)
-        for i, (h, w) in enumerate(ar):
-            extra[i, : h * w] = self.gated_positional_embedding[:h, :w].reshape(h * w, *x.shape[2:])
+        for (h, w), idx in _groups(ar, x.device).items():
+            extra[idx, : h * w] = self.gated_positional_embedding[:h, :w].reshape(h * w, *x.shape[2:]).to(x.dtype)
         return x + extra * g
 
     def forward(self, images: torch.Tensor, ar: list[tuple[int, int]]) -> torch.Tensor:
@@ -189,8 +197,8 @@ def encoder_mask(ar, nt: int, ntok: int, padded: int, dtype, device) -> torch.Te
     """Meta's encoder mask: a large negative bias between two tokens that are both padding (a tile
     past the image's h*w tiles, or one of the pad tokens); [N, 1, nt*padded, nt*padded]."""
     pad = torch.ones(len(ar), nt, padded, dtype=dtype, device=device)
-    for i, (h, w) in enumerate(ar):
-        pad[i, : h * w, :ntok] = 0
+    for (h, w), idx in _groups(ar, device).items():
+        pad[idx, : h * w, :ntok] = 0
     pad = pad.view(len(ar), -1, 1)
     return (pad @ pad.transpose(1, 2) * torch.finfo(dtype).min).unsqueeze(1)
 
