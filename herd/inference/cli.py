@@ -71,6 +71,9 @@ def register(sub) -> None:
     g.add_argument("--system", default=None, help="system message (with --chat)")
     g.add_argument("--draft", default=None, help="draft checkpoint for speculative decoding (same tokenizer)")
     g.add_argument("--speculate-k", type=int, default=4, help="draft tokens per speculative round")
+    g.add_argument("--image", action="append", default=[], help="an image file for a Llama 3.2 Vision checkpoint "
+                                                                "(repeat for several; <|image|> in the prompt "
+                                                                "places them, else they come first)")
     _sampling_args(g)
     g.set_defaults(func=run_generate)
 
@@ -177,6 +180,10 @@ def run_generate(args) -> int:
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += read_prompts(args.prompts_file)
+    if getattr(args, "image", None):  # a vision model (herd.vision, paper §7)
+        from herd.vision.generate import run_generate_images
+
+        return run_generate_images(args, prompts)
     if not prompts:
         raise HerdError("no prompt: give --prompt TEXT or --prompts-file FILE")
     if args.num_samples < 1:
