@@ -200,17 +200,27 @@ def load_sharded(model: nn.Module, optim, path):
     """Load a `save_sharded` checkpoint into this run's model and optimizer, whatever its number of
     ranks (torch.distributed.checkpoint reshards; a one-process run reads it too)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                         set_model_state_dict, set_optimizer_state_dict)
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_model_state_dict,
+                                                         set_optimizer_state_dict)
 
     state = {"model": get_model_state_dict(model)}
+    opts = _flat_options()
     if optim is not None:
-        state["optim"] = get_optimizer_state_dict(model, optim, options=_flat_options())
+        state["optim"] = get_optimizer_state_dict(model, optim, options=opts)
     with _one_process_quiet():
-        dcp.load(state, checkpoint_id=str(path))
+        try:
+            dcp.load(state, checkpoint_id=str(path))
+        except (RuntimeError, CheckpointException) as e:  # written before the optimizer state was flattened
+            if optim is None or "Missing key in checkpoint" not in str(e) or _pipelined(model):
+                raise
+            opts = StateDictOptions()
+            state["optim"] = get_optimizer_state_dict(model, optim, options=opts)
+            dcp.load(state, checkpoint_id=str(path))
     set_model_state_dict(model, state["model"])
     if optim is not None:
-        set_optimizer_state_dict(model, optim, state["optim"], options=_flat_options())
+        set_optimizer_state_dict(model, optim, state["optim"], options=opts)
 
 
 def _flat_options(**kw):
