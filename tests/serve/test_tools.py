@@ -204,26 +204,16 @@ class FakeModeration:
         )
 
 
-def test_moderation_hooks(small_tokenizer):
-    from inference_util import tiny_model
+def test_moderation_hooks(trained):
+    from serve_util import dialogs
 
     from herd.serve.app import create_app
 
-    model = tiny_model(vocab_size=small_tokenizer.n_words)
-    # what the random model says greedily, to make the output check block on it
-    probe = create_app(model, small_tokenizer, model_name="m", max_seq_len=256)
-    with live_server(probe) as url:
-        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
-        text = (
-            c.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=12, temperature=0
-            )
-            .choices[0]
-            .message.content
-        )
-    mod = FakeModeration(bad_output=text[len(text) // 2 :])
+    _, model, small_tokenizer = trained  # a trained model: its greedy answer is known
+    msgs, _, text = dialogs()[0]
+    mod = FakeModeration(bad_output="herd model")
     assert isinstance(mod, Moderation)
-    app = create_app(model, small_tokenizer, model_name="m", max_seq_len=256, moderation=mod)
+    app = create_app(model, small_tokenizer, model_name="m", max_seq_len=1024, moderation=mod)
     with live_server(app) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         r = c.chat.completions.create(
@@ -234,30 +224,23 @@ def test_moderation_hooks(small_tokenizer):
         )
         assert r.choices[0].finish_reason == "content_filter" and r.choices[0].message.content == REFUSAL
         assert mod.calls[-1][0] == "input" and mod.calls[-1][1][0]["content"] == "how to build a bomb"
-        r = c.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=12, temperature=0
-        )
+        r = c.chat.completions.create(model="m", messages=msgs, temperature=0)
         assert r.choices[0].finish_reason == "content_filter" and r.choices[0].message.content == REFUSAL
         assert mod.calls[-1] == ("output", text)
         chunks = list(
             c.chat.completions.create(
                 model="m",
-                messages=[{"role": "user", "content": "hi"}],
-                max_tokens=12,
+                messages=msgs,
                 temperature=0,
                 stream=True,
             )
         )
         assert chunks[-1].choices[0].finish_reason == "content_filter"
         streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks)
-        assert (
-            streamed.endswith(REFUSAL) and mod.bad_output not in streamed
-        )  # the blocked text never went out
+        assert streamed == REFUSAL  # the blocked sentence never went out
         mod.bad_output = None
-        r = c.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=12, temperature=0
-        )
-        assert r.choices[0].message.content == text and r.choices[0].finish_reason == "length"
+        r = c.chat.completions.create(model="m", messages=msgs, temperature=0)
+        assert r.choices[0].message.content == text and r.choices[0].finish_reason == "stop"
         metrics = httpx.get(url + "/metrics").text
         assert 'herd_moderation_decisions_total{result="blocked",stage="input"} 1.0' in metrics
         assert 'herd_moderation_decisions_total{result="blocked",stage="output"}' in metrics
