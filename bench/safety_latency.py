@@ -27,27 +27,42 @@ def main() -> None:
     import asyncio
     import random
 
-    from codeshield.cs import CodeShield as PeerCodeShield
-    from codeshield.insecure_code_detector.languages import Language
-
     from herd.safety.code_shield import code_blocks
     from herd.safety.data import advbench, gsm8k
     from herd.safety.moderation import build_moderation
 
-    mod = build_moderation(input_guard=a.guard, output_guard=a.guard, prompt_guard=a.prompt_guard, code_shield=True)
+    mod = build_moderation(
+        input_guard=a.guard, output_guard=a.guard, prompt_guard=a.prompt_guard, code_shield=True
+    )
+    # the peer: codeshield itself (imported after herd put semgrep 1.70's semgrep-core on PATH)
+    from codeshield.cs import CodeShield as PeerCodeShield
+    from codeshield.insecure_code_detector.languages import Language
+
     rng = random.Random(0)
     prompts = [q for q, _ in gsm8k(a.n, rng)] + [e.text for e in rng.sample(advbench(), a.n)]
-    code_answer = ("Here is a script:\n```python\nimport subprocess\n\ndef run(cmd):\n"
-                   "    return subprocess.run(cmd, shell=True, capture_output=True)\n```\n")
-    t = {k: [] for k in ("llama_guard_input", "llama_guard_output", "prompt_guard", "code_shield_herd",
-                         "code_shield_peer")}
+    code_answer = (
+        "Here is a script:\n```python\nimport subprocess\n\ndef run(cmd):\n"
+        "    return subprocess.run(cmd, shell=True, capture_output=True)\n```\n"
+    )
+    t = {
+        k: []
+        for k in (
+            "llama_guard_input",
+            "llama_guard_output",
+            "prompt_guard",
+            "code_shield_herd",
+            "code_shield_peer",
+        )
+    }
     for p in prompts:
         msgs = [{"role": "user", "content": p}]
         t0 = time.perf_counter()
         mod.input_guard.classify(msgs, "User")
         t["llama_guard_input"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        mod.output_guard.classify(msgs + [{"role": "assistant", "content": "I can't help with that."}], "Agent")
+        mod.output_guard.classify(
+            msgs + [{"role": "assistant", "content": "I can't help with that."}], "Agent"
+        )
         t["llama_guard_output"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         mod.prompt_guard.jailbreak_scores([p])
