@@ -200,6 +200,7 @@ def _guard_train(args) -> int:
         epochs=args.epochs,
         steps=args.steps,
         lr=args.lr,
+        warmup=args.warmup,
         batch_size=args.batch_size,
         limit=args.limit,
         eval_limit=args.eval_limit,
