@@ -3,7 +3,7 @@
     llama_guard_prompt   the Llama Guard 3 task prompt, exact (llama_guard.py)
     LlamaGuard           classify conversations with any Llama Guard checkpoint (llama_guard.py)
     parse_guard_output   `safe` / `unsafe\\nS1,S10` -> verdict; anything else is an error
-    PromptGuard          BENIGN / INJECTION / JAILBREAK: mDeBERTa or a MiniLM head (prompt_guard.py)
+    load_prompt_guard    BENIGN / INJECTION / JAILBREAK: mDeBERTa or a MiniLM head (prompt_guard.py)
     scan_code            Code Shield: insecure code -> block / warn / ignore with CWE ids (code_shield.py)
     build_moderation     the input and output shields of `herd serve` (moderation.py)
     Decision             one shield decision: blocked, reason, categories, latency
@@ -20,7 +20,7 @@ _WHERE = {
     "LlamaGuard": "llama_guard",
     "GuardOutputError": "llama_guard",
     "CATEGORIES": "llama_guard",
-    "PromptGuard": "prompt_guard",
+    "load_prompt_guard": "prompt_guard", "PromptGuardBase": "prompt_guard",
     "scan_code": "code_shield",
     "CodeShieldResult": "code_shield",
     "build_moderation": "moderation",

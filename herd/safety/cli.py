@@ -54,6 +54,7 @@ def register(sub) -> None:
     t.add_argument("--epochs", type=float, default=3.0)
     t.add_argument("--steps", type=int, default=0, help="if > 0, overrides --epochs")
     t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--warmup", type=int, default=20, help="warmup steps")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--limit", type=int, default=0, help="train on this many examples (0: all)")
     t.add_argument(
@@ -199,6 +200,7 @@ def _guard_train(args) -> int:
         epochs=args.epochs,
         steps=args.steps,
         lr=args.lr,
+        warmup=args.warmup,
         batch_size=args.batch_size,
         limit=args.limit,
         eval_limit=args.eval_limit,

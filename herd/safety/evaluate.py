@@ -30,7 +30,9 @@ from herd.errors import HerdError
 CONFIGS = ("model alone", "input filter", "output filter", "input+output")
 
 
-def default_records(seed: int = 0) -> list[dict]:
+def default_records(seed: int = 0, max_chars: int = 500) -> list[dict]:
+    """The built-in held-out records; each message and response cut to `max_chars` characters
+    (a small guard's context is short)."""
     from herd.safety.data import gsm8k, harm_scored_responses, refusal_set, split_of
 
     import random
@@ -72,6 +74,10 @@ def default_records(seed: int = 0) -> list[dict]:
                     "categories": [],
                 }
             )
+    for r in recs:
+        r["response"] = r["response"][:max_chars]
+        for m in r["messages"]:
+            m["content"] = m["content"][:max_chars]
     return recs
 
 
