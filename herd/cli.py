@@ -55,7 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    _one_default(sub)
     return parser
+
+
+def _one_default(sub) -> None:
+    """A stage's parser built with argparse's ArgumentDefaultsHelpFormatter prints "(default: X)" after a
+    help text that already names its default; give it the formatter that leaves such a text alone."""
+    from herd.errors import OneDefaultHelpFormatter
+
+    todo = list(sub.choices.values())
+    while todo:
+        p = todo.pop()
+        if isinstance(p.formatter_class, type) and issubclass(p.formatter_class, argparse.ArgumentDefaultsHelpFormatter):
+            p.formatter_class = type("OneDefault" + p.formatter_class.__name__,
+                                     (OneDefaultHelpFormatter, p.formatter_class), {})
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                todo += list(a.choices.values())
 
 
 def main(argv: list[str] | None = None) -> int:

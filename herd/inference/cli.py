@@ -45,8 +45,8 @@ def _sampling_args(p, temperature=0.0, top_p=1.0):
     p.add_argument("--tokenizer", default=None, help="tokenizer file (tiktoken format) or 'llama3', "
                                                      "if not the one saved with the checkpoint")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="weights' dtype (default: fp32 on CPU, the stored dtype on GPU)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+                   help="weights' dtype; not set: fp32 on CPU, the stored dtype on GPU")
+    p.add_argument("--device", default=None, help="cpu or cuda; not set: cuda when available")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 

@@ -25,7 +25,7 @@ def test_token_kl_reference_is_robust_to_one_huge_document():
     from herd.curate.config import HeuristicsConfig
     from herd.curate.heuristics import KLScorer, doc_token_weights
     from herd.tokenizer import Tokenizer
-    from tests.curate.curate_testutil import sotu_chunks
+    from curate_testutil import sotu_chunks
 
     tok = Tokenizer.from_spec("llama3")
     normal = sotu_chunks(6, words=400)
