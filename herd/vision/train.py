@@ -11,7 +11,8 @@ scikit-learn's 1,797 8x8 digits; images go through the same preprocessing as any
 (herd.vision.preprocess, HF's processor's tiling and normalisation).
 
 The tanh gates start at 0 (text-only behaviour unchanged) and get their own, larger learning
-rate: with one LR for everything the adapter stalls (measured here, see docs/multimodal.md).
+rate (an adapter trained with one LR for everything stalled in an earlier measurement on this
+project's machines; see docs/multimodal.md for the runs).
 Text-only logits are checked bit for bit before and after training.
 """
 
