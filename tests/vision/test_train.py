@@ -22,8 +22,8 @@ def _text_lm(path, dim):
 
     ranks = Tokenizer.llama3().mergeable_ranks
     tok = Tokenizer({k: v for k, v in ranks.items() if v < 2000}, name="small")
-    args = ModelArgs(dim=dim, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=tok.n_words, multiple_of=32,
-                     max_seq_len=64)
+    args = ModelArgs(dim=dim, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=tok.n_words,
+                     multiple_of=32 if dim < 256 else 64, max_seq_len=64)
     save_herd(Transformer.build(args, seed=0), path, tokenizer=tok)
     return path
 
