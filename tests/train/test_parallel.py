@@ -110,6 +110,18 @@ def _check_cp_attention(tmp_path):
     assert torch.load(f"{tmp_path / 'cp'}.1")["docs"]["pos"][1][:3] == [8, 0, 1]
 
 
+def _check_loss_parallel(tmp_path):
+    """The 2-rank results of parallel_helpers.loss_parallel_check: under TP2 the output layer holds half the
+    vocabulary, its logits stay sharded (each rank [B, T, vocab / 2], never gathered), and the loss and
+    every gradient equal one process's."""
+    for rank in range(2):
+        r = torch.load(f"{tmp_path / 'lp'}.{rank}")
+        one, tp, no_grad = r["loss"]
+        assert abs(one - tp) <= 1e-5 * abs(one) and tp == no_grad and r["plain"], r["loss"]
+        assert r["out_local"] == (256, 64) and r["seen"] == [("DTensor", (2, 16, 256))] * 2, r
+        assert max(r["grads"].values()) <= 1e-5 and len(r["grads"]) == 21, r["grads"]
+
+
 # ---- loss parity with one process, 10 steps, document mask on; checkpoints across layouts ----
 def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(
     para_tok_dir, tmp_path, one_process
@@ -174,7 +186,10 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(
         "true",
     ]  # a tied-embedding model: TP keeps the shared weight whole
     runs.append((para_tok_dir, tmp_path / "tied-tp2", tied + ["--parallel.tp", "2"]))
-    run_ranks(2, tmp_path, [("call", "parallel_helpers:cp_attention_check", tmp_path / "cp")] + runs)
+    checks = [("call", f"parallel_helpers:{fn}", tmp_path / name)
+              for fn, name in (("cp_attention_check", "cp"), ("loss_parallel_check", "lp"))]
+    run_ranks(2, tmp_path, checks + runs)
+    _check_loss_parallel(tmp_path)
     pretrain(tiny_config(para_tok_dir, tmp_path / "tied-one", *tied))
     a, b = losses(tmp_path / "tied-one"), losses(tmp_path / "tied-tp2")
     assert len(a) == len(b) == 4 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
