@@ -440,6 +440,72 @@ def test_a_dead_rank_makes_the_others_fail_fast_in_one_line(para_tok_dir, tmp_pa
     assert time.monotonic() - t0 < 100  # well before the 60 s collective timeout would add up
 
 
+def _worker_pids(parent: int) -> dict[int, int]:
+    """{rank: pid} of the workers a torchrun process started (read from /proc: their RANK variable)."""
+    import pathlib
+
+    found = {}
+    for kids in pathlib.Path(f"/proc/{parent}/task").glob("*/children"):
+        for pid in map(int, kids.read_text().split()):
+            try:
+                env = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            rank = [e[5:] for e in env if e.startswith(b"RANK=")]
+            if rank:
+                found[int(rank[0])] = pid
+    return found
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_after_a_killed_rank_and_resumes_from_the_last_checkpoint(para_tok_dir, tmp_path):
+    """`torchrun --max-restarts 1 ... --resume` (TP2): rank 1 is SIGKILLed after the first checkpoint; torchrun
+    stops the other rank and restarts both, which resume from the newest checkpoint and finish the run with the
+    losses one process gives (steps before and after the kill)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from train_helpers import tiny_toml
+
+    extra = ["--run.steps", "60", "--model.n_layers", "3", "--checkpoint.interval", "10", "--checkpoint.keep", "2"]
+    pretrain(tiny_config(para_tok_dir, tmp_path / "one", *extra))
+    out = tmp_path / "tp2"
+    toml = tiny_toml(para_tok_dir, out, tmp_path / "tp2.toml", *extra, "--parallel.tp", "2")
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "-m", "herd",
+                          "pretrain", "--config", toml, "--resume"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and p.poll() is None:  # past the step-10 checkpoint, mid-run
+            if (out / "checkpoints" / "step-00000010").is_dir() and len(losses(out) if (out / "metrics.jsonl")
+                                                                         .exists() else []) >= 12:
+                break
+            time.sleep(0.01)
+        pids = _worker_pids(p.pid)
+        assert p.poll() is None and 1 in pids, ("the run ended or no rank 1 to kill", p.poll(), pids)
+        killed_at = len(losses(out))
+        os.kill(pids[1], signal.SIGKILL)  # a rank dies mid-run (a lost GPU, an OOM kill)
+        _, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    (tmp_path / "torchrun.err").write_text(err)
+    why = [x for x in err.splitlines() if "Error" in x or "herd" in x or "resum" in x]
+    assert p.returncode == 0, "\n".join(why[-30:])
+    assert killed_at < 60 and "resuming from" in err and "step-000000" in err, err[-3000:]
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in recs if r["kind"] == "train"]
+    assert steps == list(range(1, 61)), steps  # each step once: the records after the checkpoint were replaced
+    a, b = losses(tmp_path / "one"), losses(out)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, list(zip(a, b))
+
+
 def test_stragglers_are_ranks_far_above_the_median():
     from herd.train.parallel import stragglers
 
