@@ -148,4 +148,58 @@ def cross_entropy_sum(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     return _CrossEntropyInPlace.apply(logits, targets.reshape(-1), ignore_index, need)
 
 
-__all__ = ["IGNORE", "FUSE_ABOVE_BYTES", "cross_entropy_sum", "fused_linear_cross_entropy"]
+
+
+class _LossParallelCE(torch.autograd.Function):
+    """Summed cross-entropy of logits sharded by vocabulary over a tensor-parallel mesh (a DTensor with
+    Shard(-1), the output of a ColwiseParallel output layer): torch's `loss_parallel()` computes the
+    log-softmax with all-reduces of the row max and the sum of exponentials, so no rank ever holds the
+    [tokens, vocab] logits. Its backward must run inside the same context: done here, so the caller's
+    `backward()` (the trainer's, a pipeline schedule's) needs nothing. Returns a plain fp32 scalar (the
+    same, global value on every tensor-parallel rank)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index):
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        x = logits.detach().requires_grad_(ctx.needs_input_grad[0])
+        with torch.enable_grad(), loss_parallel():
+            loss = F.cross_entropy(x.flatten(0, -2), targets.reshape(-1), reduction="sum",
+                                   ignore_index=ignore_index)
+        ctx.x, ctx.loss = x, loss
+        return loss.to_local().detach().clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        from torch.distributed.tensor import DTensor
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        loss, x = ctx.loss, ctx.x
+        ctx.loss = ctx.x = None
+        if loss is None or not x.requires_grad:
+            raise RuntimeError("vocab-parallel cross-entropy: no gradient to give (computed without "
+                               "gradients, or already used by an earlier backward)")
+        gd = DTensor.from_local(g.reshape(()).to(loss.dtype), loss.device_mesh, loss.placements)
+        with loss_parallel():
+            (gx,) = torch.autograd.grad(loss, x, gd)
+        return gx, None, None
+
+
+def vocab_parallel_cross_entropy_sum(logits, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """Summed next-token cross-entropy (fp32 softmax) of `logits` [..., vocab], a DTensor sharded over
+    the vocabulary (Shard(-1)) by tensor parallelism, against plain `targets` [...]: the logits are
+    never gathered (loss parallelism, herd.train.parallel.apply_tp)."""
+    return _LossParallelCE.apply(logits.float(), targets, ignore_index)
+
+
+def output_loss(h: torch.Tensor, output, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the output layer `output` on final-norm hidden states `h`: loss-parallel
+    on vocabulary-sharded logits when tensor parallelism marked the layer (`output.vocab_parallel`),
+    else `cross_entropy_sum` (fused for big vocabularies)."""
+    if getattr(output, "vocab_parallel", False):
+        return vocab_parallel_cross_entropy_sum(output(h), targets)
+    return cross_entropy_sum(h, output.weight, targets)
+
+
+__all__ = ["FUSE_ABOVE_BYTES", "IGNORE", "cross_entropy_sum", "fused_linear_cross_entropy", "output_loss",
+           "vocab_parallel_cross_entropy_sum"]

@@ -439,9 +439,9 @@ class Transformer(nn.Module):
                       kv_len=kv_len, attn_mask=attn_mask)
         h = self.norm(h)
         if targets is not None:
-            from herd.model.loss import cross_entropy_sum
+            from herd.model.loss import output_loss
 
-            return cross_entropy_sum(h, self.output.weight, targets)
+            return output_loss(h, self.output, targets)
         if last_only:
             h = h[:, -1:]
         return h if hidden else self.output(h).float()

@@ -7,7 +7,7 @@ on CPU, NCCL on GPU) -> memory for this rank's shards, initialised as one proces
 applied on one process too (degree 1, as torchtitan does), so the trainer has a single code path
 for any world size. Tensor, context and pipeline parallelism go into the same function (4D, paper
 §3.3.2; docs/parallelism.md): one DeviceMesh [dp, pp, cp, tp] (TP innermost), tensor parallel with
-`torch.distributed.tensor.parallel` (sequence-parallel norms, replicated output), context parallel as
+`torch.distributed.tensor.parallel` (sequence-parallel norms, loss-parallel output), context parallel as
 the paper's all-gather of K/V over 2*cp load-balanced chunks (herd.train.context_parallel), pipeline
 parallel with `torch.distributed.pipelining` (herd.train.pipeline), FSDP2 over dp x cp.
 Module names, and so state-dict keys, are unchanged by all of them.
@@ -222,10 +222,11 @@ def apply_tp(model: nn.Module, tp_mesh):
     module tree of a model or a pipeline stage: wq/wk/wv and w1/w3 split by output columns (heads,
     FFN units), wo and w2 by input rows, so each block needs one all-gather and one reduce-scatter
     per sub-layer; the residual stream and the norms are sequence-parallel (each rank holds T/tp
-    positions); the embedding is split by vocabulary rows (kept whole when tied to the output). The
-    final norm and the output layer run replicated on the gathered sequence, so the loss
-    (herd.model.loss, fused for big vocabularies) sees plain tensors; the output weight is still
-    sharded by FSDP."""
+    positions); the embedding is split by vocabulary rows. The output is loss-parallel: split by
+    vocabulary rows, its logits stay sharded over the vocabulary and the cross-entropy runs on the
+    shards (torch's loss_parallel). With tied embeddings the shared weight is kept whole over tp and
+    the final norm and output run replicated on the gathered sequence (the plain, fused loss); the
+    weight is still sharded by FSDP."""
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
@@ -246,9 +247,19 @@ def apply_tp(model: nn.Module, tp_mesh):
         else:
             parallelize_module(model.tok_embeddings, tp_mesh,
                                RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)))
-    if getattr(model, "norm", None) is not None:
+    if getattr(model, "norm", None) is not None and model.args.tie_embeddings:
+        # tied: the output reads the whole embedding weight, so it runs replicated on the gathered sequence
         parallelize_module(model.norm, tp_mesh, PrepareModuleInput(
             input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True))
+    elif getattr(model, "norm", None) is not None:
+        # loss parallel: a sequence-parallel final norm, the output split by vocabulary rows; each rank
+        # makes the logits of its vocabulary slice for all tokens (Shard(-1)) and the loss is computed on
+        # them where they lie (herd.model.loss.vocab_parallel_cross_entropy_sum): no [tokens, vocab] gather
+        parallelize_module(model, tp_mesh, {
+            "norm": SequenceParallel(),
+            "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Shard(-1), use_local_output=False),
+        })
+        model.output.vocab_parallel = True
     for block in _blocks(model):
         parallelize_module(block, tp_mesh, {
             "attention_norm": SequenceParallel(),

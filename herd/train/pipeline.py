@@ -71,9 +71,9 @@ class StageModule(nn.Module):
             h = layer(h, freqs, segments=segments)
         if not self.last:
             return h.clone() if h._is_view() else h  # e.g. an embedding-only stage's output (FSDP hooks it)
-        from herd.model.loss import cross_entropy_sum
+        from herd.model.loss import output_loss
 
-        return cross_entropy_sum(self.norm(h), self.output.weight, targets)
+        return output_loss(self.norm(h), self.output, targets)
 
 
 class PipelineParts(nn.Module):

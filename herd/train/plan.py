@@ -6,10 +6,12 @@ The model of a step (docs/parallelism.md compares it with the paper's Table 4):
 - weights fp32 master copies, gradients fp32 and AdamW's two fp32 moments are sharded over dp x cp (FSDP);
   the bf16 working weights of a rank's layers stay gathered through the step (the paper does not reshard
   after forward) and gradients accumulate in fp32 over the micro-batches (the paper's FP32 accumulation);
-- activations per token per layer, bf16, sequence-parallel (divided by tp): the saved inputs and outputs of
-  the norms, Q/K/V, attention, and the SwiGLU FFN (16h + 4h_kv + 8f bytes); a rank keeps min(M, PP) micro-
-  batches in flight under 1F1B (x (1 + (PP-1)/(PP*V)) interleaved), all M under GPipe; with activation
-  checkpointing only each layer's input;
+- activations (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models",
+  re-derived for Llama's layer): per token per layer, bf16, sequence-parallel (divided by tp), the saved
+  inputs and outputs of the norms, Q/K/V, the attention output and the SwiGLU FFN (12h + 4h_kv + 8f bytes);
+  pipeline rank r keeps min(M, PP - r) micro-batches of its layers in flight under 1F1B (x (1 + (PP-1)/(PP*V))
+  interleaved), all M under GPipe; the heaviest rank counts; with activation checkpointing only each layer's
+  input;
 - compute: 6 x (non-embedding) params + 12 x layers x dim x seq FLOPs per token (herd's MFU convention),
   matmuls at `mm_eff` of the GPU's dense bf16 peak and attention at `attn_eff`; the bubble stretches it by
   (PP-1)/(V*M); tensor-parallel collectives (on NVLink) and context-parallel K/V gathers are exposed,
@@ -127,14 +129,22 @@ def estimate(
     }
     mb_rows = rows // dp / M
     tok_mb = mb_rows * seq / cp  # tokens of one micro-batch on this GPU (before the tp split)
-    act_tok_layer = (16 * h + 4 * hkv + 8 * f) / tp if not activation_checkpointing else 2 * h / tp
-    if pp == 1:
-        inflight = 1
-    elif schedule == "gpipe":
-        inflight = M
-    else:
-        inflight = min(M, pp) * ((1 + (pp - 1) / (pp * L.stages_per_rank)) if L.stages_per_rank > 1 else 1)
-    mem["activations"] = act_tok_layer * tok_mb * layers_rank * inflight
+    # Korthikanti et al. 2022 (arXiv:2205.05198) eq. 2 with sequence parallelism and selective recompute:
+    # s*b*h*34/t bytes per layer for GPT. Re-derived for Llama's layer (bf16, no dropout, flash attention
+    # so no s^2 term): norm inputs and outputs 8h, Q and the attention output 4h, K and V 4h_kv, SwiGLU's
+    # w1 and w3 outputs, their SiLU and product (w2's input) 8f -> (12h + 4h_kv + 8f) s b / t.
+    act_tok_layer = (12 * h + 4 * hkv + 8 * f) / tp if not activation_checkpointing else 2 * h / tp
+    # 1F1B (§4.2.3 there): pipeline rank r holds min(M, pp - r) micro-batches of its layers in flight (the
+    # first rank pp of them: the whole model's layers' worth), interleaving x (1 + (pp-1)/(pp V)); GPipe all
+    # M. The heaviest rank counts: with one layer fewer on the first stage that is often rank 1.
+    V = L.stages_per_rank
+    inter = 1 + (pp - 1) / (pp * V) if V > 1 and schedule != "gpipe" else 1.0
+    held = []
+    for r in range(pp):
+        layers_r = sum(len(split[r + k * pp]) for k in range(V))
+        n = 1 if pp == 1 else M if schedule == "gpipe" else min(M, pp - r) * inter
+        held.append(layers_r * n)
+    mem["activations"] = act_tok_layer * tok_mb * max(held)
     mem["total"] = sum(mem.values())
 
     # ---- compute ----

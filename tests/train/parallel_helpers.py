@@ -138,3 +138,41 @@ def init_check(rank, world, out):
     if rank == 0:
         torch.save({"sd": sd}, out)
     torch.save({"local": local, "coords": d.layout.coords(rank)}, f"{out}.{rank}")
+
+
+def loss_parallel_check(rank, world, out):
+    """A TP2 model's loss and gradients (document mask on, some targets ignored) against the same model on one
+    process, and the logits each rank made (their local shape, their type) -> {out}.{rank}."""
+    import copy
+
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    from herd.model.args import get_preset
+    from herd.model.transformer import Transformer
+    from herd.train.config import ParallelConfig
+    from herd.train.parallel import apply_tp, init_distributed
+
+    d = init_distributed("cpu", ParallelConfig(tp=2))
+    args = get_preset("herd-5m", n_layers=2, dim=64, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32)
+    ref = Transformer.build(args, seed=3)
+    model = apply_tp(copy.deepcopy(ref), d.world_mesh["tp"])
+    seen = []
+    model.output.register_forward_hook(lambda m, i, o: seen.append((type(o).__name__, tuple(o.to_local().shape))))
+    g = torch.Generator().manual_seed(5)
+    tokens, targets = torch.randint(0, 512, (2, 16), generator=g), torch.randint(0, 512, (2, 16), generator=g)
+    targets[0, :3] = -100
+    doc = torch.zeros(2, 16, dtype=torch.long)
+    doc[0, 6:], doc[1, 11:] = 1, 1
+    a = ref(tokens, targets=targets, doc_ids=doc)
+    b = model(tokens, targets=targets, doc_ids=doc)
+    a.backward()
+    (b * 1.0).backward()
+    grads = {}
+    for (n, p), (_, q) in zip(ref.named_parameters(), model.named_parameters()):
+        gq = q.grad.full_tensor() if isinstance(q.grad, DTensor) else q.grad
+        grads[n] = (p.grad - gq).abs().max().item()
+    with torch.no_grad():
+        c = model(tokens, targets=targets, doc_ids=doc)
+    torch.save({"loss": (a.item(), b.item(), c.item()), "plain": type(b) is torch.Tensor, "seen": seen,
+                "grads": grads, "out_local": tuple(model.output.weight.to_local().shape)}, f"{out}.{rank}")

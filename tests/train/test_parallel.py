@@ -110,6 +110,18 @@ def _check_cp_attention(tmp_path):
     assert torch.load(f"{tmp_path / 'cp'}.1")["docs"]["pos"][1][:3] == [8, 0, 1]
 
 
+def _check_loss_parallel(tmp_path):
+    """The 2-rank results of parallel_helpers.loss_parallel_check: under TP2 the output layer holds half the
+    vocabulary, its logits stay sharded (each rank [B, T, vocab / 2], never gathered), and the loss and
+    every gradient equal one process's."""
+    for rank in range(2):
+        r = torch.load(f"{tmp_path / 'lp'}.{rank}")
+        one, tp, no_grad = r["loss"]
+        assert abs(one - tp) <= 1e-5 * abs(one) and tp == no_grad and r["plain"], r["loss"]
+        assert r["out_local"] == (256, 64) and r["seen"] == [("DTensor", (2, 16, 256))] * 2, r
+        assert max(r["grads"].values()) <= 1e-5 and len(r["grads"]) == 21, r["grads"]
+
+
 # ---- loss parity with one process, 10 steps, document mask on; checkpoints across layouts ----
 def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(
     para_tok_dir, tmp_path, one_process
@@ -174,7 +186,10 @@ def test_two_ranks_cp_attention_each_dimension_and_checkpoints_across_layouts(
         "true",
     ]  # a tied-embedding model: TP keeps the shared weight whole
     runs.append((para_tok_dir, tmp_path / "tied-tp2", tied + ["--parallel.tp", "2"]))
-    run_ranks(2, tmp_path, [("call", "parallel_helpers:cp_attention_check", tmp_path / "cp")] + runs)
+    checks = [("call", f"parallel_helpers:{fn}", tmp_path / name)
+              for fn, name in (("cp_attention_check", "cp"), ("loss_parallel_check", "lp"))]
+    run_ranks(2, tmp_path, checks + runs)
+    _check_loss_parallel(tmp_path)
     pretrain(tiny_config(para_tok_dir, tmp_path / "tied-one", *tied))
     a, b = losses(tmp_path / "tied-one"), losses(tmp_path / "tied-tp2")
     assert len(a) == len(b) == 4 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
@@ -423,6 +438,72 @@ def test_a_dead_rank_makes_the_others_fail_fast_in_one_line(para_tok_dir, tmp_pa
         msg.startswith("rank 0 (TP2 CP1 PP1 DP1") and "another rank died or hangs" in msg and "\n" not in msg
     )
     assert time.monotonic() - t0 < 100  # well before the 60 s collective timeout would add up
+
+
+def _worker_pids(parent: int) -> dict[int, int]:
+    """{rank: pid} of the workers a torchrun process started (read from /proc: their RANK variable)."""
+    import pathlib
+
+    found = {}
+    for kids in pathlib.Path(f"/proc/{parent}/task").glob("*/children"):
+        for pid in map(int, kids.read_text().split()):
+            try:
+                env = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            rank = [e[5:] for e in env if e.startswith(b"RANK=")]
+            if rank:
+                found[int(rank[0])] = pid
+    return found
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_after_a_killed_rank_and_resumes_from_the_last_checkpoint(para_tok_dir, tmp_path):
+    """`torchrun --max-restarts 1 ... --resume` (TP2): rank 1 is SIGKILLed after the first checkpoint; torchrun
+    stops the other rank and restarts both, which resume from the newest checkpoint and finish the run with the
+    losses one process gives (steps before and after the kill)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from train_helpers import tiny_toml
+
+    extra = ["--run.steps", "60", "--model.n_layers", "3", "--checkpoint.interval", "10", "--checkpoint.keep", "2"]
+    pretrain(tiny_config(para_tok_dir, tmp_path / "one", *extra))
+    out = tmp_path / "tp2"
+    toml = tiny_toml(para_tok_dir, out, tmp_path / "tp2.toml", *extra, "--parallel.tp", "2")
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "-m", "herd",
+                          "pretrain", "--config", toml, "--resume"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and p.poll() is None:  # past the step-10 checkpoint, mid-run
+            if (out / "checkpoints" / "step-00000010").is_dir() and len(losses(out) if (out / "metrics.jsonl")
+                                                                         .exists() else []) >= 12:
+                break
+            time.sleep(0.01)
+        pids = _worker_pids(p.pid)
+        assert p.poll() is None and 1 in pids, ("the run ended or no rank 1 to kill", p.poll(), pids)
+        killed_at = len(losses(out))
+        os.kill(pids[1], signal.SIGKILL)  # a rank dies mid-run (a lost GPU, an OOM kill)
+        _, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    (tmp_path / "torchrun.err").write_text(err)
+    why = [x for x in err.splitlines() if "Error" in x or "herd" in x or "resum" in x]
+    assert p.returncode == 0, "\n".join(why[-30:])
+    assert killed_at < 60 and "resuming from" in err and "step-000000" in err, err[-3000:]
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in recs if r["kind"] == "train"]
+    assert steps == list(range(1, 61)), steps  # each step once: the records after the checkpoint were replaced
+    a, b = losses(tmp_path / "one"), losses(out)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, list(zip(a, b))
 
 
 def test_stragglers_are_ranks_far_above_the_median():
