@@ -166,8 +166,21 @@ def synthesize_set(n: int, seed: int, held_out: bool = False, kinds: list[str] |
     return out
 
 
-__all__ = ["TRANSCRIBE", "ANSWER", "HELD_OUT_VARIANTS", "TRAIN_VARIANTS", "number_words", "Utterance",
-           "draw_utterance", "draw_task", "draw_voice", "Layout", "batch_rows", "Sample", "synthesize_set"]
+__all__ = [
+    "ANSWER",
+    "HELD_OUT_VARIANTS",
+    "TRAIN_VARIANTS",
+    "TRANSCRIBE",
+    "Layout",
+    "Sample",
+    "Utterance",
+    "batch_rows",
+    "draw_task",
+    "draw_utterance",
+    "draw_voice",
+    "number_words",
+    "synthesize_set",
+]
 
 
 def task_texts() -> list[str]:
@@ -175,8 +188,7 @@ def task_texts() -> list[str]:
     out = [number_words(n) for n in range(100)] + [str(n) for n in range(100)]
     out += [f"what is {ONES[a]} plus {ONES[b]}" for a in range(10) for b in range(10)]
     out += [f"{s} {v} {o}" for s in _SUBJECTS for v in _VERBS for o in _OBJECTS]
-    out += [" " + TRANSCRIBE, " " + ANSWER, "user", "assistant", "\n\n"]
-    return out
+    return out + [" " + TRANSCRIBE, " " + ANSWER, "user", "assistant", "\n\n"] * 100  # as often as they occur
 
 
 def task_tokenizer(vocab_size: int = 768):

@@ -27,7 +27,7 @@ _EE_OK = 0
 # The English voices of espeak-ng and its voice variants (espeak-ng-data/voices/!v).
 ENGLISH = ["en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
-            "adam", "ed", "john", "max", "paul", "robert", "steph", "linda", "annie", "andy", "benjamin",
+            "adam", "ed", "john", "max", "paul", "robert", "steph", "linda", "Annie", "Andy", "benjamin",
             "grandma", "grandpa", "iven", "michel", "rob", "travis", "victor", "zac", "Andrea", "Mike", "Storm"]
 
 

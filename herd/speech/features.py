@@ -136,9 +136,8 @@ def write_wav(path, samples, sample_rate: int) -> None:
 
     a = np.asarray(samples, dtype=np.float32)
     pcm = (np.clip(a, -1, 1) * 32767).round().astype("<i2")
-    with atomic_open(path, "wb") as f:
-        with wave.open(f, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(sample_rate)
-            w.writeframes(pcm.tobytes())
+    with atomic_open(path, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())

@@ -53,7 +53,7 @@ class SpeechArgs:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpeechArgs":
+    def from_dict(cls, d: dict) -> SpeechArgs:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -228,5 +228,12 @@ def lm_inputs(lm, tokens: torch.Tensor, slots: torch.Tensor, speech: torch.Tenso
     return emb.masked_scatter(slots[..., None], speech[take].to(emb.dtype))
 
 
-__all__ = ["SpeechArgs", "SpeechEncoder", "SpeechAdapter", "SpeechModel", "SPEECH_START", "SPEECH_END",
-           "lm_inputs"]
+__all__ = [
+    "SPEECH_END",
+    "SPEECH_START",
+    "SpeechAdapter",
+    "SpeechArgs",
+    "SpeechEncoder",
+    "SpeechModel",
+    "lm_inputs",
+]

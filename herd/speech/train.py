@@ -55,13 +55,13 @@ def _schedule(opt, lr, warmup, steps):
 def text_lm_args(**kw):
     from herd.model.args import ModelArgs
 
-    base = dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=768, multiple_of=64,
-                max_seq_len=512, tie_embeddings=True, rope_theta=10000.0)
+    base = {"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 768, "multiple_of": 64,
+            "max_seq_len": 512, "tie_embeddings": True, "rope_theta": 10000.0}
     base.update(kw)
     return ModelArgs(**base)
 
 
-def train_text_lm(tok, steps: int = 600, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+def train_text_lm(tok, steps: int = 800, batch_size: int = 48, lr: float = 3e-3, seed: int = 0,
                   args=None, log=None, progress: bool | None = None):
     """A small herd Transformer trained from scratch on the text form of the speech tasks."""
     from tqdm import tqdm
@@ -99,31 +99,54 @@ def train_text_lm(tok, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
     return lm, losses
 
 
+@torch.no_grad()
+def evaluate_text(lm, tok, n: int = 100, seed: int = 12345) -> dict:
+    """Greedy exact-match rates of the LM on the text form of the tasks (the words between the
+    speech tokens): the ceiling the speech adapter can reach on this LM."""
+    from herd.speech.data import ONES, Utterance
+
+    lay = Layout(tok)
+    rng = random.Random(seed)
+    hits: dict[str, list[int]] = {}
+    items = [draw_utterance(rng) for _ in range(n)] + [Utterance("digit", ONES[d], str(d)) for d in range(10)]
+    for u in items:
+        for name, instr, want in [("transcribe", TRANSCRIBE, u.text)] + (
+                [("answer", ANSWER, u.answer)] if u.answer is not None else []):
+            ids, out = lay.text_prompt(u.text, instr), []
+            for _ in range(16):
+                t = int(lm(torch.tensor([ids + out]), last_only=True)[0, -1].argmax())
+                if t == lay.eot:
+                    break
+                out.append(t)
+            hits.setdefault(f"{u.kind}/{name}", []).append(int(tok.decode(out).strip() == want))
+    return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
+
+
 # ---- config -------------------------------------------------------------------------------------
 @dataclass
 class SpeechTrainConfig:
     model: str = ""  # the frozen LM's checkpoint
     out: str = ""
     tokenizer: str = ""  # override of the checkpoint's tokenizer ('llama3' or a file)
-    train_utts: int = 3000
-    eval_utts: int = 200
-    steps: int = 1500
-    batch_size: int = 32
+    train_utts: int = 2000
+    eval_utts: int = 150
+    steps: int = 1000
+    batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.01
     seed: int = 0
     eval_every: int = 0  # 0: only at the end
-    dim: int = 128
-    n_layers: int = 4
+    dim: int = 96
+    n_layers: int = 3
     n_heads: int = 4
     conv_kernel: int = 15
-    adapter_dim: int = 256
+    adapter_dim: int = 128
     threads: int = 0
     device: str = "cpu"
     quiet: bool = False
 
-    def validate(self) -> "SpeechTrainConfig":
+    def validate(self) -> SpeechTrainConfig:
         if not self.model:
             raise HerdError("no LM to put the adapter on: give --model CKPT (a herd, Meta or HF checkpoint; "
                             "`herd speech text-lm --out DIR` trains a small one)")
@@ -279,7 +302,9 @@ def freeze(lm):
     return lm.eval()
 
 
-def train_speech(cfg: SpeechTrainConfig, log=print) -> dict:
+def train_speech(cfg: SpeechTrainConfig, log=print, lm=None, tok=None) -> dict:
+    """Train and save the adapter; returns the held-out evaluation. `lm`/`tok`: the LM already
+    loaded from `cfg.model` (it is frozen in place and never changed)."""
     from tqdm import tqdm
 
     from herd.checkpoint import load_model
@@ -289,7 +314,8 @@ def train_speech(cfg: SpeechTrainConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     quiet = cfg.quiet or None
-    lm, tok = load_model(cfg.model, device=cfg.device, tokenizer=cfg.tokenizer or None)
+    if lm is None:
+        lm, tok = load_model(cfg.model, device=cfg.device, tokenizer=cfg.tokenizer or None)
     if tok is None:
         raise HerdError(f"{cfg.model} has no tokenizer; pass --tokenizer llama3 (or a tokenizer file)")
     if SPEECH_START not in tok.special_tokens:
