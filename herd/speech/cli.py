@@ -69,8 +69,8 @@ def register(sub) -> None:
                                    "and answer the text put between the speech tokens, and save it as a herd "
                                    "checkpoint: the frozen LM for `herd speech train` on a CPU.")
     lm.add_argument("--out", required=True, help="output checkpoint directory")
-    lm.add_argument("--steps", type=int, default=800, help="optimizer steps")
-    lm.add_argument("--batch-size", type=int, default=48, help="sequences per step")
+    lm.add_argument("--steps", type=int, default=500, help="optimizer steps")
+    lm.add_argument("--batch-size", type=int, default=32, help="sequences per step")
     lm.add_argument("--tokenizer", choices=["tasks", "llama3"], default="tasks",
                     help="tasks: a 768-id BPE learned on the task texts, with the Llama 3 special tokens (CPU-sized); "
                          "llama3: Meta's 128K tokenizer (a 128K-row output layer)")

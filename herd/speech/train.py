@@ -61,7 +61,7 @@ def text_lm_args(**kw):
     return ModelArgs(**base)
 
 
-def train_text_lm(tok, steps: int = 800, batch_size: int = 48, lr: float = 3e-3, seed: int = 0,
+def train_text_lm(tok, steps: int = 500, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
                   args=None, log=None, progress: bool | None = None):
     """A small herd Transformer trained from scratch on the text form of the speech tasks."""
     from tqdm import tqdm
@@ -128,9 +128,9 @@ class SpeechTrainConfig:
     model: str = ""  # the frozen LM's checkpoint
     out: str = ""
     tokenizer: str = ""  # override of the checkpoint's tokenizer ('llama3' or a file)
-    train_utts: int = 2000
-    eval_utts: int = 150
-    steps: int = 1000
+    train_utts: int = 1500
+    eval_utts: int = 120
+    steps: int = 600
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 100
