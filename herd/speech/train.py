@@ -221,7 +221,7 @@ def generate_from_speech(lm, speech, lay: Layout, feats, instruction: str = TRAN
         out.append(t)
         if on_token:
             on_token(t)
-        if pos >= total:
+        if len(out) >= max_new_tokens or pos >= total:
             break
         logits = lm(torch.tensor([[t]], device=dev), cache=cache, cache_pos=pos)[:, -1]
         pos += 1

@@ -88,3 +88,31 @@ def test_number_words(n):
     want = {0: "zero", 7: "seven", 42: "forty two", 100: "one hundred", 115: "one hundred and fifteen",
             999: "nine hundred and ninety nine"}
     assert number_words(n) == want[n]
+
+
+def test_generate_from_speech_equals_full_forward_greedy():
+    """Prefill with the spliced embeddings + KV-cache decoding gives the tokens of a full forward
+    over the whole sequence at every step."""
+    from herd.speech.data import Layout, task_tokenizer
+    from herd.speech.train import generate_from_speech
+
+    tok = task_tokenizer()
+    lay = Layout(tok)
+    torch.manual_seed(0)
+    lm = Transformer.build(ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.n_words,
+                                     multiple_of=32, max_seq_len=128), seed=1).eval()
+    sp = SpeechModel(SpeechArgs(dim=32, n_layers=1, n_heads=2, adapter_dim=32, adapter_heads=2, lm_dim=64)).eval()
+    feats = torch.randn(77, 80)
+    got = generate_from_speech(lm, sp, lay, feats, "Transcribe the audio.", max_new_tokens=6)
+    ids, slots = lay.prompt(sp.n_embeddings(77), "Transcribe the audio.")
+    with torch.no_grad():
+        emb, n = sp(feats[None], torch.tensor([77]))
+        want = []
+        for _ in range(6):
+            t = torch.tensor([ids + want])
+            s = torch.tensor([slots + [False] * len(want)])
+            nxt = int(lm(t, embeds=lm_inputs(lm, t, s, emb, n))[0, -1].argmax())
+            if nxt == lay.eot:
+                break
+            want.append(nxt)
+    assert got == want and len(want) > 0
