@@ -19,6 +19,7 @@ HELP = {
     "model": "the frozen LM: a herd, Meta or HF checkpoint with the Llama 3 tokenizer",
     "out": "output directory of the adapter (speech.safetensors + speech.json)",
     "tokenizer": "tokenizer instead of the checkpoint's ('llama3' or a file)",
+    "kinds": "utterance kinds to train and evaluate on: digit, number, question, sentence (empty: all)",
     "train_utts": "utterances synthesised for training (training voices)",
     "eval_utts": "utterances synthesised for the held-out evaluation (held-out voices)",
     "steps": "optimizer steps",

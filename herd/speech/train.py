@@ -128,6 +128,7 @@ class SpeechTrainConfig:
     model: str = ""  # the frozen LM's checkpoint
     out: str = ""
     tokenizer: str = ""  # override of the checkpoint's tokenizer ('llama3' or a file)
+    kinds: list[str] = dataclasses.field(default_factory=list)  # utterance kinds to train/evaluate on ([]: all)
     train_utts: int = 1500
     eval_utts: int = 120
     steps: int = 600
@@ -155,6 +156,11 @@ class SpeechTrainConfig:
         for name in ("train_utts", "eval_utts", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise HerdError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        from herd.speech.data import MIX
+
+        bad = [k for k in self.kinds if k not in MIX]
+        if bad:
+            raise HerdError(f"unknown utterance kind(s) {bad} in --kinds; choose from {', '.join(MIX)}")
         if self.lr <= 0:
             raise HerdError(f"--lr must be positive, got {self.lr}")
         if self.dim % self.n_heads or self.dim // self.n_heads % 2:
@@ -330,9 +336,11 @@ def train_speech(cfg: SpeechTrainConfig, log=print, lm=None, tok=None) -> dict:
     log(f"speech encoder+adapter: {n_params / 1e6:.2f}M trainable parameters; LM {lm.num_params() / 1e6:.1f}M "
         f"frozen; speech between {SPEECH_START} and {SPEECH_END}")
     t0 = time.perf_counter()
-    train = synthesize_set(cfg.train_utts, cfg.seed, held_out=False, progress=not cfg.quiet)
+    train = synthesize_set(cfg.train_utts, cfg.seed, held_out=False, kinds=cfg.kinds or None,
+                           progress=not cfg.quiet)
     held = synthesize_set(cfg.eval_utts, cfg.seed + 1_000_003, held_out=True,
-                          kinds=["digit", "digit", "number", "question", "sentence"], progress=not cfg.quiet)
+                          kinds=cfg.kinds or ["digit", "digit", "number", "question", "sentence"],
+                          progress=not cfg.quiet)
     log(f"synthesised {len(train)} training and {len(held)} held-out utterances in "
         f"{time.perf_counter() - t0:.1f}s (held-out voice variants never trained on)")
     opt = torch.optim.AdamW(speech.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))

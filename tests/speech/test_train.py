@@ -89,6 +89,7 @@ def test_errors_are_one_line(trained, lm_dir, tmp_path, capsys):
         (["speech", "train", "--out", str(tmp_path / "x")], "no LM"),
         (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--steps", "0"], "steps"),
         (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--stpes", "3"], "did you mean"),
+        (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--kinds", "poem"], "poem"),
         (["speech", "synth", "--out", str(tmp_path / "s"), "--text", "hi", "--voice", "en-us+nobody"], "variant"),
     ]
     for argv, msg in cases:
