@@ -74,6 +74,9 @@ def register(sub) -> None:
     g.add_argument("--image", action="append", default=[], help="an image file for a Llama 3.2 Vision checkpoint "
                                                                 "(repeat for several; <|image|> in the prompt "
                                                                 "places them, else they come first)")
+    g.add_argument("--audio", action="append", default=[], help="a WAV recording for the speech adapter (CKPT: "
+                   "its directory, or an LM with --speech DIR); --prompt is then the instruction after it")
+    g.add_argument("--speech", default=None, help="speech adapter directory (herd speech train) for --audio")
     _sampling_args(g)
     g.set_defaults(func=run_generate)
 
@@ -177,6 +180,12 @@ def _make_generator(args, model, tok, max_batch=8):
 
 # ---- herd generate -------------------------------------------------------------------------------
 def run_generate(args) -> int:
+    if args.audio or args.speech:
+        if not args.audio:
+            raise HerdError("--speech needs --audio FILE")
+        from herd.speech.generate import run_audio
+
+        return run_audio(args)
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += read_prompts(args.prompts_file)

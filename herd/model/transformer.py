@@ -376,7 +376,8 @@ class Transformer(nn.Module):
                 doc_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 cache_pos: int | torch.Tensor | None = None, kv_len: int | None = None,
                 attn_mask: torch.Tensor | None = None, last_only: bool = False,
-                hidden: bool = False, attn_segments=None) -> torch.Tensor:
+                hidden: bool = False, attn_segments=None,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
         """The one forward pass, for training, prefill and decode.
 
         tokens: [B, T] ids. Returns fp32 logits [B, T, vocab] ([B, 1, vocab] with `last_only`),
@@ -395,7 +396,9 @@ class Transformer(nn.Module):
         or one token at a time after it.
         last_only: only the last position's logits are needed, so the last layer runs its queries,
         attention, wo and feed-forward for that position alone (its K/V still reach the cache):
-        nearly 1/n_layers of a long prefill's work saved."""
+        nearly 1/n_layers of a long prefill's work saved.
+        embeds: [B, T, dim] input vectors used instead of `tok_embeddings(tokens)` (e.g. the speech
+        adapter's embeddings spliced between token embeddings); `tokens` still gives B and T."""
         B, T = tokens.shape
         checks = not torch.compiler.is_compiling()
         segments = None
@@ -431,7 +434,7 @@ class Transformer(nn.Module):
                 raise HerdError(f"{what} longer than the model's max_seq_len ({self.args.max_seq_len})")
         freqs = self.rope_factors(pos, T)
         trick = last_only and segments is None and targets is None and not hidden
-        h = self.tok_embeddings(tokens)
+        h = self.tok_embeddings(tokens) if embeds is None else embeds
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
             kv = cache.layer(layer.layer_id) if cache is not None else None
