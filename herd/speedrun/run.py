@@ -328,10 +328,8 @@ def stage_isoflop(ctx: Context) -> dict:
 
 
 def _peak(c: SpeedrunConfig) -> float:
-    # A fixed figure for the MFU column of the logs, so no run spends seconds probing it on CPU.
-    import torch
-
-    return 0.0 if torch.cuda.is_available() else 1.75e11
+    # 0: the trainer's own peak, of the precision it runs in (herd.precision's probe, cached per machine)
+    return 0.0
 
 
 def _herd_sizes(ctx: Context) -> dict:
@@ -436,7 +434,7 @@ def _pretrain_model(ctx: Context, name: str) -> dict:
             "out": str(ctx.path("pretrain", name)),
             "steps": main_steps,
             "device": c.device,
-            "dtype": c.dtype,
+            "precision": c.dtype,
             "seed": c.seed,
             "progress": True,
             "log_interval": max(1, total_steps // 10),

@@ -12,6 +12,7 @@ average (Polyak) becomes the final model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -31,9 +32,15 @@ from herd.train.average import average_state_dicts
 from herd.train.schedule import (LRSchedule, anneal_snapshot_steps, build_plan, param_groups, phase_at,
                                  total_steps)
 
-def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
-    """run.device / run.dtype ("auto": cuda if available else cpu; bfloat16 on GPU, float32 on CPU)."""
-    return parallel.resolve_device(cfg.run.device, cfg.run.dtype)
+def resolve_device(cfg: TrainConfig, info: dict | None = None) -> tuple[torch.device, torch.dtype]:
+    """run.device / run.precision ("auto": cuda if available else cpu; bf16 on GPU; on CPU what
+    herd.precision's probe of the model's shapes picks). `info` gets the reason and the peak."""
+    from herd.precision import shapes_of
+
+    s = cfg.stages[0]
+    tokens = min(s.batch_size * s.seq_len, cfg.run.micro_batch_tokens or s.batch_size * s.seq_len)
+    return parallel.resolve_device(cfg.run.device, cfg.run.precision, shapes=shapes_of(cfg.model.args(), tokens),
+                                   info=info)
 
 
 def build_optimizer(model, cfg: TrainConfig):
@@ -75,7 +82,8 @@ class Trainer:
         from herd.tokenizer import Tokenizer
 
         self.cfg = cfg.validate()
-        self.device, self.dtype = resolve_device(cfg)
+        self.precision_info: dict = {}
+        self.device, self.dtype = resolve_device(cfg, self.precision_info)
         self.dist: Dist = init_distributed(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -125,10 +133,14 @@ class Trainer:
         # The model is built on the meta device, parallelized (FSDP2 over the data-parallel ranks,
         # one included), and only then given memory: each rank allocates and initialises its shards
         # alone (the same weights as one process), so a model larger than one device's memory can
-        # be trained (§3.3.2). Parameters stay fp32; compute runs in run.dtype (FSDP2's policy).
+        # be trained (§3.3.2). Parameters (master weights) and the optimizer stay fp32; the forward runs
+        # under autocast in the run's precision (herd.precision); on a GPU FSDP2 also gathers the
+        # parameters in that dtype (half the bytes on the wire). The loss, RMSNorm, RoPE and the
+        # softmax compute in fp32 inside the model, as the reference does.
         self.model = Transformer.build(self.args, device="meta")
         self.n_params = self.model.num_params()
-        parallelize(self.model, d, self.device, param_dtype=self.dtype,
+        fsdp_dtype = self.dtype if self.device.type == "cuda" else torch.float32
+        parallelize(self.model, d, self.device, param_dtype=fsdp_dtype,
                     activation_checkpointing=cfg.run.activation_checkpointing, compile=cfg.run.compile,
                     doc_mask=cfg.data.doc_mask, seed=cfg.run.seed)
         if cfg.model.init_from:
@@ -144,7 +156,9 @@ class Trainer:
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)
         self.snap_steps = set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints)) if cfg.anneal.tokens else set()
-        self.peak = cfg.run.peak_flops or peak_flops(self.device, self.dtype)
+        self.peak = cfg.run.peak_flops or self.precision_info.get("peak") or peak_flops(self.device, self.dtype)
+        if self.dist.is_main and self.precision_info.get("reason"):
+            self._log(f"herd: precision {self.precision_info['precision']} — {self.precision_info['reason']}")
 
         # ---- counters (all saved in checkpoints) ----
         self.step = 0
@@ -252,13 +266,20 @@ class Trainer:
         tot = torch.zeros(2, dtype=torch.float64, device=self.device)
         for _ in range(e.batches):
             b = loader.next_batch(bs, seq).to(self.device)
-            s = loss_sum(self.model, b, self.cfg.data.doc_mask)
+            with self.autocast():
+                s = loss_sum(self.model, b, self.cfg.data.doc_mask)
             tot += torch.stack([s.double(), torch.tensor(b.n_targets, dtype=torch.float64, device=self.device)])
         self.model.train()
         self.dist.all_reduce_sum(tot)
         return float(tot[0] / tot[1]) if tot[1] > 0 else None
 
     # ---- the step ----
+    def autocast(self):
+        """The forward's precision: torch.autocast in the run's dtype (bf16/fp16), nothing in fp32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
     def train_step(self, phase, loader) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Forward and backward of one global batch, gradients clipped -> (loss, grad_norm, global
         tokens); loss and grad norm stay on the device (the caller reads both in one transfer)."""
@@ -274,7 +295,8 @@ class Trainer:
         for i, mb in enumerate(micro):
             mb = mb.to(self.device)
             self.model.set_requires_gradient_sync(i == len(micro) - 1)  # reduce-scatter once per step
-            s = loss_sum(self.model, mb, self.cfg.data.doc_mask)
+            with self.autocast():
+                s = loss_sum(self.model, mb, self.cfg.data.doc_mask)
             (s * scale).backward()
             total += s.detach().double()
         loss = self.dist.all_reduce_sum(total) / n_global
@@ -361,7 +383,8 @@ class Trainer:
             if resume_step is None:
                 self.metrics.write({"kind": "start", "step": 0, "params": self.n_params, "world": self.dist.world,
                                     "device": str(self.device), "dtype": str(self.dtype), "total_steps": self.total,
-                                    "peak_flops": self.peak})
+                                    "peak_flops": self.peak, "precision": self.precision_info.get("precision"),
+                                    "precision_reason": self.precision_info.get("reason")})
         self.dist.barrier()
 
     def _progress_bar(self):
