@@ -191,7 +191,7 @@ def decide(kind: str, figures: dict, flags: list[str]) -> tuple[str, str]:
     f32, b16 = figures["fp32"], figures["bf16"]
     ratio = b16 / f32
     what = "forward+backward matmuls" if kind == "train" else "prefill matmuls"
-    gf = f"{b16 / 1e9:,.0f} vs {f32 / 1e9:,.0f} GFLOP/s"
+    gf = f"{b16 / 1e9:,.1f} vs {f32 / 1e9:,.1f} GFLOP/s"
     if ratio < TRAIN_MARGIN:
         return "fp32", f"fp32: bf16 {what} of the model's shapes ran {ratio:.2f}x fp32 ({gf}); {hw_s}"
     if kind != "train":
@@ -249,5 +249,20 @@ def log_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-__all__ = ["PRECISIONS", "bf16_hardware", "cache_path", "cpu_info", "decide", "log_stderr", "parse_precision", "probe",
-           "resolve_precision", "run_probe", "shapes_of", "to_dtype"]
+def checkpoint_dtype(requested, device, ckpt=None, log=log_stderr):
+    """The dtype to load a checkpoint in for inference (generate, chat, eval, serve): `requested`
+    auto | fp32 | bf16 | fp16, resolved with the probe of the checkpoint's own shapes (its config is
+    read without the weights); the choice and reason go to `log`."""
+    shapes = None
+    if ckpt is not None and parse_precision(requested) == "auto":
+        try:
+            from herd.checkpoint import read_args
+
+            shapes = shapes_of(read_args(ckpt), 256)
+        except (HerdError, OSError, ValueError, TypeError):
+            shapes = None  # the load itself reports a bad checkpoint
+    return resolve_precision(requested, device, shapes=shapes, kind="infer", log=log)[0]
+
+
+__all__ = ["PRECISIONS", "bf16_hardware", "cache_path", "checkpoint_dtype", "cpu_info", "decide", "log_stderr",
+           "parse_precision", "probe", "resolve_precision", "run_probe", "shapes_of", "to_dtype"]

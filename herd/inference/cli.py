@@ -44,8 +44,11 @@ def _sampling_args(p, temperature=0.0, top_p=1.0):
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
     p.add_argument("--tokenizer", default=None, help="tokenizer file (tiktoken format) or 'llama3', "
                                                      "if not the one saved with the checkpoint")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="weights' precision; auto: bf16 on a GPU, and on a CPU bf16 where its matrix engine "
+                        "(AMX, AVX512-BF16) makes it faster, else fp32 (a cached probe, herd.precision)")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="weights' dtype (default: fp32 on CPU, the stored dtype on GPU)")
+                   help="the old name of --precision (overrides it when given)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
@@ -96,9 +99,9 @@ def load_for_inference(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype)
-    if dtype is None and device == "cpu":
-        dtype = torch.float32  # bf16 matmuls are far slower than fp32 on most CPUs
+    from herd.precision import checkpoint_dtype
+
+    dtype = checkpoint_dtype(args.dtype or getattr(args, "precision", "auto"), device, args.ckpt)
     model, tok = load_model(args.ckpt, device=device, dtype=dtype, tokenizer=args.tokenizer)
     if tok is None:
         raise HerdError(f"{args.ckpt} has no tokenizer; pass --tokenizer FILE (or --tokenizer llama3)")

@@ -58,6 +58,7 @@ class Context:
     skipped: dict = field(default_factory=dict)  # stage -> reason
     seconds: dict = field(default_factory=dict)
     log: object = print
+    machine: dict = field(default_factory=dict)  # herd.speedrun.machine: the compute scale and why
 
     def need(self, stage: str) -> dict:
         if stage not in self.outputs:
@@ -711,7 +712,12 @@ def run_speedrun(cfg: SpeedrunConfig, log=print) -> dict:
     out = Path(cfg.out)
     check_packages()
     check_manifest(cfg, out)
-    ctx = Context(cfg=cfg, out=out, log=log)
+    from herd.speedrun.machine import machine_scale
+
+    config_hash = cfg.hash()
+    cfg, machine = machine_scale(cfg, log)
+    machine["config_hash"] = config_hash
+    ctx = Context(cfg=cfg, out=out, log=log, machine=machine)
     if cfg.threads > 0:
         import torch
 
