@@ -29,8 +29,17 @@ def _bytes(files):
 
 @pytest.fixture(scope="module")
 def trained():
-    """A ~0.9M-parameter byte-level model, 250 AdamW steps on SOTU text (a few seconds), and held-out text
-    (other speeches)."""
+    """A ~0.9M-parameter byte-level model, 200 AdamW steps on SOTU text (a few seconds on one thread), and
+    held-out text (other speeches)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: one thread is as fast, and immune to a busy machine
+    try:
+        yield _train()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train():
     files = real_text_files(40)
     train, held = _bytes(files[:30]), _bytes(files[30:36])
     args = ModelArgs(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=256, multiple_of=32,
@@ -39,7 +48,7 @@ def trained():
     m = Transformer.build(args, seed=0)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
-    for step in range(250):
+    for step in range(200):
         idx = torch.randint(0, train.numel() - SEQ - 1, (16,), generator=g)
         x = torch.stack([train[i:i + SEQ + 1] for i in idx.tolist()])
         loss = m(x[:, :-1], targets=x[:, 1:]) / x[:, 1:].numel()
@@ -52,7 +61,7 @@ def trained():
     return m.eval(), held
 
 
-def _nll(model, held, n_seq=12, seq=256) -> float:
+def _nll(model, held, n_seq=8, seq=256) -> float:
     tot, cnt = 0.0, 0
     with torch.inference_mode():
         for i in range(n_seq):
@@ -69,12 +78,12 @@ def test_bf16_greedy_agrees_with_fp32(trained):
     g16 = Generator(m16, precision="bf16")
     assert g16.precision == "bf16" and m16.layers[0].attention.wq.weight.dtype == torch.bfloat16
     assert g32.precision == "fp32" and m32.layers[0].attention.wq.weight.dtype == torch.float32
-    prompts = [held[i * 997:i * 997 + 32].tolist() for i in range(4)]
+    prompts = [held[i * 997:i * 997 + 32].tolist() for i in range(2)]
     a = [o.tokens for o in g32.generate(prompts, max_new_tokens=256)]
     b = [o.tokens for o in g16.generate(prompts, max_new_tokens=256)]
     same = sum(x == y for ra, rb in zip(a, b) for x, y in zip(ra, rb))
     total = sum(len(r) for r in a)
-    assert total == 4 * 256
+    assert total == 2 * 256
     # teacher-forced: bf16's greedy choice after each fp32 prefix (no compounding of one flip)
     agree = n = 0
     with torch.inference_mode():

@@ -145,3 +145,15 @@ def test_shapes_of():
 
     a = get_preset("herd-20m")
     assert P.shapes_of(a, 2048) == (a.dim, a.ffn_hidden_dim, 2048)
+
+
+def test_figures_from_an_overloaded_machine_are_measured_again(monkeypatch, cache):
+    calls = fake_machine(monkeypatch, AMX_FLAGS, AMX)
+    loads = iter([20.0, 19.0, 1.0, 1.0])
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    P.probe("train", (512, 1536, 512))  # measured at load 20 on 2 cores
+    assert P.probe("train", (512, 1536, 512))[1] is True  # still busy: the cache stands
+    assert P.probe("train", (512, 1536, 512))[1] is False  # calm now: measured again
+    assert P.probe("train", (512, 1536, 512))[1] is True
+    assert len(calls) == 2
