@@ -2,7 +2,13 @@
 text (State of the Union addresses, byte-level): greedy decoding in bf16 agrees with fp32, int8
 perplexity on held-out text stays within 1% of fp32; the Generator's `precision` argument (None keeps
 the model's dtype: the old behaviour), the packed decode plan in bf16, and `auto` on both kinds of
-machine (mocked probe)."""
+machine (mocked probe). The two tests on the trained model are `slow` (training it takes ~30 s on one
+idle core, minutes on a busy machine); the others run on a random tiny model.
+
+Greedy agreement is measured two ways: teacher-forced (after each fp32 prefix, does bf16 pick the same next
+token? the per-token agreement the >= 95% bound is about) and position by position over the free-running
+decodes (reported: after the first near-tie that rounds the other way the two continuations differ, so this
+figure says where the first flip came, not how often bf16 disagrees)."""
 
 import copy
 import math
@@ -71,6 +77,7 @@ def _nll(model, held, n_seq=8, seq=256) -> float:
     return tot / cnt
 
 
+@pytest.mark.slow
 def test_bf16_greedy_agrees_with_fp32(trained):
     m32, held = trained
     m16 = copy.deepcopy(m32)
@@ -92,11 +99,14 @@ def test_bf16_greedy_agrees_with_fp32(trained):
             l32, l16 = m32(seq)[0, len(p) - 1:-1], m16(seq)[0, len(p) - 1:-1]
             agree += int((l32.argmax(-1) == l16.argmax(-1)).sum())
             n += l32.shape[0]
-    print(f"bf16 vs fp32 greedy: {same}/{total} positions equal, teacher-forced top-1 {agree}/{n}")
+    first = [next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), len(ra)) for ra, rb in zip(a, b)]
+    print(f"bf16 vs fp32 greedy: teacher-forced top-1 {agree}/{n}; free-running {same}/{total} positions equal "
+          f"(first difference at tokens {first})")
     assert agree / n >= 0.95
-    assert same / total >= 0.95
+    assert min(first) >= 8  # the decodes start out the same
 
 
+@pytest.mark.slow
 def test_int8_perplexity_within_1pct(trained):
     m32, held = trained
     m8 = copy.deepcopy(m32)
@@ -113,8 +123,13 @@ def test_int8_perplexity_within_1pct(trained):
     assert abs(math.exp(_nll(m8b, held)) / ppl32 - 1) < 0.01
 
 
-def test_packed_bf16_decode_matches_bf16_forward(trained):
-    m = copy.deepcopy(trained[0]).to(torch.bfloat16)
+def _tiny(seed=0):
+    args = ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=256, multiple_of=32, max_seq_len=512)
+    return Transformer.build(args, seed=seed).eval()
+
+
+def test_packed_bf16_decode_matches_bf16_forward():
+    m = _tiny().to(torch.bfloat16)
     m.reset_rope()
     gen = Generator(m, pack=True)
     plan = gen.plan()
@@ -132,9 +147,9 @@ def test_packed_bf16_decode_matches_bf16_forward(trained):
             assert torch.allclose(lg[0], ref[t], atol=0.1, rtol=0.02), (lg[0] - ref[t]).abs().max()
 
 
-def test_fp32_packed_then_bf16_relays_out(trained):
+def test_fp32_packed_then_bf16_relays_out():
     """A model packed for fp32 decoding ([in, out]) and then cast to bf16 gets [out, in] rows back."""
-    m = copy.deepcopy(trained[0])
+    m = _tiny()
     Generator(m, pack=True).plan()
     assert not m.layers[0].attention.wq.weight.is_contiguous()
     g = Generator(m, precision="bf16")
@@ -143,18 +158,18 @@ def test_fp32_packed_then_bf16_relays_out(trained):
     assert g.generate([[72, 101, 108, 108, 111]], max_new_tokens=4)[0].stop_reason == "length"
 
 
-def test_precision_none_keeps_the_model(trained):
-    m = copy.deepcopy(trained[0])
+def test_precision_none_keeps_the_model():
+    m = _tiny()
     g = Generator(m)
     assert g.precision == "fp32" and g.precision_reason is None and g.dtype == torch.float32
 
 
-def test_auto_by_machine(trained, tmp_path, monkeypatch):
+def test_auto_by_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("HERD_CACHE_DIR", str(tmp_path))
     fake_machine(monkeypatch, AMX_FLAGS, AMX)
-    g = Generator(copy.deepcopy(trained[0]), precision="auto")
+    g = Generator(_tiny(), precision="auto")
     assert g.precision == "bf16" and g.dtype == torch.bfloat16 and "amx_bf16" in g.precision_reason
     fake_machine(monkeypatch, AVX2_FLAGS, AVX2)
     monkeypatch.setenv("HERD_CACHE_DIR", str(tmp_path / "other"))
-    g = Generator(copy.deepcopy(trained[0]), precision="auto")
+    g = Generator(_tiny(), precision="auto")
     assert g.precision == "fp32" and g.dtype == torch.float32 and "no bf16 matrix hardware" in g.precision_reason
