@@ -213,11 +213,13 @@ def decide(kind: str, figures: dict, flags: list[str]) -> tuple[str, str]:
     return "bf16", f"bf16 autocast: {what} ran {ratio:.1f}x fp32 ({gf}); {hw_s}"
 
 
-def resolve_precision(requested="auto", device="cpu", shapes=None, kind: str = "train", log=None):
+def resolve_precision(requested="auto", device="cpu", shapes=None, kind: str = "train", log=None,
+                      need_peak: bool = True):
     """(torch dtype, reason, peak FLOP/s of that dtype) for `requested` (auto | fp32 | bf16 | fp16)
     on `device`. `shapes` = (dim, ffn hidden, tokens per matmul) of the model (default: a 35M-param
     model's); `kind` = "train" (bf16 autocast, fp32 master weights) or "infer" (bf16 weights).
-    `log` (a callable) gets the one line naming the choice and the reason."""
+    `log` (a callable) gets the one line naming the choice and the reason. With need_peak=False an explicit
+    fp32/bf16 on a CPU is returned without probing (peak 0.0)."""
     import torch
 
     req = parse_precision(requested)
@@ -241,6 +243,10 @@ def resolve_precision(requested="auto", device="cpu", shapes=None, kind: str = "
     else:
         if req == "fp16":
             raise HerdError("precision fp16 is for GPUs; on a CPU use auto, fp32 or bf16")
+        if req != "auto" and not need_peak:
+            if log is not None:
+                log(f"herd: precision {req} — requested")
+            return to_dtype(req), "requested", 0.0
         figures, cached = probe(kind, tuple(int(s) for s in (shapes or (512, 1536, 512))))
         _, flags = cpu_info()
         if req == "auto":
@@ -271,7 +277,7 @@ def checkpoint_dtype(requested, device, ckpt=None, log=log_stderr):
             shapes = shapes_of(read_args(ckpt), 256)
         except (HerdError, OSError, ValueError, TypeError):
             shapes = None  # the load itself reports a bad checkpoint
-    return resolve_precision(requested, device, shapes=shapes, kind="infer", log=log)[0]
+    return resolve_precision(requested, device, shapes=shapes, kind="infer", log=log, need_peak=False)[0]
 
 
 __all__ = ["PRECISIONS", "bf16_hardware", "cache_path", "checkpoint_dtype", "cpu_info", "decide", "log_stderr",

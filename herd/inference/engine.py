@@ -88,7 +88,8 @@ class Generator:
             from herd.precision import parse_precision, resolve_precision, shapes_of
 
             dev = model.tok_embeddings.weight.device
-            dt, self.precision_reason, _ = resolve_precision(precision, dev, shapes_of(model.args, 256), kind="infer")
+            dt, self.precision_reason, _ = resolve_precision(precision, dev, shapes_of(model.args, 256), kind="infer",
+                                                             need_peak=False)
             if model.tok_embeddings.weight.dtype != dt:
                 model.to(dt)
                 model.reset_rope()  # RoPE tables stay fp32

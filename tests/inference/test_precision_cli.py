@@ -19,7 +19,7 @@ def test_generate_bf16(ckpt, tok_model, small_tokenizer, capsys):
     rc, out, err = _run(capsys, "generate", ckpt, "--prompt", "Hello there", "--max-new-tokens", 8,
                         "--precision", "bf16")
     assert rc == 0 and out.strip()
-    assert "herd: precision bf16 — bf16: requested" in err
+    assert "herd: precision bf16 — requested" in err
 
 
 def test_generate_auto_on_avx2_machine_is_fp32(ckpt, tok_model, small_tokenizer, capsys, monkeypatch, tmp_path):
