@@ -350,9 +350,9 @@ def peers(a):
         pass
     tok = Tokenizer.llama3()
     if a.peer_shape == "small":
-        args = get_preset("llama3.2-1b", dim=1024, n_layers=4, n_heads=16, n_kv_heads=4, max_seq_len=4096)
+        args = get_preset("llama3.2-1b", dim=1024, n_layers=4, n_heads=16, n_kv_heads=4, max_seq_len=8192)
     else:
-        args = get_preset(a.peer_shape, max_seq_len=4096)
+        args = get_preset(a.peer_shape, max_seq_len=8192)
     args = args.replace(vocab_size=tok.n_words)
     model = Transformer.build(args, seed=0)
     res["model"] = f"{a.peer_shape}: {model.num_params() / 1e9:.2f}B params, dim {args.dim}, {args.n_layers} layers"

@@ -268,15 +268,17 @@ def log_stderr(line: str) -> None:
 def checkpoint_dtype(requested, device, ckpt=None, log=log_stderr):
     """The dtype to load a checkpoint in for inference (generate, chat, eval, serve): `requested`
     auto | fp32 | bf16 | fp16, resolved with the probe of the checkpoint's own shapes (its config is
-    read without the weights); the choice and reason go to `log`."""
+    read without the weights; a missing or bad checkpoint is its HerdError, before any log line); the
+    choice and reason go to `log`."""
+    parse_precision(requested)
     shapes = None
-    if ckpt is not None and parse_precision(requested) == "auto":
-        try:
-            from herd.checkpoint import read_args
+    if ckpt is not None:
+        from herd.checkpoint import read_args
 
+        try:
             shapes = shapes_of(read_args(ckpt), 256)
-        except (HerdError, OSError, ValueError, TypeError):
-            shapes = None  # the load itself reports a bad checkpoint
+        except (OSError, ValueError, TypeError, KeyError):
+            shapes = None  # the load itself reports what is wrong
     return resolve_precision(requested, device, shapes=shapes, kind="infer", log=log, need_peak=False)[0]
 
 
