@@ -362,6 +362,7 @@ def peers(a):
 
         res["llama_cpp_python"] = llama_cpp.__version__
         conv, why = _llama_cpp_converter()
+        conv = (conv, why) if conv is not None else None
     except ImportError:
         conv, why = None, "llama-cpp-python is not installed (build it from its sdist: docs/benchmarks.md)"
     if conv is None:
