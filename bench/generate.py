@@ -8,6 +8,15 @@ least-disturbed repeat is the closest to the machine's real speed; ratios come f
     python bench/generate.py --compile       # also torch.compile'd decode (and its compile time)
     python bench/generate.py --int8          # also int8 vs fp32 decode on herd-100m
     python bench/generate.py --device cuda   # GPU figures (bf16)
+    python bench/generate.py --peers         # herd vs llama.cpp vs HF at fp32, bf16 and int8 (below)
+
+`--peers` (issue [4/7]): a Llama-3.2-1B-shaped random model (`--peer-shape`) with the real Llama 3
+tokenizer, exported by herd to HF format and converted by llama.cpp's own convert_hf_to_gguf.py (to
+f32, bf16 and q8_0), so all three run the same weights: herd (fp32; bf16 weights; int8 weight-only on
+bf16), llama.cpp through llama-cpp-python (F32, BF16, Q8_0) and HF transformers (fp32, bf16), same
+threads, batch-1 decode and prefill, repeats interleaved. llama.cpp is optional: without
+llama-cpp-python or the converter (scripts/fetch_llama_cpp.sh) its rows are skipped with a note.
+Build it from source, see docs/benchmarks.md.
 
 Figures: prefill tokens/s (1 x 1024 prompt), decode tokens/s at batch 1 and 8 (32-token prompts,
 128 new tokens; decode rate = 127 steps / (time of 128 new tokens - time of 1 new token)), and
@@ -145,8 +154,14 @@ def main(argv=None):
     ap.add_argument("--int8", action="store_true", help="also int8 vs fp32 decode on herd-100m")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    ap.add_argument("--peers", action="store_true", help="only the herd / llama.cpp / HF comparison at fp32, bf16, "
+                                                         "int8 on a Llama-3.2-1B-shaped model")
+    ap.add_argument("--peer-shape", default="llama3.2-1b", help="preset for --peers (or 'small': dim 1024, 4 layers)")
+    ap.add_argument("--precisions", default="fp32,bf16,int8", help="precisions for --peers")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.peers:
+        return peers(a)
     dev = a.device
     dtype = torch.float32 if dev == "cpu" else torch.bfloat16
     res = {"machine": platform.processor() or platform.machine(), "threads": a.threads, "device": dev,
@@ -259,6 +274,168 @@ def main(argv=None):
     _report(res)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+# ---- herd vs llama.cpp vs HF on the same weights (--peers) -------------------------------------------------
+def _llama_cpp_converter():
+    """(converter dir, env) or (None, why)."""
+    import subprocess
+
+    base = Path(os.environ.get("HERD_LLAMA_CPP_SRC") or
+                Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "herd" / "llama.cpp")
+    for d in (base, base / "vendor" / "llama.cpp"):
+        if (d / "convert_hf_to_gguf.py").is_file():
+            paths = [str(d / "gguf-py")] + [str(p) for p in (d / "pydeps", d.parent / "pydeps") if p.is_dir()]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]),
+                   "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+            r = subprocess.run([sys.executable, "-c", "import gguf, sentencepiece"], env=env, capture_output=True)
+            return (d, env) if r.returncode == 0 else (None, "the converter's imports fail")
+    return None, "convert_hf_to_gguf.py not found (run scripts/fetch_llama_cpp.sh)"
+
+
+def _convert_gguf(conv, hf_dir, out, outtype):
+    import subprocess
+
+    d, env = conv
+    if not out.exists():
+        r = subprocess.run([sys.executable, str(d / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(out),
+                            "--outtype", outtype], env=env, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"convert_hf_to_gguf.py --outtype {outtype} failed: {r.stderr[-2000:]}")
+    return out
+
+
+class _LlamaCpp:
+    """Greedy batch-1 decoding with llama-cpp-python's low-level eval (no sampling chain): prefill the
+    prompt, then one token per eval, the argmax of the last logits."""
+
+    def __init__(self, path, threads, n_ctx):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=512,
+                         n_ubatch=512, logits_all=False, verbose=False)
+
+    def generate(self, prompt, n):
+        import numpy as np
+
+        llm = self.llm
+        llm.reset()
+        llm.eval(prompt)
+        out = []
+        for i in range(n):
+            t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            out.append(t)
+            if i < n - 1:
+                llm.eval([t])
+        return out
+
+
+def peers(a):
+    import gc
+    import subprocess
+
+    from herd.checkpoint.hf import save_hf
+    from herd.inference.quant import quantize_int8
+    from herd.tokenizer import Tokenizer
+
+    dev, T = "cpu", a.threads
+    res = {"threads": T, "torch": torch.__version__, "load_avg_start": os.getloadavg(),
+           "lscpu_model": platform.processor()}
+    try:
+        res["lscpu"] = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in subprocess.run(
+            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if ":" in ln)
+            if k.strip() in ("Model name", "Flags", "CPU(s)")}
+    except OSError:
+        pass
+    tok = Tokenizer.llama3()
+    if a.peer_shape == "small":
+        args = get_preset("llama3.2-1b", dim=1024, n_layers=4, n_heads=16, n_kv_heads=4, max_seq_len=8192)
+    else:
+        args = get_preset(a.peer_shape, max_seq_len=8192)
+    args = args.replace(vocab_size=tok.n_words)
+    model = Transformer.build(args, seed=0)
+    res["model"] = f"{a.peer_shape}: {model.num_params() / 1e9:.2f}B params, dim {args.dim}, {args.n_layers} layers"
+    print("model:", res["model"], flush=True)
+    try:
+        import llama_cpp
+
+        res["llama_cpp_python"] = llama_cpp.__version__
+        conv, why = _llama_cpp_converter()
+        conv = (conv, why) if conv is not None else None
+    except ImportError:
+        conv, why = None, "llama-cpp-python is not installed (build it from its sdist: docs/benchmarks.md)"
+    if conv is None:
+        print(f"llama.cpp: skipped ({why})", flush=True)
+        res["llama_cpp_skipped"] = why
+    import transformers
+
+    res["transformers"] = transformers.__version__
+    g = torch.Generator().manual_seed(0)
+    P, N, L = a.prompt_len, a.new, a.prefill_len
+    prompt = torch.randint(0, 128000, (P,), generator=g).tolist()
+    long = torch.randint(0, 128000, (L,), generator=g).tolist()
+    work = Path(tempfile.mkdtemp(prefix="herd-peers-"))
+    save_hf(model, work / "hf", tokenizer=tok)
+    outtype = {"fp32": "f32", "bf16": "bf16", "int8": "q8_0"}
+    for prec in a.precisions.split(","):
+        runs = {}
+        m = copy.deepcopy(model)
+        if prec != "fp32":
+            m = m.to(torch.bfloat16)
+            m.reset_rope()
+        if prec == "int8":
+            quantize_int8(m)
+        gen = Generator(m, max_batch=1, max_seq_len=max(L, P + N) + 8)
+        runs["herd"] = lambda n, p, gen=gen: gen.generate([p], max_new_tokens=n)[0].tokens
+        hf = None
+        if prec in ("fp32", "bf16"):
+            from transformers import LlamaForCausalLM
+
+            hf = LlamaForCausalLM.from_pretrained(work / "hf", attn_implementation="sdpa",
+                                                  dtype=torch.float32 if prec == "fp32" else torch.bfloat16).eval()
+            runs["hf"] = lambda n, p, hf=hf: hf_generate(hf, torch.tensor([p]), n)[0, len(p):].tolist()
+        if conv is not None:
+            try:
+                path = _convert_gguf(conv, work / "hf", work / f"m-{outtype[prec]}.gguf", outtype[prec])
+                lc = _LlamaCpp(path, T, max(L, P + N) + 8)
+                runs["llama.cpp"] = lambda n, p, lc=lc: lc.generate(p, n)
+            except Exception as e:  # noqa: BLE001 - a peer that fails is reported, the rest still runs
+                print(f"llama.cpp {prec}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
+                res[f"llama_cpp_{prec}_error"] = str(e)[:500]
+        first = {k: f(16, prompt) for k, f in runs.items()}
+        agree = {k: sum(x == y for x, y in zip(first["herd"], v)) for k, v in first.items() if k != "herd"}
+        pre = {k: float("inf") for k in runs}
+        dec = {k: [] for k in runs}
+        with torch.inference_mode():
+            for _ in range(a.reps):
+                for k, f in runs.items():
+                    pre[k] = min(pre[k], timeit(lambda f=f: f(1, long), dev))
+                    t1 = timeit(lambda f=f: f(1, prompt), dev)
+                    tn = timeit(lambda f=f: f(N, prompt), dev)
+                    dec[k].append((N - 1) / max(tn - t1, 1e-9))
+        r = {"prefill_tok_s": {k: L / v for k, v in pre.items()},
+             "decode_tok_s": {k: max(v) for k, v in dec.items()},
+             "decode_tok_s_median": {k: statistics.median(v) for k, v in dec.items()},
+             "greedy_16_agree_with_herd": agree, "load_avg": os.getloadavg()[0]}
+        res[prec] = r
+        print(f"[{prec}] decode b1 tok/s: {_fmt(r['decode_tok_s'])} | prefill {L} tok/s: {_fmt(r['prefill_tok_s'])}"
+              f" | first 16 greedy ids equal to herd's: {agree} | load {r['load_avg']:.1f}", flush=True)
+        del runs, gen, m, hf
+        gc.collect()
+    res["load_avg_end"] = os.getloadavg()
+    print()
+    for prec in a.precisions.split(","):
+        r = res[prec]
+        for what in ("decode_tok_s", "prefill_tok_s"):
+            d = r[what]
+            ratios = ", ".join(f"herd/{k} {d['herd'] / d[k]:.2f}x" for k in d if k != "herd")
+            print(f"{prec:5s} {what:14s} " + "  ".join(f"{k} {v:8.1f}" for k, v in d.items()) + f"   {ratios}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
     return res
 
 

@@ -15,6 +15,12 @@ median step time of each is reported with tokens/s, MFU against a measured fp32 
     python bench/train.py --compile                          # herd with torch.compile (per block)
     python bench/train.py --plain-loss                       # herd's model with HF's loss computation
     python bench/train.py --device cuda --dtype bfloat16     # on a GPU
+    python bench/train.py --precisions                      # herd auto vs HF bf16 autocast vs herd fp32
+
+`--precisions` (issue [4/7]): herd in the precision `auto` picks on this machine (herd.precision's probe
+of the model's shapes: bf16 autocast on an AMX CPU, fp32 on an AVX2-only one), HF in its best CPU
+setting (bf16 autocast) and herd in fp32, same weights, interleaved; MFU of each against the peak of
+the precision it computes in.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ def main():
                     help="herd computes logits then F.cross_entropy as HF does (not its fused loss)")
     ap.add_argument("--same-optim", action="store_true", help="give HF the fused AdamW too (model-only comparison)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--precisions", action="store_true", help="herd auto vs HF bf16 autocast vs herd fp32")
     ap.add_argument("--profile", action="store_true", help="print the top operators of one step of each model")
     ap.add_argument("--peak", type=float, default=0,
                     help="peak GFLOP/s for MFU (default: a matmul probe on CPU, the datasheet on GPU); e.g. the "
@@ -90,6 +97,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.precisions:
+        return compare_precisions(args, device)
     amp = torch.bfloat16 if args.dtype == "bfloat16" else None
     from herd.train.metrics import peak_flops
 
@@ -162,6 +171,60 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
+
+
+def compare_precisions(args, device):
+    """herd auto / HF bf16 autocast / herd fp32, interleaved steps, median step time of each."""
+    import copy
+    import os
+
+    from herd.precision import resolve_precision, shapes_of
+    from herd.train.metrics import peak_flops
+    from herd.train.parallel import init_distributed, parallelize
+
+    margs, herd, hf = build_pair(args, device, torch.float32)
+    auto, reason, _ = resolve_precision("auto", device, shapes=shapes_of(margs, args.batch * args.seq))
+    print(f"herd auto: {auto} — {reason}", flush=True)
+    herd32 = copy.deepcopy(herd)
+    d = init_distributed(device.type)
+    for m in (herd, herd32):
+        parallelize(m, d, device, doc_mask=False)
+    arms = {"herd auto": (herd, "herd", None if auto == torch.float32 else auto),
+            "hf bf16": (hf, "hf", torch.bfloat16), "herd fp32": (herd32, "herd", None)}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+            for k, (m, _, _) in arms.items()}
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(0, margs.vocab_size, (args.batch, args.seq + 1), generator=g).to(device)
+    inputs, targets = toks[:, :-1].contiguous(), toks[:, 1:].contiguous()
+    times = {k: [] for k in arms}
+    losses = {k: [] for k in arms}
+    load0 = os.getloadavg()[0]
+    for i in range(args.warmup + args.steps):
+        for k, (m, kind, amp) in arms.items():
+            t = time.perf_counter()
+            losses[k].append(step_fn(m, kind, opts[k], inputs, targets, amp))
+            if i >= args.warmup:
+                times[k].append(time.perf_counter() - t)
+    ntok, fpt = args.batch * args.seq, margs.flops_per_token(args.seq)
+    res = {"preset": args.preset, "params": margs.num_params(), "batch": args.batch, "seq": args.seq,
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "auto": str(auto), "reason": reason,
+           "load_avg": [load0, os.getloadavg()[0]]}
+    print(f"{args.preset} ({margs.num_params() / 1e6:.1f}M params), batch {args.batch}x{args.seq}, "
+          f"{res['threads']} threads, load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
+    for k, (m, kind, amp) in arms.items():
+        med = statistics.median(times[k])
+        peak = peak_flops(device, amp or torch.float32)
+        res[k] = {"step_s": med, "tokens_per_s": ntok / med, "mfu": fpt * ntok / med / peak, "peak": peak,
+                  "losses": losses[k]}
+        print(f"  {k:10s} {med * 1e3:8.1f} ms/step {ntok / med:9,.0f} tok/s  MFU {100 * res[k]['mfu']:5.1f}% of "
+              f"{peak / 1e9:,.0f} GFLOP/s ({'bf16' if amp else 'fp32'})  losses {losses[k][0]:.4f} -> "
+              f"{losses[k][-1]:.4f}")
+    for k in ("hf bf16", "herd fp32"):
+        print(f"  herd auto / {k}: {res['herd auto']['tokens_per_s'] / res[k]['tokens_per_s']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return res
 
 
 if __name__ == "__main__":

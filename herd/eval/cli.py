@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--out", default="eval_results.json", help="results JSON (default: eval_results.json)")
     p.add_argument("--resume", action="store_true", help="skip tasks already present in --out")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="weights' precision; auto: bf16 where this machine makes it faster (herd.precision)")
     p.add_argument(
         "--tokenizer", default=None, help="tokenizer file overriding the checkpoint's ('llama3' for Meta's)"
     )
@@ -211,7 +213,10 @@ def cmd_eval(args) -> int:
         from herd.checkpoint import load_model
 
         torch.manual_seed(args.seed)
-        model, tok = load_model(args.checkpoint, device=args.device, tokenizer=args.tokenizer)
+        from herd.precision import checkpoint_dtype
+
+        dtype = checkpoint_dtype(getattr(args, "precision", "auto"), args.device, args.checkpoint)
+        model, tok = load_model(args.checkpoint, device=args.device, dtype=dtype, tokenizer=args.tokenizer)
         if tok is None:
             raise HerdError(f"{args.checkpoint}: no tokenizer beside the weights; pass --tokenizer PATH")
         model.eval()

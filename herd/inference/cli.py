@@ -44,9 +44,12 @@ def _sampling_args(p, temperature=0.0, top_p=1.0):
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
     p.add_argument("--tokenizer", default=None, help="tokenizer file (tiktoken format) or 'llama3', "
                                                      "if not the one saved with the checkpoint")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="weights' precision; auto: bf16 on a GPU, and on a CPU bf16 where its matrix engine "
+                        "(AMX, AVX512-BF16) makes it faster, else fp32 (a cached probe, herd.precision)")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="weights' dtype; not set: fp32 on CPU, the stored dtype on GPU")
-    p.add_argument("--device", default=None, help="cpu or cuda; not set: cuda when available")
+                   help="the old name of --precision (overrides it when given)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
@@ -112,9 +115,12 @@ def load_for_inference(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype)
-    if dtype is None and device == "cpu":
-        dtype = torch.float32  # bf16 matmuls are far slower than fp32 on most CPUs
+    from herd.precision import checkpoint_dtype
+
+    # the precision line is printed with the run's summary (a bad prompt stays a one-line error)
+    lines: list = []
+    dtype = checkpoint_dtype(args.dtype or getattr(args, "precision", "auto"), device, args.ckpt, log=lines.append)
+    args.precision_line = lines[0] if lines else None
     model, tok = load_model(args.ckpt, device=device, dtype=dtype, tokenizer=args.tokenizer)
     if tok is None:
         raise HerdError(f"{args.ckpt} has no tokenizer; pass --tokenizer FILE (or --tokenizer llama3)")
@@ -223,7 +229,7 @@ def run_generate(args) -> int:
         gen_check._check([e], args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.num_samples)
 
     if out_path is None and len(prompts) == 1 and args.num_samples == 1:
-        return _generate_streamed(gen, tok, encoded[0], kw)
+        return _generate_streamed(gen, tok, encoded[0], kw, getattr(args, "precision_line", None))
 
     todo = [i for i in range(len(prompts)) if i not in done]
     per_batch = max(1, args.max_batch // args.num_samples)
@@ -254,6 +260,8 @@ def run_generate(args) -> int:
         bar.update(len(idx))
     bar.close()
     dt = time.perf_counter() - t0
+    if getattr(args, "precision_line", None):
+        print(args.precision_line, file=sys.stderr)
     print(f"{n_tok} tokens in {dt:.1f}s ({n_tok / max(dt, 1e-9):.1f} tok/s)"
           + (f" -> {out_path}" if out_path else ""), file=sys.stderr)
     return 0
@@ -290,7 +298,7 @@ def _append_jsonl(path: Path, recs: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _generate_streamed(gen, tok, prompt, kw) -> int:
+def _generate_streamed(gen, tok, prompt, kw, precision_line=None) -> int:
     from herd.inference import TextStreamer
 
     s = TextStreamer(tok)
@@ -299,6 +307,8 @@ def _generate_streamed(gen, tok, prompt, kw) -> int:
     print(s.flush(), flush=True)
     dt = time.perf_counter() - t0
     st = gen.stats
+    if precision_line:
+        print(precision_line, file=sys.stderr)
     print(f"[{len(out.tokens)} tokens, {out.stop_reason}; prefill {st.prefill_tokens} tok in {st.prefill_s:.2f}s, "
           f"decode {len(out.tokens) / max(dt - st.prefill_s, 1e-9):.1f} tok/s]", file=sys.stderr)
     return 0
@@ -430,6 +440,8 @@ def chat_loop(chat: Chat, read=input) -> int:
 
 def run_chat(args) -> int:
     model, tok = load_for_inference(args)
+    if getattr(args, "precision_line", None):
+        print(args.precision_line, file=sys.stderr)
     from herd.inference import Generator
 
     gen = Generator(model, tokenizer=tok, max_batch=1, compile=args.compile)

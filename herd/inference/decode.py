@@ -43,8 +43,14 @@ def _plain(mods) -> bool:
 def _pack_t(mod: nn.Linear) -> torch.Tensor:
     """Lay `mod`'s weight [out, in] out column-major, in place; returns its [in, out] contiguous view.
     The weight stays a dense tensor (a transpose of a contiguous one), so gradients take its layout
-    and every optimizer (fused AdamW included) handles it as before."""
+    and every optimizer (fused AdamW included) handles it as before. Only fp32 weights are re-laid
+    out: the CPU's bf16 GEMV (oneDNN) streams [out, in] rows best (3.5x slower from [in, out] on the
+    AMX machine of docs/benchmarks.md), so a bf16/fp16 weight keeps its layout (its .t() is returned)."""
     w = mod.weight
+    if w.dtype != torch.float32:
+        if not w.is_contiguous():  # e.g. packed in fp32, then cast with .to(): back to [out, in] rows
+            w.data = w.detach().contiguous()
+        return w.detach().t()
     if not (w.dim() == 2 and w.stride() == (1, w.shape[0])):
         w.data = w.detach().t().contiguous().t()
     return w.detach().t()

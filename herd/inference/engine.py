@@ -29,8 +29,10 @@ Speed (CPU decode is bound by weight reads and per-op overhead): prefill runs th
 forward (`Transformer.forward` with the cache, the last layer for the last position only); each
 decode step runs `herd.inference.decode.decode_step`, which reads only the live part of the cache, needs no mask when no row is padded,
 attends without copying K/V for grouped-query attention, and (with `pack`, the default on the CPU)
-finds the model's linear weights laid out [in, out] in place, the layout the CPU's GEMV streams
-best (same parameters, shapes and values; see that module). With `compile=True` the decode step is
+finds the model's fp32 linear weights laid out [in, out] in place, the layout the CPU's fp32 GEMV streams
+best (same parameters, shapes and values; see that module). With `precision="auto"` (the CLI's default)
+the weights are bf16 where this machine's matrix engine makes that faster (herd.precision's probe),
+which halves the bytes a decode step reads and runs prefill on AMX; int8 weights (quant.py) a quarter. With `compile=True` the decode step is
 compiled once per (batch, cache length) with static shapes (cache lengths are rounded up to a
 multiple of 256 so few shapes occur); on CUDA with CUDA graphs.
 """
@@ -75,9 +77,23 @@ class GenerationStats:
 
 class Generator:
     def __init__(self, model, tokenizer=None, max_batch: int = 8, max_seq_len: int | None = None,
-                 compile: bool = False, pack: bool | None = None):
+                 compile: bool = False, pack: bool | None = None, precision: str | None = None):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise HerdError(f"max_batch must be a positive integer, got {max_batch!r}")
+        # precision (herd.precision): None keeps the model's dtype as it is; "auto" | "fp32" | "bf16" (|
+        # "fp16" on GPU) casts its floating-point weights in place to that dtype ("auto": bf16 where this
+        # machine's matrix engine makes prefill faster and decode no slower, else fp32); int8 weights stay int8
+        self.precision_reason = None
+        if precision is not None:
+            from herd.precision import parse_precision, resolve_precision, shapes_of
+
+            dev = model.tok_embeddings.weight.device
+            dt, self.precision_reason, _ = resolve_precision(precision, dev, shapes_of(model.args, 256), kind="infer",
+                                                             need_peak=False)
+            if model.tok_embeddings.weight.dtype != dt:
+                model.to(dt)
+                model.reset_rope()  # RoPE tables stay fp32
+            self.precision = parse_precision(dt)
         self.model = model.eval()
         self.args = model.args
         self.tokenizer = tokenizer
@@ -85,6 +101,10 @@ class Generator:
         self.max_seq_len = min(max_seq_len or self.args.max_seq_len, self.args.max_seq_len)
         p = model.tok_embeddings.weight
         self.device, self.dtype = p.device, p.dtype
+        if precision is None:
+            from herd.precision import parse_precision
+
+            self.precision = parse_precision(self.dtype)
         self.compile = compile
         # packed weights (herd.inference.decode): on by default on the CPU, where they pay
         self.pack = self.device.type == "cpu" if pack is None else bool(pack)

@@ -20,7 +20,9 @@ output layer keep int8 weights with one fp32 scale per output channel (amax / 12
 nearest); activations stay in floating point. It reads 4x fewer weight bytes than fp32, which is
 what decoding is bound by. Kernels: on CPU `aten._weight_int8pack_mm` (its fp32 kernel is a slow
 reference loop, so activations go through it in bf16, the fast kernel; documented error bound in
-docs/inference.md); on CUDA dequantize-and-matmul (fused by torch.compile).
+docs/inference.md) for decode (up to INT8_GEMV_ROWS rows); for prefill the int8 weights are widened
+(exactly) to bf16 on a CPU with a bf16 matrix engine (else fp32) for the GEMM; on CUDA
+dequantize-and-matmul (fused by torch.compile).
 """
 
 from __future__ import annotations
@@ -111,6 +113,20 @@ def int8_quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
+INT8_GEMV_ROWS = 16  # up to this many rows (decode): the int8 GEMV kernel; more (prefill): widened GEMM
+_PREFILL: list = []
+
+
+def _prefill_dtype() -> torch.dtype:
+    """bf16 where this CPU's bf16 GEMM is clearly faster than fp32 (herd.precision's cached probe), else fp32."""
+    if not _PREFILL:
+        from herd.precision import TRAIN_MARGIN, probe
+
+        fig, _ = probe("infer", (512, 1536, 512))
+        _PREFILL.append(torch.bfloat16 if fig["bf16"] >= TRAIN_MARGIN * fig["fp32"] else torch.float32)
+    return _PREFILL[0]
+
+
 class Int8Linear(nn.Module):
     """A bias-free linear layer with int8 weights and per-output-channel scales."""
 
@@ -127,6 +143,13 @@ class Int8Linear(nn.Module):
             return F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
+        if x2.shape[0] > INT8_GEMV_ROWS:
+            # prefill: _weight_int8pack_mm is a GEMV kernel (~30 GFLOP/s at 128 rows on the AMX machine);
+            # the int8 values are exact in bf16, so widen them and run the matrix engine's GEMM
+            # (bf16 where herd.precision found it fast, else fp32), then the per-channel scales
+            dt = _prefill_dtype()
+            y = F.linear(x2.to(dt), self.weight.to(dt)).float() * self.scale
+            return y.to(x.dtype).view(*shape[:-1], self.out_features)
         y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight, self.scale_bf16)
         return y.to(x.dtype).view(*shape[:-1], self.out_features)
 

@@ -32,8 +32,18 @@ IGNORE = -100
 
 
 def cfg_device(cfg) -> tuple[torch.device, torch.dtype]:
-    """resolve_device of a stage config's `device` and `dtype` (both "auto" when it has none)."""
-    return resolve_device(getattr(cfg, "device", "auto"), getattr(cfg, "dtype", "auto"))
+    """resolve_device of a stage config's `device` and `dtype` (both "auto" when it has none); "auto" on a
+    CPU probes the shapes of the stage's model (cfg.model) when its config can be read (herd.precision)."""
+    shapes = None
+    if str(getattr(cfg, "dtype", "auto")).lower() == "auto" and getattr(cfg, "model", None):
+        try:
+            from herd.checkpoint import read_args
+            from herd.precision import shapes_of
+
+            shapes = shapes_of(read_args(cfg.model), 512)
+        except (HerdError, OSError, ValueError, TypeError):
+            shapes = None  # the load reports a bad checkpoint; the probe uses its default shapes
+    return resolve_device(getattr(cfg, "device", "auto"), getattr(cfg, "dtype", "auto"), shapes=shapes)
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

@@ -149,7 +149,7 @@ def train_config(cfg: IsoFLOPConfig, run: dict, out_dir: Path):
             "out": str(out_dir),
             "steps": steps,
             "device": cfg.device,
-            "dtype": cfg.dtype,
+            "precision": cfg.dtype,
             "seed": cfg.seed,
             "progress": False,
             "log_interval": max(1, steps // 5),

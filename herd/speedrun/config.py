@@ -65,6 +65,9 @@ class SpeedrunConfig:
     # 4. the herd: the flagship at `flagship_flops`, sized by the fit; small and medium are
     # N*/small_div and N*/medium_div on the flagship's token count (like 8B/70B/405B on 15T tokens).
     flagship_flops: float = 6e12
+    # budgets and flagship_flops are multiplied by this factor; 0 = measured (herd.speedrun.machine): the
+    # training speed-up bf16 gives on this CPU at the flagship's shapes (1 on AVX2-only CPUs)
+    compute_scale: float = 0.0
     small_div: float = 8.0
     medium_div: float = 2.8
     lr: float = 3e-3
@@ -164,6 +167,7 @@ PRESETS: dict[str, dict] = {
         "val_batches": 2,
         "val_batch_size": 8,
         "flagship_flops": 3e11,
+        "compute_scale": 1.0,
         "batch_size": 8,
         "anneal_checkpoints": 2,
         "task_train": 300,
@@ -206,6 +210,7 @@ PRESETS: dict[str, dict] = {
         "val_batches": 32,
         "val_batch_size": 16,
         "flagship_flops": 1e18,
+        "compute_scale": 1.0,
         "lr": 1e-3,
         "batch_size": 64,
         "task_train": 20_000,

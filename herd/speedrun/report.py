@@ -206,12 +206,22 @@ def write_report(ctx, stages: list[str]) -> dict:
         if torch.cuda.is_available()
         else f"CPU ({torch.get_num_threads()} threads)"
     )
+    chash = (getattr(ctx, "machine", None) or {}).get("config_hash") or c.hash()
     d.p(
         f"The Llama 3 recipe in miniature: curated real text, a trained tokenizer, an IsoFLOP sweep that sizes the "
         f"flagship, a herd of three models pretrained with annealing and checkpoint averaging, post-training on a "
-        f"verifiable task, and evaluation. Device: {dev}, torch {torch.__version__}. Config hash `{c.hash()}`. "
+        f"verifiable task, and evaluation. Device: {dev}, torch {torch.__version__}. Config hash `{chash}`. "
         f"Total stage time {total / 60:.1f} min."
     )
+
+    m = getattr(ctx, "machine", None) or {}
+    if m:
+        d.p(
+            f"Sized to this machine: compute scale x{m['scale']:.2f} ({m['reason']}); IsoFLOP budgets "
+            f"{', '.join(f'{b:.3g}' for b in m['budgets_used'])} FLOPs and flagship budget "
+            f"{m['flagship_flops_used']:.3g} FLOPs (preset: {', '.join(f'{b:.3g}' for b in m['budgets'])} and "
+            f"{m['flagship_flops']:.3g}); the models this gave are in the sections below."
+        )
 
     d.h(2, "Stages and times")
     rows = []

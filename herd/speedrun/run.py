@@ -59,6 +59,7 @@ class Context:
     skipped: dict = field(default_factory=dict)  # stage -> reason
     seconds: dict = field(default_factory=dict)
     log: object = print
+    machine: dict = field(default_factory=dict)  # herd.speedrun.machine: the compute scale and why
 
     def need(self, stage: str) -> dict:
         if stage not in self.outputs:
@@ -327,10 +328,8 @@ def stage_isoflop(ctx: Context) -> dict:
 
 
 def _peak(c: SpeedrunConfig) -> float:
-    # A fixed figure for the MFU column of the logs, so no run spends seconds probing it on CPU.
-    import torch
-
-    return 0.0 if torch.cuda.is_available() else 1.75e11
+    # 0: the trainer's own peak, of the precision it runs in (herd.precision's probe, cached per machine)
+    return 0.0
 
 
 def _herd_sizes(ctx: Context) -> dict:
@@ -435,7 +434,7 @@ def _pretrain_model(ctx: Context, name: str) -> dict:
             "out": str(ctx.path("pretrain", name)),
             "steps": main_steps,
             "device": c.device,
-            "dtype": c.dtype,
+            "precision": c.dtype,
             "seed": c.seed,
             "progress": True,
             "log_interval": max(1, total_steps // 10),
@@ -712,7 +711,12 @@ def run_speedrun(cfg: SpeedrunConfig, log=print) -> dict:
     out = Path(cfg.out)
     check_packages()
     check_manifest(cfg, out)
-    ctx = Context(cfg=cfg, out=out, log=log)
+    from herd.speedrun.machine import machine_scale
+
+    config_hash = cfg.hash()
+    cfg, machine = machine_scale(cfg, log)
+    machine["config_hash"] = config_hash
+    ctx = Context(cfg=cfg, out=out, log=log, machine=machine)
     if cfg.threads > 0:
         import torch
 

@@ -126,7 +126,7 @@ class GuardConfig:
 
 @dataclass
 class RunConfig:
-    _config_aliases = {"out_dir": "out"}  # the old name, accepted with a warning
+    _config_aliases = {"out_dir": "out", "dtype": "precision"}  # old names, accepted with a warning
 
     out: str = "runs/pretrain"  # the output directory (every command calls it `out`)
     # Main-phase length (before long-context stages and annealing), in tokens or steps (one of them).
@@ -137,7 +137,10 @@ class RunConfig:
     # For a quick try of a recipe: --run.max_steps 40.
     max_steps: int = 0
     device: str = "auto"  # auto = cuda if available else cpu
-    dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU
+    # auto | fp32 | bf16 (| fp16 on GPU): bf16 autocast with fp32 master weights, or fp32. auto = bf16 on a
+    # GPU; on a CPU a quick matmul probe of the model's shapes (herd.precision, cached per machine) picks
+    # bf16 where the CPU's matrix engine (AMX, AVX512-BF16) makes it faster, fp32 elsewhere (AVX2-only).
+    precision: str = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
     # Tokens per forward/backward on each rank (gradient accumulation above it); 0 = whole batch.
@@ -146,7 +149,7 @@ class RunConfig:
     log_interval: int = 10
     tensorboard: bool = False
     progress: bool = True
-    # Peak FLOP/s for MFU; 0 = a matmul probe on CPU, the datasheet bf16 peak on GPU.
+    # Peak FLOP/s for MFU; 0 = a matmul probe of the precision used on CPU, the datasheet peak on GPU.
     peak_flops: float = 0.0
     threads: int = 0  # torch threads on CPU; 0 = torch's default
     # Continue from the newest valid checkpoint in out/checkpoints (the CLI's --resume).
@@ -229,8 +232,13 @@ class TrainConfig:
             raise HerdError(f"config: optim.impl must be auto, fused, foreach or for, got {self.optim.impl!r}")
         if self.checkpoint.format not in ("auto", "full", "sharded"):
             raise HerdError(f"config: checkpoint.format must be auto, full or sharded, got {self.checkpoint.format!r}")
-        if self.run.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise HerdError(f"config: run.dtype must be auto, float32, bfloat16 or float16, got {self.run.dtype!r}")
+        from herd.precision import parse_precision
+
+        try:
+            parse_precision(self.run.precision)
+        except HerdError:
+            raise HerdError(f"config: run.precision must be auto, fp32, bf16 or fp16, got {self.run.precision!r}") \
+                from None
         for i, s in enumerate(self.long_context):
             if s.seq_len <= 0 or s.tokens <= 0:
                 raise HerdError(f"config: long_context[{i}] needs positive seq_len and tokens")

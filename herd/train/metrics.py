@@ -3,8 +3,8 @@ memory, a JSONL metrics file and optional TensorBoard.
 
 MFU = achieved model FLOP/s / peak FLOP/s, with model FLOPs per token from
 `ModelArgs.flops_per_token(seq_len)` (6N + attention, the PaLM / torchtitan convention). The peak
-is, on CPU, a quick fp32 matmul probe on this machine's threads (the roofline a training step can
-reach) and, on GPU, the datasheet dense bf16 peak of the device.
+is, on CPU, a quick matmul probe of the run's precision (fp32 or bf16) on this machine's threads (the
+roofline a training step can reach) and, on GPU, the datasheet dense bf16 peak of the device.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
             if k in name:
                 return v if dtype != torch.float32 else v / 2  # TF32 is half the bf16 rate
         return matmul_peak(device, torch.bfloat16, n=4096)
-    return matmul_peak(device, dtype if dtype == torch.float32 else torch.float32)
+    # the peak of the precision the run computes in (bf16 on a CPU with a matrix engine: ~10x fp32)
+    return matmul_peak(device, torch.bfloat16 if dtype in (torch.bfloat16, torch.float16) else torch.float32)
 
 
 def memory_gib(device: torch.device) -> float:

@@ -102,11 +102,16 @@ class Dist:
         return obj
 
 
-def resolve_device(device="auto", dtype="auto") -> tuple[torch.device, torch.dtype]:
+def resolve_device(device="auto", dtype="auto", shapes=None, info: dict | None = None,
+                   kind: str = "train") -> tuple[torch.device, torch.dtype]:
     """(torch.device, compute dtype) from the configs' strings: device "auto" | "cpu" | "cuda" |
-    "cuda:N", dtype "auto" | "float32"/"fp32" | "bfloat16"/"bf16" | "float16"/"fp16" (or a
-    torch.dtype). Anything else, or a GPU that is not there, is a HerdError."""
+    "cuda:N", dtype (the precision) "auto" | "float32"/"fp32" | "bfloat16"/"bf16" | "float16"/"fp16"
+    (or a torch.dtype). "auto" is bf16 on a GPU and, on a CPU, what herd.precision's probe of the
+    matmul `shapes` (dim, hidden, tokens; default a ~35M-param model's) picks: bf16 where the CPU's
+    matrix engine makes it faster, else fp32. `info` (a dict) receives precision, reason and peak.
+    Anything else, or a GPU that is not there, is a HerdError."""
     from herd.checkpoint.common import parse_dtype  # torch-free, light
+    from herd.precision import parse_precision, resolve_precision
 
     dev = str(device or "auto").strip().lower()
     if dev == "auto":
@@ -123,11 +128,15 @@ def resolve_device(device="auto", dtype="auto") -> tuple[torch.device, torch.dty
     if isinstance(dtype, torch.dtype):
         dt = dtype
     elif str(dtype or "auto").lower() == "auto":
-        dt = torch.bfloat16 if d.type == "cuda" else torch.float32
+        dt, reason, peak = resolve_precision("auto", d, shapes=shapes, kind=kind)
+        if info is not None:
+            info.update(precision=parse_precision(dt), reason=reason, peak=peak)
     else:
         dt = parse_dtype(dtype)
     if dt not in (torch.float32, torch.bfloat16, torch.float16):
         raise HerdError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    if info is not None and "precision" not in info:
+        info.update(precision=parse_precision(dt), reason="requested")
     return d, dt
 
 

@@ -12,6 +12,7 @@ average (Polyak) becomes the final model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -31,9 +32,15 @@ from herd.train.average import average_state_dicts
 from herd.train.schedule import (LRSchedule, anneal_snapshot_steps, build_plan, param_groups, phase_at,
                                  total_steps)
 
-def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
-    """run.device / run.dtype ("auto": cuda if available else cpu; bfloat16 on GPU, float32 on CPU)."""
-    return parallel.resolve_device(cfg.run.device, cfg.run.dtype)
+def resolve_device(cfg: TrainConfig, info: dict | None = None) -> tuple[torch.device, torch.dtype]:
+    """run.device / run.precision ("auto": cuda if available else cpu; bf16 on GPU; on CPU what
+    herd.precision's probe of the model's shapes picks). `info` gets the reason and the peak."""
+    from herd.precision import shapes_of
+
+    s = cfg.stages[0]
+    tokens = min(s.batch_size * s.seq_len, cfg.run.micro_batch_tokens or s.batch_size * s.seq_len)
+    return parallel.resolve_device(cfg.run.device, cfg.run.precision, shapes=shapes_of(cfg.model.args(), tokens),
+                                   info=info)
 
 
 def build_optimizer(model, cfg: TrainConfig):
@@ -75,7 +82,8 @@ class Trainer:
         from herd.tokenizer import Tokenizer
 
         self.cfg = cfg.validate()
-        self.device, self.dtype = resolve_device(cfg)
+        self.precision_info: dict = {}
+        self.device, self.dtype = resolve_device(cfg, self.precision_info)
         # The 4D layout is checked against the model and every phase's batches before any process group
         from herd.train import layout as lay
 
@@ -132,11 +140,15 @@ class Trainer:
         # The model is built on the meta device, parallelized (FSDP2 over the data-parallel ranks,
         # one included), and only then given memory: each rank allocates and initialises its shards
         # alone (the same weights as one process), so a model larger than one device's memory can
-        # be trained (§3.3.2). Parameters stay fp32; compute runs in run.dtype (FSDP2's policy).
+        # be trained (§3.3.2). Parameters (master weights) and the optimizer stay fp32; the forward runs
+        # under autocast in the run's precision (herd.precision); on a GPU FSDP2 also gathers the
+        # parameters in that dtype (half the bytes on the wire). The loss, RMSNorm, RoPE and the
+        # softmax compute in fp32 inside the model, as the reference does.
         self.model = Transformer.build(self.args, device="meta")
         self.n_params = self.model.num_params()
+        fsdp_dtype = self.dtype if self.device.type == "cuda" else torch.float32
         # With pipeline parallelism the result is this rank's stages (herd.train.pipeline.PipelineParts).
-        self.model = parallelize(self.model, d, self.device, param_dtype=self.dtype,
+        self.model = parallelize(self.model, d, self.device, param_dtype=fsdp_dtype,
                                  activation_checkpointing=cfg.run.activation_checkpointing, compile=cfg.run.compile,
                                  doc_mask=cfg.data.doc_mask, seed=cfg.run.seed, fp32_reduce=cfg.parallel.fp32_reduce)
         self.pipelined = getattr(self.model, "schedule", None) is not None
@@ -156,7 +168,9 @@ class Trainer:
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)
         self.snap_steps = set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints)) if cfg.anneal.tokens else set()
-        self.peak = cfg.run.peak_flops or peak_flops(self.device, self.dtype)
+        self.peak = cfg.run.peak_flops or self.precision_info.get("peak") or peak_flops(self.device, self.dtype)
+        if self.dist.is_main and self.precision_info.get("reason"):
+            self._log(f"herd: precision {self.precision_info['precision']} — {self.precision_info['reason']}")
 
         # ---- counters (all saved in checkpoints) ----
         self.step = 0
@@ -274,6 +288,12 @@ class Trainer:
         return float(tot[0] / tot[1]) if tot[1] > 0 else None
 
     # ---- the step ----
+    def autocast(self):
+        """The forward's precision: torch.autocast in the run's dtype (bf16/fp16), nothing in fp32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
     def train_step(self, phase, loader) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Forward and backward of one global batch, gradients clipped -> (loss, grad_norm, global
         tokens); loss and grad norm stay on the device (the caller reads both in one transfer)."""
@@ -306,12 +326,13 @@ class Trainer:
         """Summed loss of this rank's part of `batch`; through the pipeline schedule (forward, and with
         `train` backward) under pipeline parallelism (0 on ranks without the last stage)."""
         doc_mask = self.cfg.data.doc_mask
-        if self.pipelined:
-            tokens, doc_ids, targets = parallel.pipeline_inputs(batch, self.dist, doc_mask)
-            return self.model.run(tokens, doc_ids, targets, scale=scale, train=train)
-        if self.layout.cp > 1:  # this rank's two chunks of each row
-            return self.model(**parallel.batch_inputs(batch, self.dist, doc_mask))
-        return loss_sum(self.model, batch, doc_mask)
+        with self.autocast():  # the forward in the run's precision (the schedule's backward runs inside it too)
+            if self.pipelined:
+                tokens, doc_ids, targets = parallel.pipeline_inputs(batch, self.dist, doc_mask)
+                return self.model.run(tokens, doc_ids, targets, scale=scale, train=train)
+            if self.layout.cp > 1:  # this rank's two chunks of each row
+                return self.model(**parallel.batch_inputs(batch, self.dist, doc_mask))
+            return loss_sum(self.model, batch, doc_mask)
 
     def find_latest(self, log) -> Path | None:
         """The newest verified checkpoint, chosen by rank 0 (the only one that reads and hashes the
@@ -390,7 +411,8 @@ class Trainer:
             if resume_step is None:
                 self.metrics.write({"kind": "start", "step": 0, "params": self.n_params, "world": self.dist.world,
                                     "device": str(self.device), "dtype": str(self.dtype), "total_steps": self.total,
-                                    "peak_flops": self.peak})
+                                    "peak_flops": self.peak, "precision": self.precision_info.get("precision"),
+                                    "precision_reason": self.precision_info.get("reason")})
         self.dist.barrier()
 
     def _progress_bar(self):

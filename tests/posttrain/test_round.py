@@ -12,6 +12,7 @@ import torch
 
 from herd.checkpoint import load_model, read_args
 from herd.errors import HerdError
+from herd.precision import resolve_precision
 from herd.posttrain.common import lr_at, make_optimizer, resolve_device
 from herd.posttrain.config import SFTConfig
 from herd.posttrain.round import RoundConfig, RoundStopped, arithmetic_round_task, post_train_round
@@ -107,10 +108,11 @@ def test_round_on_the_gpu(tmp_path, tiny_ckpt, monkeypatch):
 def test_resolve_device():
     assert resolve_device("cpu", "float32") == (torch.device("cpu"), torch.float32)
     assert resolve_device("cpu", "fp32") == (torch.device("cpu"), torch.float32)
-    assert resolve_device("cpu", "auto") == (torch.device("cpu"), torch.float32)
+    # auto on a CPU: what herd.precision's probe picks on this machine (fp32 without a bf16 matrix engine)
+    assert resolve_device("cpu", "auto") == (torch.device("cpu"), resolve_precision("auto", "cpu")[0])
     assert resolve_device("cpu", "bf16")[1] == torch.bfloat16
     if not torch.cuda.is_available():
-        assert resolve_device("auto", "auto") == (torch.device("cpu"), torch.float32)
+        assert resolve_device("auto", "auto") == (torch.device("cpu"), resolve_precision("auto", "cpu")[0])
         with pytest.raises(HerdError, match="no CUDA GPU is available"):
             resolve_device("cuda", "auto")
     with pytest.raises(HerdError, match="device 'tpu0': use auto, cpu, cuda or cuda:N"):
