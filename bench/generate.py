@@ -323,8 +323,10 @@ class _LlamaCpp:
         llm.reset()
         llm.eval(prompt)
         out = []
+        nv = llm.n_vocab()
         for i in range(n):
-            t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            # without logits_all, llama-cpp-python keeps no scores: read the last token's logits from the context
+            t = int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(nv,))))
             out.append(t)
             if i < n - 1:
                 llm.eval([t])

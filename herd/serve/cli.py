@@ -2,7 +2,7 @@
 inference; tool use §4.3.5; system-level safety §5.4). See docs/serving.md.
 
     herd serve CKPT [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch 8] [--max-seq-len L]
-                    [--served-model-name NAME] [--quant int8|fp8] [--precision fp32]
+                    [--served-model-name NAME] [--quant int8|fp8] [--precision auto]
                     [--tool-loop [--max-tool-iterations 5] [--builtin-tools code_interpreter,...]
                      [--search-tool module:function] [--wolfram-tool module:function]]
                     [--shield input=CKPT] [--shield output=CKPT] [--prompt-guard CKPT] [--code-shield]
@@ -54,9 +54,10 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="weights' dtype (fp32 on the CPU unless the CPU has fast bf16)",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="weights' precision; auto: bf16 on a GPU, and on a CPU bf16 where its matrix engine makes "
+        "decoding faster, else fp32 (a cached probe of the model's shapes, herd.precision)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -143,7 +144,9 @@ def build_server_app(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    from herd.precision import checkpoint_dtype
+
+    dtype = checkpoint_dtype(args.precision, device, args.ckpt)
     model, tok = load_model(args.ckpt, device=device, dtype=dtype, tokenizer=args.tokenizer)
     if tok is None:
         raise HerdError(f"{args.ckpt} has no tokenizer; pass --tokenizer FILE (or --tokenizer llama3)")
@@ -182,6 +185,9 @@ def run_serve(args) -> int:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        # listening from here on: a client that connects as soon as the address is printed waits in the
+        # backlog until uvicorn accepts, instead of being refused
+        sock.listen(2048)
     except OSError as e:
         raise HerdError(
             f"cannot listen on {args.host}:{args.port} ({e.strerror}); choose another --port"
