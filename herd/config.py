@@ -587,21 +587,23 @@ def fields_help(cls, section: str | None, helps: Mapping[str, str]) -> str:
     """The help's list of config fields with their defaults."""
     defaults = cls()
     if section is not None:
-        lines = [f"config fields (--FIELD VALUE or --{section}.FIELD VALUE; a bool also as --FIELD / --no-FIELD; "
-                 f"[{section}] in a TOML file):"]
+        lines = [f"config fields (--FIELD VALUE or --{section}.FIELD VALUE; a bool also as --FIELD / "
+                 f"--no-FIELD; [{section}] in a TOML file):"]
         for f in dataclasses.fields(cls):
             v = getattr(defaults, f.name)
             text = helps.get(f.name, "")
             d = "not set" if v is None else _value(v)
             lines.append(f"  --{f.name.replace('_', '-'):<18} {text}{' ' if text else ''}(default: {d})")
         return "\n".join(lines)
-    lines = ["config fields (--SECTION.FIELD VALUE; list items by index, table entries by key; docs/config.md):"]
+    lines = ["config fields (--SECTION.FIELD VALUE; list items by index, table entries by key; "
+             "docs/config.md):"]
     for f in dataclasses.fields(cls):
         v = getattr(defaults, f.name)
         if dataclasses.is_dataclass(v):
             items = ", ".join(f"{g.name}={_value(getattr(v, g.name))}" for g in dataclasses.fields(v)
                               if getattr(v, g.name) is not None)
-            lines.append(textwrap.fill(items, 108, initial_indent=f"  [{f.name}] ", subsequent_indent="      "))
+            lines.append(textwrap.fill(items, 108, initial_indent=f"  [{f.name}] ",
+                                       subsequent_indent="      "))
         elif isinstance(v, list):
             tp = typing.get_args(_hints(cls)[f.name])
             item = tp[0] if tp else None
@@ -635,7 +637,8 @@ def add_config_parser(sub, name: str, cls, *, section: str | None = None, names=
         sub._parser_class = saved
     p.config_spec = {"cls": cls, "section": section, "names": names, "help": field_help or {}}
     p.add_argument("--config", metavar="FILE_OR_NAME",
-                   help=config_help or "TOML config file (or a known name); flags and --section.field override it")
+                   help=config_help or "TOML config file (or a known name); flags and --section.field "
+                                       "override it")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as TOML (loadable with --config) and exit; "
                         "with no other argument: the defaults")

@@ -282,5 +282,6 @@ def checkpoint_dtype(requested, device, ckpt=None, log=log_stderr):
     return resolve_precision(requested, device, shapes=shapes, kind="infer", log=log, need_peak=False)[0]
 
 
-__all__ = ["PRECISIONS", "bf16_hardware", "cache_path", "checkpoint_dtype", "cpu_info", "decide", "log_stderr",
+__all__ = ["PRECISIONS", "bf16_hardware", "cache_path", "checkpoint_dtype", "cpu_info", "decide",
+           "log_stderr",
            "parse_precision", "probe", "resolve_precision", "run_probe", "shapes_of", "to_dtype"]

@@ -88,7 +88,8 @@ class Generator:
             from herd.precision import parse_precision, resolve_precision, shapes_of
 
             dev = model.tok_embeddings.weight.device
-            dt, self.precision_reason, _ = resolve_precision(precision, dev, shapes_of(model.args, 256), kind="infer",
+            dt, self.precision_reason, _ = resolve_precision(precision, dev, shapes_of(model.args, 256),
+                                                             kind="infer",
                                                              need_peak=False)
             if model.tok_embeddings.weight.dtype != dt:
                 model.to(dt)
@@ -161,8 +162,8 @@ class Generator:
             if not isinstance(p, (list, tuple)) or not p:
                 raise HerdError(f"prompt {i} is empty or not a list of token ids")
             if len(p) >= self.max_seq_len:
-                raise HerdError(f"prompt {i} has {len(p)} tokens but the context is {self.max_seq_len} tokens; "
-                                "shorten the prompt (room for at least one new token is needed)")
+                raise HerdError(f"prompt {i} has {len(p)} tokens but the context is {self.max_seq_len} "
+                                "tokens; shorten the prompt (room for at least one new token is needed)")
             try:
                 p = [operator.index(t) for t in p]  # ints, numpy ints, 0-d integer tensors
             except TypeError:
@@ -201,7 +202,8 @@ class Generator:
         rows = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
         out: list[Completion] = []
         for c in range(0, len(rows), self.max_batch):
-            out += self._generate_batch(prompts, rows[c:c + self.max_batch], max_new_tokens, temperature, top_p,
+            out += self._generate_batch(prompts, rows[c:c + self.max_batch], max_new_tokens, temperature,
+                                        top_p,
                                         top_k, gen, set(int(t) for t in stop_tokens), on_token)
         if self.tokenizer is not None:
             for o in out:

@@ -109,7 +109,8 @@ def read_wav(path) -> tuple:
             ch, width, sr, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             raw = w.readframes(n)
     except (wave.Error, EOFError) as e:
-        raise HerdError(f"{p}: not a PCM WAV file ({e}); convert it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`") \
+        raise HerdError(f"{p}: not a PCM WAV file ({e}); convert it, e.g. `ffmpeg -i IN -ar 16000 -ac "
+                        "1 OUT.wav`") \
             from None
     if width == 1:
         a = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128

@@ -32,8 +32,8 @@ def run_audio(args) -> int:
         raise HerdError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     adapter = args.speech or (args.ckpt if is_adapter(args.ckpt) else None)
     if adapter is None:
-        raise HerdError(f"{args.ckpt} is not a speech adapter; give the adapter directory of `herd speech train` "
-                        "as CKPT, or --speech DIR beside an LM checkpoint")
+        raise HerdError(f"{args.ckpt} is not a speech adapter; give the adapter directory of `herd speech "
+                        "train` as CKPT, or --speech DIR beside an LM checkpoint")
     waves = [read_wav(a) for a in args.audio]  # a bad file fails before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -105,8 +105,8 @@ def check_ranks(ranks: dict[bytes, int], where: str = "tokenizer") -> None:
                         "the file is corrupt")
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
-        raise HerdError(f"{where}: {len(missing)} of the 256 single bytes have no rank (e.g. byte {missing[0]}); "
-                        "a byte-level BPE file needs all of them")
+        raise HerdError(f"{where}: {len(missing)} of the 256 single bytes have no rank (e.g. byte "
+                        f"{missing[0]}); a byte-level BPE file needs all of them")
 
 
 def save_bpe_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
@@ -213,7 +213,8 @@ class Tokenizer:
         t: list[int] = [self.bos_id] if bos else []
         for i in range(0, len(s), TIKTOKEN_MAX_ENCODE_CHARS):
             for piece in split_long_runs(s[i:i + TIKTOKEN_MAX_ENCODE_CHARS]):
-                t.extend(self.model.encode(piece, allowed_special=allowed, disallowed_special=disallowed_special))
+                t.extend(self.model.encode(piece, allowed_special=allowed,
+                                           disallowed_special=disallowed_special))
         if eos:
             t.append(self.eos_id)
         return t
@@ -256,7 +257,8 @@ class Tokenizer:
             # Several pieces per task keep the thread pool's overhead small next to the encoding.
             k = max(1, min(64, len(pieces) // (4 * num_threads)))
             with ThreadPoolExecutor(num_threads) as ex:
-                groups = ex.map(lambda g: [enc(p) for p in g], [pieces[j:j + k] for j in range(0, len(pieces), k)])
+                groups = ex.map(lambda g: [enc(p) for p in g],
+                                [pieces[j:j + k] for j in range(0, len(pieces), k)])
                 encoded = [ids for g in groups for ids in g]
         if numpy:
             import numpy as np
@@ -285,7 +287,8 @@ class Tokenizer:
         except (KeyError, ValueError, OverflowError, TypeError):
             bad = next((i for i in t if not (isinstance(i, int) or hasattr(i, "__index__"))
                         or not 0 <= int(i) < self.n_words), None)
-            raise HerdError(f"cannot decode token id {bad!r}: ids of this tokenizer are 0..{self.n_words - 1}") from None
+            raise HerdError(f"cannot decode token id {bad!r}: ids of this tokenizer are "
+                            f"0..{self.n_words - 1}") from None
 
     def id_to_piece(self, i: int) -> bytes:
         try:
@@ -356,5 +359,6 @@ class ParallelEncoder:
         self.close()
 
 
-__all__ = ["Tokenizer", "ParallelEncoder", "PAT_STR", "SPECIAL_TOKENS", "NUM_SPECIAL_TOKENS", "check_ranks", "llama3_tokenizer_path",
+__all__ = ["Tokenizer", "ParallelEncoder", "PAT_STR", "SPECIAL_TOKENS", "NUM_SPECIAL_TOKENS", "check_ranks",
+           "llama3_tokenizer_path",
            "load_bpe_ranks", "save_bpe_ranks", "split_long_runs"]

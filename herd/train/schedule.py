@@ -193,5 +193,6 @@ class LRSchedule:
         return self.base(step)
 
 
-__all__ = ["Phase", "build_plan", "cap_plan", "effective_warmup", "total_steps", "phase_at", "anneal_snapshot_steps", "LRSchedule", "warmup_decay_lr",
+__all__ = ["Phase", "build_plan", "cap_plan", "effective_warmup", "total_steps", "phase_at",
+           "anneal_snapshot_steps", "LRSchedule", "warmup_decay_lr",
            "param_groups"]
