@@ -116,7 +116,8 @@ def coerce(value: Any, tp, where: str):
             raise HerdError(f"config: {where} must be true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (isinstance(value, int)
+                                           or (isinstance(value, float) and value.is_integer())):
             raise HerdError(f"config: {where} must be an integer, got {value!r}")
         return int(value)
     if tp is float:
@@ -377,7 +378,8 @@ def _apply(cls, d: dict, key: str, text, section: str | None, seen: set) -> None
 
 def apply_overrides(cls, d: dict, overrides, section: str | None = None) -> dict:
     """Apply `--section.field value` pairs (a list of strings, or (key, text) pairs) to the raw dict."""
-    pairs = overrides if overrides and isinstance(overrides[0], tuple) else split_overrides(list(overrides or []))
+    pairs = (overrides if overrides and isinstance(overrides[0], tuple)
+             else split_overrides(list(overrides or [])))
     seen: set = set()
     for key, text in pairs:
         _apply(cls, d, key, text, section, seen)
@@ -608,7 +610,8 @@ def fields_help(cls, section: str | None, helps: Mapping[str, str]) -> str:
             tp = typing.get_args(_hints(cls)[f.name])
             item = tp[0] if tp else None
             keys = ", ".join(_names(item)) if _is_dc(item) else ""
-            lines.append(f"  [[{f.name}]] {keys}" + (f" (default: {len(v)} item(s))" if v else " (default: none)"))
+            lines.append(f"  [[{f.name}]] {keys}"
+                         + (f" (default: {len(v)} item(s))" if v else " (default: none)"))
         else:
             lines.append(f"  {f.name}={_value(v)}")
     return "\n".join(lines)

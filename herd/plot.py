@@ -78,7 +78,8 @@ def plot_run(run_dir, out=None) -> dict:
     plots = list(PRETRAIN_PLOTS)
     drawn = {k for _, _, _, keys in plots for k, _ in keys}
     extra = sorted({k for r in recs for k, v in r.items() if k not in drawn and k not in SKIP_KEYS
-                    and isinstance(v, (int, float)) and not isinstance(v, bool) and r.get("kind", "train") == "train"})
+                    and isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and r.get("kind", "train") == "train"})
     plots += [(k, k.replace("_", " "), k, [(k, k)]) for k in extra]
     pngs = []
     for stem, title, ylabel, keys in plots:

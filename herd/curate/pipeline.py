@@ -284,7 +284,8 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
         bucket_lines = []
 
     for t, sh in enumerate(shards):
-        cols = ["id", "source", "url_key", "nbytes"] + (["sig"] if d.minhash else []) + (["line_hashes"] if d.line else [])
+        cols = (["id", "source", "url_key", "nbytes"] + (["sig"] if d.minhash else [])
+                + (["line_hashes"] if d.line else []))
         tab = pq.read_table(sh, columns=cols)
         ids, sources = tab.column("id").to_pylist(), tab.column("source").to_pylist()
         keys = tab.column("url_key").to_pylist()

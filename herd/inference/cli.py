@@ -329,7 +329,8 @@ def _generate_streamed(gen, tok, prompt, kw, precision_line=None) -> int:
 
 
 # ---- herd chat -----------------------------------------------------------------------------------
-HELP = "commands: /reset clears the history, /exit leaves, /tool TEXT answers a tool call; Ctrl-C stops an answer"
+HELP = ("commands: /reset clears the history, /exit leaves, /tool TEXT answers a tool call; "
+        "Ctrl-C stops an answer")
 
 
 class Chat:

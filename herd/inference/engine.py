@@ -27,14 +27,15 @@ done (their tokens are dropped); prompts beyond `max_batch` rows go in further b
 
 Speed (CPU decode is bound by weight reads and per-op overhead): prefill runs the model's own
 forward (`Transformer.forward` with the cache, the last layer for the last position only); each
-decode step runs `herd.inference.decode.decode_step`, which reads only the live part of the cache, needs no mask when no row is padded,
-attends without copying K/V for grouped-query attention, and (with `pack`, the default on the CPU)
-finds the model's fp32 linear weights laid out [in, out] in place, the layout the CPU's fp32 GEMV streams
-best (same parameters, shapes and values; see that module). With `precision="auto"` (the CLI's default)
-the weights are bf16 where this machine's matrix engine makes that faster (herd.precision's probe),
-which halves the bytes a decode step reads and runs prefill on AMX; int8 weights (quant.py) a quarter. With `compile=True` the decode step is
-compiled once per (batch, cache length) with static shapes (cache lengths are rounded up to a
-multiple of 256 so few shapes occur); on CUDA with CUDA graphs.
+decode step runs `herd.inference.decode.decode_step`, which reads only the live part of the cache,
+needs no mask when no row is padded, attends without copying K/V for grouped-query attention, and
+(with `pack`, the default on the CPU) finds the model's fp32 linear weights laid out [in, out] in place,
+the layout the CPU's fp32 GEMV streams best (same parameters, shapes and values; see that module). With
+`precision="auto"` (the CLI's default) the weights are bf16 where this machine's matrix engine makes
+that faster (herd.precision's probe), which halves the bytes a decode step reads and runs prefill on
+AMX; int8 weights (quant.py) a quarter. With `compile=True` the decode step is compiled once per
+(batch, cache length) with static shapes (cache lengths are rounded up to a multiple of 256 so few
+shapes occur); on CUDA with CUDA graphs.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class Generator:
             raise HerdError(f"max_batch must be a positive integer, got {max_batch!r}")
         # precision (herd.precision): None keeps the model's dtype as it is; "auto" | "fp32" | "bf16" (|
         # "fp16" on GPU) casts its floating-point weights in place to that dtype ("auto": bf16 where this
-        # machine's matrix engine makes prefill faster and decode no slower, else fp32); int8 weights stay int8
+        # machine's matrix engine makes prefill faster and decode no slower, else fp32); int8 weights
+        # stay int8
         self.precision_reason = None
         if precision is not None:
             from herd.precision import parse_precision, resolve_precision, shapes_of

@@ -118,7 +118,8 @@ _PREFILL: list = []
 
 
 def _prefill_dtype() -> torch.dtype:
-    """bf16 where this CPU's bf16 GEMM is clearly faster than fp32 (herd.precision's cached probe), else fp32."""
+    """bf16 where this CPU's bf16 GEMM is clearly faster than fp32 (herd.precision's cached probe),
+    else fp32."""
     if not _PREFILL:
         from herd.precision import TRAIN_MARGIN, probe
 

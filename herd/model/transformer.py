@@ -421,8 +421,8 @@ class Transformer(nn.Module):
             if checks and kv_len > cache.max_len:
                 raise HerdError(f"sequence of {kv_len} tokens is longer than the cache ({cache.max_len})")
             if pos is None:
-                pos = torch.arange(cache_pos, cache_pos + T, device=tokens.device) if isinstance(cache_pos, int) \
-                    else cache_pos
+                pos = (torch.arange(cache_pos, cache_pos + T, device=tokens.device)
+                       if isinstance(cache_pos, int) else cache_pos)
         elif doc_ids is not None:
             segments = document_segments(doc_ids)
             if pos is None:

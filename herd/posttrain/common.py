@@ -249,7 +249,8 @@ class StepLoop:
             from herd.fileio import atomic_write
 
             atomic_write(self.out / "metrics.jsonl",
-                         "".join(json.dumps({"kind": "train", "stage": self.desc, **h}) + "\n" for h in self.history))
+                         "".join(json.dumps({"kind": "train", "stage": self.desc, **h}) + "\n"
+                                 for h in self.history))
 
 
 def mean_of(history: list[dict], key: str, last: int = 10) -> float | None:

@@ -143,7 +143,8 @@ def rejection_sample(cfg: RSConfig) -> dict:
     verifier = cfg.scorer in ("math", "code")
     recs = read_jsonl(cfg.prompts, _parse(cfg.scorer), cfg.on_bad_line, what="prompt record")
     score = make_scorer(cfg)
-    model, tok = load_policy(cfg.model, cfg.tokenizer, device=device, dtype=dtype)  # sampling: weights in dtype
+    # sampling: weights in dtype
+    model, tok = load_policy(cfg.model, cfg.tokenizer, device=device, dtype=dtype)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "samples.partial.jsonl"

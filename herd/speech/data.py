@@ -118,8 +118,8 @@ class Layout:
 
     def text_prompt(self, text: str, instruction: str) -> list[int]:
         """The text form: the words themselves between the speech tokens."""
-        return (self.user + [self.start] + self.tok.encode(text) + [self.end] + self.tok.encode(" " + instruction)
-                + [self.eot] + self.assistant)
+        return (self.user + [self.start] + self.tok.encode(text) + [self.end]
+                + self.tok.encode(" " + instruction) + [self.eot] + self.assistant)
 
     def answer(self, text: str) -> list[int]:
         return self.tok.encode(text) + [self.eot]

@@ -25,7 +25,8 @@ def run_audio(args) -> int:
     from herd.speech.train import freeze, generate_from_speech, is_adapter, load_adapter
 
     check_sampling(args.temperature, args.top_p, args.top_k)
-    if len(args.prompt) > 1 or args.prompts_file or args.chat or args.draft or args.out or args.num_samples != 1:
+    if (len(args.prompt) > 1 or args.prompts_file or args.chat or args.draft or args.out
+            or args.num_samples != 1):
         raise HerdError("--audio takes at most one --prompt (the instruction after the speech) and none of "
                         "--prompts-file, --chat, --draft, --out, --num-samples")
     if args.max_new_tokens < 1:

@@ -128,7 +128,7 @@ class SpeechTrainConfig:
     model: str = ""  # the frozen LM's checkpoint
     out: str = ""
     tokenizer: str = ""  # override of the checkpoint's tokenizer ('llama3' or a file)
-    kinds: list[str] = dataclasses.field(default_factory=list)  # utterance kinds to train/evaluate on ([]: all)
+    kinds: list[str] = dataclasses.field(default_factory=list)  # utterance kinds to train/evaluate ([]: all)
     train_utts: int = 1500
     eval_utts: int = 120
     steps: int = 600

@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 import time
 
-TOKENIZER_HELP = "'llama3' (the real Llama 3 tokenizer from llama-models) or a tokenizer.model path / herd checkpoint dir"
+TOKENIZER_HELP = ("'llama3' (the real Llama 3 tokenizer from llama-models) or a tokenizer.model path / "
+                  "herd checkpoint dir")
 
 
 def _train(args) -> int:

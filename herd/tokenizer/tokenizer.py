@@ -186,7 +186,8 @@ class Tokenizer:
         p = Path(path)
         if p.is_dir():
             meta_hf = p / "original" / "tokenizer.model"
-            p = meta_hf if not (p / "tokenizer.model").is_file() and meta_hf.is_file() else p / "tokenizer.model"
+            p = (meta_hf if not (p / "tokenizer.model").is_file() and meta_hf.is_file()
+                 else p / "tokenizer.model")
         return cls(load_bpe_ranks(p), name=p.stem, path=str(p))
 
     @classmethod
@@ -268,7 +269,8 @@ class Tokenizer:
                 parts[i].append(ids)
             head = [np.array([self.bos_id], dtype=np.uint32)] if bos else []
             tail = [np.array([self.eos_id], dtype=np.uint32)] if eos else []
-            return [np.concatenate(head + p + tail) if (head or p or tail) else np.zeros(0, np.uint32) for p in parts]
+            return [np.concatenate(head + p + tail) if (head or p or tail) else np.zeros(0, np.uint32)
+                    for p in parts]
         out: list[list[int]] = [[self.bos_id] if bos else [] for _ in texts]
         for i, ids in zip(owner, encoded):
             out[i].extend(ids)

@@ -119,7 +119,8 @@ def _data_tokens(cfg) -> int:
 
     try:
         return sum(TokenData(s.path, "train").n_tokens for s in cfg.data.sources)
-    except (HerdError, OSError, ValueError):  # a missing or unreadable source: the trainer says so, in one line
+    except (HerdError, OSError, ValueError):
+        # a missing or unreadable source: the trainer says so, in one line
         return 0
 
 

