@@ -597,8 +597,8 @@ def fields_help(cls, section: str | None, helps: Mapping[str, str]) -> str:
             d = "not set" if v is None else _value(v)
             lines.append(f"  --{f.name.replace('_', '-'):<18} {text}{' ' if text else ''}(default: {d})")
         return "\n".join(lines)
-    lines = ["config fields (--SECTION.FIELD VALUE; list items by index, table entries by key; "
-             "docs/config.md):"]
+    lines = [("config fields (--SECTION.FIELD VALUE; list items by index, table entries by key; "
+              "docs/config.md):")]
     for f in dataclasses.fields(cls):
         v = getattr(defaults, f.name)
         if dataclasses.is_dataclass(v):

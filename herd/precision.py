@@ -240,7 +240,7 @@ def resolve_precision(requested="auto", device="cpu", shapes=None, kind: str = "
     elif dev.type != "cpu":
         dtype = to_dtype("fp32" if req == "auto" else req)
         reason, peak = (f"{parse_precision(dtype)}: {'requested' if req != 'auto' else 'default'} "
-                        f"on {dev.type}", 0.0)
+                        f"on {dev.type}"), 0.0
     else:
         if req == "fp16":
             raise HerdError("precision fp16 is for GPUs; on a CPU use auto, fp32 or bf16")

@@ -216,8 +216,10 @@ def format_plan(r: dict) -> str:
             f"{m['optimizer']:.1f} | activations {m['activations']:.1f} | total {m['total']:.1f} of "
             f"{r['gpu_memory_gb']:.0f}{fit}"
         ),
-        f"  pipeline bubble         {100 * r['bubble']:.1f}% ((PP-1)/(V*M), V={r['V']}, "
-        f"M={r['microbatches']})",
+        (
+            f"  pipeline bubble         {100 * r['bubble']:.1f}% ((PP-1)/(V*M), V={r['V']}, "
+            f"M={r['microbatches']})"
+        ),
         (
             f"  comm per GPU per step   TP {c['tp']:.1f} GB | CP {c['cp']:.1f} GB | PP {c['pp']:.2f} GB | "
             f"DP {c['dp']:.1f} GB"
