@@ -41,7 +41,8 @@ STAGES = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herd",
-        description="The Llama 3 Herd of Models: data, tokenizer, pretraining, post-training, evaluation, inference.",
+        description="The Llama 3 Herd of Models: data, tokenizer, pretraining, post-training, evaluation, "
+                    "inference.",
     )
     from herd import __version__
 
@@ -67,7 +68,8 @@ def _one_default(sub) -> None:
     todo = list(sub.choices.values())
     while todo:
         p = todo.pop()
-        if isinstance(p.formatter_class, type) and issubclass(p.formatter_class, argparse.ArgumentDefaultsHelpFormatter):
+        if isinstance(p.formatter_class, type) and issubclass(p.formatter_class,
+                                                              argparse.ArgumentDefaultsHelpFormatter):
             p.formatter_class = type("OneDefault" + p.formatter_class.__name__,
                                      (OneDefaultHelpFormatter, p.formatter_class), {})
         for a in p._actions:

@@ -116,7 +116,8 @@ def coerce(value: Any, tp, where: str):
             raise HerdError(f"config: {where} must be true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (isinstance(value, int)
+                                           or (isinstance(value, float) and value.is_integer())):
             raise HerdError(f"config: {where} must be an integer, got {value!r}")
         return int(value)
     if tp is float:
@@ -377,7 +378,8 @@ def _apply(cls, d: dict, key: str, text, section: str | None, seen: set) -> None
 
 def apply_overrides(cls, d: dict, overrides, section: str | None = None) -> dict:
     """Apply `--section.field value` pairs (a list of strings, or (key, text) pairs) to the raw dict."""
-    pairs = overrides if overrides and isinstance(overrides[0], tuple) else split_overrides(list(overrides or []))
+    pairs = (overrides if overrides and isinstance(overrides[0], tuple)
+             else split_overrides(list(overrides or [])))
     seen: set = set()
     for key, text in pairs:
         _apply(cls, d, key, text, section, seen)
@@ -587,26 +589,29 @@ def fields_help(cls, section: str | None, helps: Mapping[str, str]) -> str:
     """The help's list of config fields with their defaults."""
     defaults = cls()
     if section is not None:
-        lines = [f"config fields (--FIELD VALUE or --{section}.FIELD VALUE; a bool also as --FIELD / --no-FIELD; "
-                 f"[{section}] in a TOML file):"]
+        lines = [f"config fields (--FIELD VALUE or --{section}.FIELD VALUE; a bool also as --FIELD / "
+                 f"--no-FIELD; [{section}] in a TOML file):"]
         for f in dataclasses.fields(cls):
             v = getattr(defaults, f.name)
             text = helps.get(f.name, "")
             d = "not set" if v is None else _value(v)
             lines.append(f"  --{f.name.replace('_', '-'):<18} {text}{' ' if text else ''}(default: {d})")
         return "\n".join(lines)
-    lines = ["config fields (--SECTION.FIELD VALUE; list items by index, table entries by key; docs/config.md):"]
+    lines = [("config fields (--SECTION.FIELD VALUE; list items by index, table entries by key; "
+              "docs/config.md):")]
     for f in dataclasses.fields(cls):
         v = getattr(defaults, f.name)
         if dataclasses.is_dataclass(v):
             items = ", ".join(f"{g.name}={_value(getattr(v, g.name))}" for g in dataclasses.fields(v)
                               if getattr(v, g.name) is not None)
-            lines.append(textwrap.fill(items, 108, initial_indent=f"  [{f.name}] ", subsequent_indent="      "))
+            lines.append(textwrap.fill(items, 108, initial_indent=f"  [{f.name}] ",
+                                       subsequent_indent="      "))
         elif isinstance(v, list):
             tp = typing.get_args(_hints(cls)[f.name])
             item = tp[0] if tp else None
             keys = ", ".join(_names(item)) if _is_dc(item) else ""
-            lines.append(f"  [[{f.name}]] {keys}" + (f" (default: {len(v)} item(s))" if v else " (default: none)"))
+            lines.append(f"  [[{f.name}]] {keys}"
+                         + (f" (default: {len(v)} item(s))" if v else " (default: none)"))
         else:
             lines.append(f"  {f.name}={_value(v)}")
     return "\n".join(lines)
@@ -635,7 +640,8 @@ def add_config_parser(sub, name: str, cls, *, section: str | None = None, names=
         sub._parser_class = saved
     p.config_spec = {"cls": cls, "section": section, "names": names, "help": field_help or {}}
     p.add_argument("--config", metavar="FILE_OR_NAME",
-                   help=config_help or "TOML config file (or a known name); flags and --section.field override it")
+                   help=config_help or "TOML config file (or a known name); flags and --section.field "
+                                       "override it")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as TOML (loadable with --config) and exit; "
                         "with no other argument: the defaults")

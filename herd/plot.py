@@ -37,7 +37,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
         raise HerdError(f"{run_dir} is a file; give the folder of a training run (it holds metrics.jsonl)")
     if not f.is_file():
         hint = f"; did you mean {run_dir.parent}?" if (run_dir.parent / "metrics.jsonl").is_file() else ""
-        raise HerdError(f"{run_dir} has no metrics.jsonl: not the folder of a herd pretrain/sft/rm/dpo run{hint}")
+        raise HerdError(f"{run_dir} has no metrics.jsonl: not the folder of a herd "
+                        f"pretrain/sft/rm/dpo run{hint}")
     recs = []
     for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -77,7 +78,8 @@ def plot_run(run_dir, out=None) -> dict:
     plots = list(PRETRAIN_PLOTS)
     drawn = {k for _, _, _, keys in plots for k, _ in keys}
     extra = sorted({k for r in recs for k, v in r.items() if k not in drawn and k not in SKIP_KEYS
-                    and isinstance(v, (int, float)) and not isinstance(v, bool) and r.get("kind", "train") == "train"})
+                    and isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and r.get("kind", "train") == "train"})
     plots += [(k, k.replace("_", " "), k, [(k, k)]) for k in extra]
     pngs = []
     for stem, title, ylabel, keys in plots:
@@ -107,7 +109,8 @@ def plot_run(run_dir, out=None) -> dict:
                 last[k] = v
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td></tr>" for k, v in sorted(last.items()))
     imgs = "".join(f'<figure><img src="{p}" alt="{p}"><figcaption>{p}</figcaption></figure>' for p in pngs)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>herd run {html.escape(str(run_dir))}</title>"
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>herd run "
+            f"{html.escape(str(run_dir))}</title>"
             "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:0.5em}"
             "td{padding:0 1em}</style></head><body>"
             f"<h1>herd run <code>{html.escape(str(run_dir))}</code></h1>"
@@ -124,7 +127,8 @@ def cmd_plot(args) -> int:
     if args.json:
         print(json.dumps(res, indent=1))
     else:
-        print(f"{len(res['pngs'])} plots ({', '.join(res['pngs'])}) written to {res['out']}; open {res['html']}")
+        print(f"{len(res['pngs'])} plots ({', '.join(res['pngs'])}) written to {res['out']}; open "
+              f"{res['html']}")
     return 0
 
 

@@ -239,7 +239,8 @@ def resolve_precision(requested="auto", device="cpu", shapes=None, kind: str = "
         peak = peak_flops(dev, dtype)
     elif dev.type != "cpu":
         dtype = to_dtype("fp32" if req == "auto" else req)
-        reason, peak = f"{parse_precision(dtype)}: {'requested' if req != 'auto' else 'default'} on {dev.type}", 0.0
+        reason, peak = (f"{parse_precision(dtype)}: {'requested' if req != 'auto' else 'default'} "
+                        f"on {dev.type}"), 0.0
     else:
         if req == "fp16":
             raise HerdError("precision fp16 is for GPUs; on a CPU use auto, fp32 or bf16")
@@ -282,5 +283,6 @@ def checkpoint_dtype(requested, device, ckpt=None, log=log_stderr):
     return resolve_precision(requested, device, shapes=shapes, kind="infer", log=log, need_peak=False)[0]
 
 
-__all__ = ["PRECISIONS", "bf16_hardware", "cache_path", "checkpoint_dtype", "cpu_info", "decide", "log_stderr",
+__all__ = ["PRECISIONS", "bf16_hardware", "cache_path", "checkpoint_dtype", "cpu_info", "decide",
+           "log_stderr",
            "parse_precision", "probe", "resolve_precision", "run_probe", "shapes_of", "to_dtype"]

@@ -26,8 +26,8 @@ def detect_format(path: str | os.PathLike) -> str:
     if (p / "metrics.jsonl").is_file() or (p / "checkpoints").is_dir():  # a `herd pretrain` run folder
         if (p / "model").is_dir():
             raise HerdError(f"{p} is a training run, not a model; its model is {p / 'model'}")
-        raise HerdError(f"{p} is a training run that has not finished (no {p / 'model'} yet); continue it with "
-                        f"herd pretrain --resume --run.out {p}")
+        raise HerdError(f"{p} is a training run that has not finished (no {p / 'model'} yet); continue it "
+                        f"with herd pretrain --resume --run.out {p}")
     if (p / "params.json").is_file():
         return "meta"
     if (p / "config.json").is_file():
@@ -134,7 +134,8 @@ def check_state_dict(args, sd: dict, source: str) -> None:
                             f"{tuple(own[k].shape)}")
 
 
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, dtype=None, shards: int = 1,
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, dtype=None,
+                       shards: int = 1,
                        tokenizer=None, max_shard_bytes: int | None = None, original_weights: bool = False,
                        log=print) -> Path:
     """Convert a checkpoint of any format to `to` ('herd', 'hf' or 'meta') without building a
@@ -166,8 +167,8 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
 
         tok = tokenizer_from_spec(tokenizer)
     if tok is not None and tok.n_words != args.vocab_size:
-        raise HerdError(f"tokenizer has {tok.n_words} tokens but the model's vocab_size is {args.vocab_size}; "
-                        f"pass the model's own tokenizer with --tokenizer")
+        raise HerdError(f"tokenizer has {tok.n_words} tokens but the model's vocab_size is "
+                        f"{args.vocab_size}; pass the model's own tokenizer with --tokenizer")
     dt = parse_dtype(dtype)
     if dt is not None:
         sd = {k: v.to(dt) for k, v in sd.items()}
@@ -177,7 +178,8 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str, 
     elif to == "hf":
         from herd.checkpoint.hf import DEFAULT_MAX_SHARD_BYTES, save_hf_state_dict
 
-        save_hf_state_dict(args, sd, dst, tokenizer=tok, max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
+        save_hf_state_dict(args, sd, dst, tokenizer=tok,
+                           max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
                            original_weights=original_weights)
     else:
         from herd.checkpoint.meta import save_meta_state_dict

@@ -9,14 +9,15 @@ import sys
 def register(sub) -> None:
     p = sub.add_parser(
         "convert", help="convert a checkpoint between herd, Hugging Face and Meta formats",
-        description="Convert a checkpoint directory (herd, Meta consolidated.NN.pth + params.json, or Hugging "
-                    "Face LlamaForCausalLM) to another format. Model-parallel Meta shards are merged; tensors "
-                    "keep their dtype and bits unless --dtype is given. The output is written atomically. "
-                    "--to hf lays the directory out as Meta's Hugging Face repos: config.json, safetensors and "
-                    "tokenizer.json at the root, the tiktoken tokenizer.model under original/.")
+        description="Convert a checkpoint directory (herd, Meta consolidated.NN.pth + params.json, or "
+                    "Hugging Face LlamaForCausalLM) to another format. Model-parallel Meta shards are "
+                    "merged; tensors keep their dtype and bits unless --dtype is given. The output is "
+                    "written atomically. --to hf lays the directory out as Meta's Hugging Face repos: "
+                    "config.json, safetensors and tokenizer.json at the root, the tiktoken tokenizer.model "
+                    "under original/.")
     p.add_argument("src", help="input checkpoint directory (format detected)")
-    p.add_argument("dst", help="output directory (must not exist, or pass --overwrite; replaced only once the new "
-                               "checkpoint is complete)")
+    p.add_argument("dst", help="output directory (must not exist, or pass --overwrite; replaced only once "
+                               "the new checkpoint is complete)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--to", required=True, choices=["hf", "herd", "meta"], help="output format")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
@@ -30,7 +31,8 @@ def register(sub) -> None:
                         "'llama3' (default: the one found beside the input)")
     p.add_argument("--original-weights", action="store_true",
                    help="--to hf: also write Meta's consolidated.00.pth + params.json under original/, as "
-                        "Meta's HF repos do (doubles the size; default: original/ holds only tokenizer.model)")
+                        "Meta's HF repos do (doubles the size; default: original/ holds only "
+                        "tokenizer.model)")
     p.set_defaults(func=run_convert)
 
 

@@ -76,7 +76,8 @@ class HeuristicsConfig:
     # Duplicated n-gram coverage (Gopher rep. filters): fraction of characters in repeated content.
     max_dup_line_frac: float = 0.30
     max_dup_line_char_frac: float = 0.20
-    max_top_ngram_char_frac: dict[str, float] = field(default_factory=lambda: {"2": 0.20, "3": 0.18, "4": 0.16})
+    max_top_ngram_char_frac: dict[str, float] = field(default_factory=lambda: {"2": 0.20,
+                                                                               "3": 0.18, "4": 0.16})
     max_dup_ngram_char_frac: dict[str, float] = field(
         default_factory=lambda: {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
     # Dirty words: fraction of words found in the language's word list.
@@ -173,7 +174,8 @@ class CurateConfig:
     def validate(self) -> "CurateConfig":
         d = self.dedup
         if d.num_perm <= 0 or d.bands <= 0 or d.num_perm % d.bands:
-            raise HerdError(f"dedup.num_perm ({d.num_perm}) must be a positive multiple of dedup.bands ({d.bands})")
+            raise HerdError(f"dedup.num_perm ({d.num_perm}) must be a positive multiple of dedup.bands "
+                            f"({d.bands})")
         if not 0.0 < d.threshold <= 1.0:
             raise HerdError(f"dedup.threshold must be in (0, 1], got {d.threshold}")
         if d.shingle_size < 1 or d.line_bucket_docs < 1:

@@ -88,7 +88,8 @@ def dirty_words(lang: str, files: tuple = ()) -> frozenset[str]:
         p = Path(table[lang])
         if not p.is_file():
             raise HerdError(f"heuristics.dirty_word_files[{lang!r}] not found: {p}")
-        return frozenset(w.strip().lower() for w in p.read_text().splitlines() if w.strip() and not w.startswith("#"))
+        return frozenset(w.strip().lower() for w in p.read_text().splitlines()
+                         if w.strip() and not w.startswith("#"))
     if lang == "en":
         try:
             import better_profanity
@@ -114,9 +115,12 @@ def shape_stats(text: str, words: list[str]) -> dict:
     stats = {
         "n_words": n_words,
         "mean_word_len": (sum(len(w) for w in words) / n_words) if n_words else 0.0,
-        "symbol_word_ratio": ((text.count("#") + text.count("...") + text.count("…")) / n_words) if n_words else 0.0,
-        "bullet_line_frac": (sum(ln.lstrip().startswith(_BULLETS) for ln in lines) / len(lines)) if lines else 0.0,
-        "ellipsis_line_frac": (sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines)) if lines else 0.0,
+        "symbol_word_ratio": (((text.count("#") + text.count("...") + text.count("…")) / n_words)
+                              if n_words else 0.0),
+        "bullet_line_frac": ((sum(ln.lstrip().startswith(_BULLETS) for ln in lines) / len(lines))
+                             if lines else 0.0),
+        "ellipsis_line_frac": ((sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines))
+                               if lines else 0.0),
         "alpha_word_frac": (sum(any(c.isalpha() for c in w) for w in words) / n_words) if n_words else 0.0,
         "max_line_chars": max((len(ln) for ln in lines), default=0),
     }

@@ -123,7 +123,8 @@ def _schema_c():
 
     return pa.schema([("id", pa.string()), ("source", pa.string()), ("url", pa.string()),
                       ("timestamp", pa.float64()), ("text", pa.string()), ("language", pa.string()),
-                      ("language_score", pa.float32()), ("domain", pa.string()), ("domain_score", pa.float32()),
+                      ("language_score", pa.float32()), ("domain", pa.string()), ("domain_score",
+                                                                                  pa.float32()),
                       ("quality_score", pa.float32()), ("token_kl", pa.float32()),
                       ("dup_ngram_score", pa.float32()), ("dirty_word_ratio", pa.float32()),
                       ("pii_masks", pa.int32()), ("lines_removed", pa.int32())])
@@ -260,7 +261,8 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
     if d.url:
         for t, sh in enumerate(shards):
             tab = pq.read_table(sh, columns=["url_key", "timestamp"])
-            for r, (k, ts) in enumerate(zip(tab.column("url_key").to_pylist(), tab.column("timestamp").to_pylist())):
+            for r, (k, ts) in enumerate(zip(tab.column("url_key").to_pylist(),
+                                            tab.column("timestamp").to_pylist())):
                 if not k:
                     continue
                 ts = float("-inf") if ts is None else ts
@@ -282,7 +284,8 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
         bucket_lines = []
 
     for t, sh in enumerate(shards):
-        cols = ["id", "source", "url_key", "nbytes"] + (["sig"] if d.minhash else []) + (["line_hashes"] if d.line else [])
+        cols = (["id", "source", "url_key", "nbytes"] + (["sig"] if d.minhash else [])
+                + (["line_hashes"] if d.line else []))
         tab = pq.read_table(sh, columns=cols)
         ids, sources = tab.column("id").to_pylist(), tab.column("source").to_pylist()
         keys = tab.column("url_key").to_pylist()
@@ -295,7 +298,8 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
                 if keys[r] and best[keys[r]][1:] != (t, r):
                     tally.dropped("url_dedup", sizes[r], "duplicate_url")
                     kt, kr = best[keys[r]][1:]
-                    drops.add(ids[r], sources[r], "url_dedup", f"duplicate_url: newer copy in task {kt} row {kr}")
+                    drops.add(ids[r], sources[r], "url_dedup", "duplicate_url: newer copy in task "
+                                                               f"{kt} row {kr}")
                     continue
                 tally.passed("url_dedup", sizes[r])
             if lsh is not None:
@@ -303,7 +307,8 @@ def phase_b(n_tasks: int, cfg: CurateConfig, work: Path) -> dict:
                 dup = lsh.add(position_key(t, r), sig)
                 if dup is not None:
                     tally.dropped("minhash_dedup", sizes[r], "near_duplicate")
-                    drops.add(ids[r], sources[r], "minhash_dedup", f"near_duplicate: of {_key_str(dup, work)}")
+                    drops.add(ids[r], sources[r], "minhash_dedup", "near_duplicate: of "
+                                                                   f"{_key_str(dup, work)}")
                     continue
                 tally.passed("minhash_dedup", sizes[r])
             b = position // d.line_bucket_docs
@@ -401,7 +406,8 @@ def phase_c(task_id: int, cfg_dict: dict, work: str) -> None:
         if cfg.domain.enabled:
             from herd.curate.domain import label_domains
 
-            labels, dprobs = label_domains([r["text"] for r in docs], [r["language"] for r in docs], cfg.domain)
+            labels, dprobs = label_domains([r["text"] for r in docs],
+                                           [r["language"] for r in docs], cfg.domain)
             for r, lab, p in zip(docs, labels, dprobs):
                 r["domain"], r["domain_score"] = lab, p
                 tally.passed("domain", nbytes(r["text"]))
@@ -445,7 +451,8 @@ def phase_c(task_id: int, cfg_dict: dict, work: str) -> None:
             rows.add({k: r.get(k) for k in _schema_c().names})
     rows.close()
     drops.close()
-    np.savez(work_p / "c" / f"{name}.scores.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in scores.items()})
+    np.savez(work_p / "c" / f"{name}.scores.npz",
+             **{k: np.asarray(v, dtype=np.float32) for k, v in scores.items()})
     write_marker(work_p / "c" / f"{name}.done.json", {"kept": rows.n, "domains": dict(domain_counts),
                                                      **tally.to_dict()})
 
@@ -581,14 +588,16 @@ def run_curation(config: CurateConfig, inputs, out_dir, executor: str | None = N
 
     t = time.time()
     a_markers = run_tasks(phase_a, [(i, fs, cfg_dict, str(work)) for i, fs in enumerate(tasks)],
-                          [work / "a" / f"{i:05d}.done.json" for i in range(len(tasks))], desc="curate A extract", **run)
+                          [work / "a" / f"{i:05d}.done.json" for i in range(len(tasks))],
+                          desc="curate A extract", **run)
     timings["A_extract_langid_pii"] = time.time() - t
     t = time.time()
     b = phase_b(len(tasks), cfg, work)
     timings["B_global_dedup"] = time.time() - t
     t = time.time()
     c_markers = run_tasks(phase_c, [(i, cfg_dict, str(work)) for i in range(len(tasks))],
-                          [work / "c" / f"{i:05d}.done.json" for i in range(len(tasks))], desc="curate C filter", **run)
+                          [work / "c" / f"{i:05d}.done.json" for i in range(len(tasks))],
+                          desc="curate C filter", **run)
     timings["C_filter_score"] = time.time() - t
     domain_counts: Counter = Counter()
     for m in c_markers:
@@ -596,7 +605,8 @@ def run_curation(config: CurateConfig, inputs, out_dir, executor: str | None = N
     rates, target = (mix_rates(dict(domain_counts), cfg.mix.weights) if cfg.mix.enabled else (None, {}))
     t = time.time()
     e_markers = run_tasks(phase_e, [(i, cfg_dict, rates, str(work), str(out)) for i in range(len(tasks))],
-                          [work / "e" / f"{i:05d}.done.json" for i in range(len(tasks))], desc="curate E mix", **run)
+                          [work / "e" / f"{i:05d}.done.json" for i in range(len(tasks))],
+                          desc="curate E mix", **run)
     timings["E_mix_write"] = time.time() - t
 
     report = write_report(cfg, out, work, files, a_markers, b, c_markers, e_markers, rates, target, timings,

@@ -9,22 +9,26 @@ def register(sub) -> None:
         help="turn documents (JSONL, Parquet, text) into token shards for pretraining",
         description="Tokenize documents into uint32 token shards with a document index and a held-out "
                     "validation split (by text hash), on all cores. Input: files or directories of .jsonl "
-                    "(.gz/.zst) records with a text field, .parquet files, or .txt/.md files (one document each).",
+                    "(.gz/.zst) records with a text field, .parquet files, or .txt/.md files (one "
+                    "document each).",
     )
     p.add_argument("inputs", nargs="+", help="input files or directories")
     p.add_argument("--out", required=True, help="output directory (created; must be empty or absent)")
     p.add_argument("--tokenizer", default="llama3",
-                   help="tokenizer file (tiktoken format, e.g. from `herd tokenizer train`) or 'llama3' (default)")
-    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text (default: text)")
-    p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents held out (default 0.005)")
+                   help="tokenizer file (tiktoken format, e.g. from `herd tokenizer train`) or "
+                        "'llama3' (default)")
+    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text "
+                                                        "(default: text)")
+    p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents held out "
+                                                                     "(default 0.005)")
     p.add_argument("--no-bos", action="store_true", help="do not start documents with <|begin_of_text|>")
     p.add_argument("--no-eos", action="store_true", help="do not end documents with <|end_of_text|>")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
     p.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per shard file (default 2^28)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.epilog = ("An interrupted run (Ctrl-C, crash) resumes when the same command is run again: shards already "
-                "written are kept (OUT.tmp-tokenize/progress.json).")
+    p.epilog = ("An interrupted run (Ctrl-C, crash) resumes when the same command is run again: shards "
+                "already written are kept (OUT.tmp-tokenize/progress.json).")
     p.set_defaults(func=run)
 
 
@@ -46,7 +50,7 @@ def run(args) -> int:
         import sys
 
         n = s["train"]["n_docs"]
-        print(f"herd: warning: the validation split is empty ({n} documents x --val-fraction {args.val_fraction} "
-              f"held out none), so pretraining reports no validation loss; with few documents pass a larger "
-              f"--val-fraction (e.g. 0.1) or split the documents", file=sys.stderr)
+        print(f"herd: warning: the validation split is empty ({n} documents x --val-fraction "
+              f"{args.val_fraction} held out none), so pretraining reports no validation loss; with few "
+              "documents pass a larger --val-fraction (e.g. 0.1) or split the documents", file=sys.stderr)
     return 0

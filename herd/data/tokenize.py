@@ -61,7 +61,8 @@ def _open_text(path: Path):
     if path.name.endswith(".zst"):
         import zstandard
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
+        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
+                                encoding="utf-8")
     return open(path, encoding="utf-8")
 
 
@@ -82,8 +83,8 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[str]:
         except Exception as e:  # pyarrow raises several types for a bad file
             raise HerdError(f"{path}: not a readable Parquet file ({e})") from None
         if text_field not in pf.schema_arrow.names:
-            raise HerdError(f"{path}: no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); "
-                            "pick one with --text-field")
+            raise HerdError(f"{path}: no column {text_field!r} (columns: "
+                            f"{', '.join(pf.schema_arrow.names)}); pick one with --text-field")
         for batch in pf.iter_batches(columns=[text_field]):
             for t in batch.column(0).to_pylist():
                 if t is not None:
@@ -138,7 +139,8 @@ def _encode_chunk(job):
         lens.append(len(ids))
     res = {}
     for split, (toks, lens) in out.items():
-        res[split] = (np.concatenate(toks) if toks else np.zeros(0, np.uint32), np.asarray(lens, dtype=np.int64))
+        res[split] = (np.concatenate(toks) if toks else np.zeros(0, np.uint32), np.asarray(lens,
+                                                                                           dtype=np.int64))
     return res
 
 
@@ -233,12 +235,14 @@ def tokenize_files(inputs, tokenizer, out_dir, *, text_field: str = "text", val_
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise HerdError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+            raise HerdError(f"{out} already exists and is not empty; choose another --out or pass "
+                            "--overwrite")
     tmp = out.with_name(out.name + ".tmp-tokenize")
     tmp.mkdir(parents=True, exist_ok=True)
     tokenizer.save(tmp / "tokenizer.model")
     ident = _identity(files, _file_sha256(tmp / "tokenizer.model"), text_field=text_field,
-                      val_fraction=val_fraction, bos=bos, eos=eos, shard_tokens=shard_tokens, chunk_docs=chunk_docs)
+                      val_fraction=val_fraction, bos=bos, eos=eos, shard_tokens=shard_tokens,
+                      chunk_docs=chunk_docs)
     prog_file = tmp / "progress.json"
     prog = None
     if prog_file.is_file():

@@ -194,7 +194,8 @@ def cmd_eval(args) -> int:
 
     out_path = Path(args.out)
     if out_path.is_dir():
-        raise HerdError(f"--out {out_path} is a directory; give a file name, e.g. {out_path}/eval_results.json")
+        raise HerdError(f"--out {out_path} is a directory; give a file name, e.g. "
+                        f"{out_path}/eval_results.json")
     if not out_path.parent.is_dir():
         raise HerdError(f"--out {out_path}: the folder {out_path.parent} does not exist; create it first")
     if args.text:
@@ -259,7 +260,8 @@ def cmd_eval(args) -> int:
                     keep = {p["task_id"] for p in problems}
                     comps = [c for c in comps if c["task_id"] in keep]
                 res = he.score_completions(
-                    problems, comps, ks=args.k, workers=args.workers, timeout_s=args.timeout, progress=not args.quiet
+                    problems, comps, ks=args.k, workers=args.workers, timeout_s=args.timeout,
+                    progress=not args.quiet
                 )
             else:
                 res = he.run_humaneval(

@@ -59,41 +59,48 @@ def register(sub) -> None:
     class fmt(OneDefaultHelpFormatter, argparse.HelpFormatter):  # noqa: N801 (a formatter class, named as a value)
         pass
     g = sub.add_parser("generate", help="generate text from a checkpoint (batched, streaming, quantized)",
-                       description="Generate continuations of prompts with a herd, Meta or Hugging Face checkpoint. "
-                                   "Prompts of different lengths are batched; output goes to stdout or to a JSONL "
-                                   "file (--out).", formatter_class=fmt)
+                       description="Generate continuations of prompts with a herd, Meta or Hugging Face "
+                                   "checkpoint. Prompts of different lengths are batched; output goes to "
+                                   "stdout or to a JSONL file (--out).", formatter_class=fmt)
     g.add_argument("ckpt", help="checkpoint directory")
     g.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
     g.add_argument("--prompts-file", default=None, help="prompts: .txt (one per line) or .jsonl "
-                                                        "({\"prompt\": ...} or {\"messages\": [...]} per line)")
+                                                        "({\"prompt\": ...} or {\"messages\": "
+                                                        "[...]} per line)")
     g.add_argument("--out", default=None, help="write completions to this JSONL file")
     g.add_argument("--resume", action="store_true", help="continue an interrupted --out file")
-    g.add_argument("--num-samples", type=int, default=1, help="completions per prompt (they share its prefill)")
+    g.add_argument("--num-samples", type=int, default=1, help="completions per prompt (they share "
+                                                              "its prefill)")
     g.add_argument("--max-batch", type=int, default=8, help="sequences decoded together")
-    g.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the chat format")
+    g.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the "
+                                                       "chat format")
     g.add_argument("--system", default=None, help="system message (with --chat)")
     g.add_argument("--draft", default=None, help="draft checkpoint for speculative decoding (same tokenizer)")
     g.add_argument("--speculate-k", type=int, default=4, help="draft tokens per speculative round")
-    g.add_argument("--image", action="append", default=[], help="an image file for a Llama 3.2 Vision checkpoint "
-                                                                "(repeat for several; <|image|> in the prompt "
-                                                                "places them, else they come first)")
-    g.add_argument("--audio", action="append", default=[], help="a WAV recording for the speech adapter (CKPT: "
-                   "its directory, or an LM with --speech DIR); --prompt is then the instruction after it")
+    g.add_argument("--image", action="append", default=[], help="an image file for a Llama 3.2 Vision "
+                                                                "checkpoint (repeat for several; <|image|> "
+                                                                "in the prompt places them, else they "
+                                                                "come first)")
+    g.add_argument("--audio", action="append", default=[], help="a WAV recording for the speech adapter "
+                   "(CKPT: its directory, or an LM with --speech DIR); --prompt is then the "
+                   "instruction after it")
     g.add_argument("--speech", default=None, help="speech adapter directory (herd speech train) for --audio")
     _sampling_args(g)
     g.set_defaults(func=run_generate)
 
     c = sub.add_parser("chat", help="chat interactively with a checkpoint",
-                       description="An interactive chat in the Llama 3 chat format: history, streamed answers, "
-                                   "Ctrl-C stops an answer, /reset clears the history, /exit leaves, /tool TEXT "
-                                   "answers a tool call.", formatter_class=fmt)
+                       description="An interactive chat in the Llama 3 chat format: history, streamed "
+                                   "answers, Ctrl-C stops an answer, /reset clears the history, /exit "
+                                   "leaves, /tool TEXT answers a tool call.", formatter_class=fmt)
     c.add_argument("ckpt", help="checkpoint directory")
     c.add_argument("--system", default=None, help="system message")
     c.add_argument("--tools", nargs="?", const="code_interpreter,brave_search,wolfram_alpha", default=None,
-                   metavar="TOOLS", help="built-in tools the model may call, run here (tool-use loop): comma list "
-                                         "of code_interpreter (herd's sandbox), brave_search, wolfram_alpha "
-                                         "(offline stubs unless --search-tool/--wolfram-tool); default all")
-    c.add_argument("--max-tool-iterations", type=int, default=5, help="most tool calls per answer with --tools")
+                   metavar="TOOLS", help="built-in tools the model may call, run here (tool-use loop): comma "
+                                         "list of code_interpreter (herd's sandbox), brave_search, "
+                                         "wolfram_alpha (offline stubs unless --search-tool/--wolfram-tool); "
+                                         "default all")
+    c.add_argument("--max-tool-iterations", type=int, default=5, help="most tool calls per answer "
+                                                                      "with --tools")
     c.add_argument("--search-tool", default=None, help="module:function answering brave_search queries")
     c.add_argument("--wolfram-tool", default=None, help="module:function answering wolfram_alpha queries")
     _sampling_args(c, temperature=0.6, top_p=0.9)
@@ -119,14 +126,16 @@ def load_for_inference(args):
 
     # the precision line is printed with the run's summary (a bad prompt stays a one-line error)
     lines: list = []
-    dtype = checkpoint_dtype(args.dtype or getattr(args, "precision", "auto"), device, args.ckpt, log=lines.append)
+    dtype = checkpoint_dtype(args.dtype or getattr(args, "precision", "auto"), device, args.ckpt,
+                             log=lines.append)
     args.precision_line = lines[0] if lines else None
     model, tok = load_model(args.ckpt, device=device, dtype=dtype, tokenizer=args.tokenizer)
     if tok is None:
         raise HerdError(f"{args.ckpt} has no tokenizer; pass --tokenizer FILE (or --tokenizer llama3)")
     if tok.n_words > model.args.vocab_size:
         raise HerdError(f"the tokenizer has {tok.n_words} tokens but the model's vocabulary is "
-                        f"{model.args.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
+                        f"{model.args.vocab_size}; pass the tokenizer the model was trained with "
+                        "(--tokenizer)")
     quantize(model, args.quant)
     return model, tok
 
@@ -156,7 +165,8 @@ def read_prompts(path) -> list:
             elif isinstance(rec, dict) and isinstance(rec.get("messages"), list):
                 out.append(rec["messages"])
             else:
-                raise HerdError(f"{p}:{n}: expected an object with \"prompt\" (a string) or \"messages\" (a list)")
+                raise HerdError(f"{p}:{n}: expected an object with \"prompt\" (a string) or "
+                                "\"messages\" (a list)")
     if not out:
         raise HerdError(f"{p}: no prompts in the file")
     return out
@@ -166,7 +176,8 @@ def _encode(prompt, tok, chat_fmt, system):
     if isinstance(prompt, list):  # a dialog
         return chat_fmt.encode_dialog_prompt(prompt)
     if chat_fmt is not None:
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user",
+                                                                               "content": prompt}]
         return chat_fmt.encode_dialog_prompt(msgs)
     return tok.encode(prompt, bos=True)
 
@@ -236,7 +247,8 @@ def run_generate(args) -> int:
     from tqdm import tqdm
 
     t0, n_tok = time.perf_counter(), 0
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), unit="prompt", disable=None, file=sys.stderr)
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), unit="prompt", disable=None,
+               file=sys.stderr)
     for b in range(0, len(todo), per_batch):
         idx = todo[b:b + per_batch]
         # the seed of each batch depends on its first prompt, so a resumed run draws as a full one
@@ -246,7 +258,8 @@ def run_generate(args) -> int:
         for o in outs:
             i = idx[o.prompt_index]
             rec = {"prompt_index": i, "sample_index": o.sample_index,
-                   "prompt": prompts[i], "completion": o.text, "stop_reason": o.stop_reason, "tokens": o.tokens}
+                   "prompt": prompts[i], "completion": o.text, "stop_reason": o.stop_reason,
+                   "tokens": o.tokens}
             if chat_fmt is not None:
                 msg = chat_fmt.decode_assistant_message(o.tokens, _chat_stop(o.stop_reason))
                 rec["tool_calls"] = msg["tool_calls"]
@@ -309,13 +322,15 @@ def _generate_streamed(gen, tok, prompt, kw, precision_line=None) -> int:
     st = gen.stats
     if precision_line:
         print(precision_line, file=sys.stderr)
-    print(f"[{len(out.tokens)} tokens, {out.stop_reason}; prefill {st.prefill_tokens} tok in {st.prefill_s:.2f}s, "
-          f"decode {len(out.tokens) / max(dt - st.prefill_s, 1e-9):.1f} tok/s]", file=sys.stderr)
+    print(f"[{len(out.tokens)} tokens, {out.stop_reason}; prefill {st.prefill_tokens} tok in "
+          f"{st.prefill_s:.2f}s, decode {len(out.tokens) / max(dt - st.prefill_s, 1e-9):.1f} tok/s]",
+          file=sys.stderr)
     return 0
 
 
 # ---- herd chat -----------------------------------------------------------------------------------
-HELP = "commands: /reset clears the history, /exit leaves, /tool TEXT answers a tool call; Ctrl-C stops an answer"
+HELP = ("commands: /reset clears the history, /exit leaves, /tool TEXT answers a tool call; "
+        "Ctrl-C stops an answer")
 
 
 class Chat:
@@ -396,7 +411,8 @@ class Chat:
         self.write("\n")
         msg = self.fmt.decode_assistant_message(got, _chat_stop(stop))
         for call in msg["tool_calls"]:
-            self.write(f"[tool call] {call['tool_name']}({json.dumps(call['arguments'], ensure_ascii=False)})\n")
+            self.write("[tool call] "
+                       f"{call['tool_name']}({json.dumps(call['arguments'], ensure_ascii=False)})\n")
         if msg["tool_calls"] and not (self.runner and all(self.runner.can_run(c) for c in msg["tool_calls"])):
             self.write("[answer it with /tool TEXT]\n")
         if msg["stop_reason"] == "out_of_tokens":

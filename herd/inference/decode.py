@@ -148,7 +148,8 @@ def build_plan(model, pack: bool) -> DecodePlan:
     else:
         out_fn = out
     structure = _structure(model)
-    return DecodePlan(layers, out_fn, [layer.attention.core for layer in model.layers], structure, _ptrs(structure))
+    return DecodePlan(layers, out_fn, [layer.attention.core for layer in model.layers], structure,
+                      _ptrs(structure))
 
 
 def decode_step(model, plan: DecodePlan, tokens: torch.Tensor, fc: torch.Tensor, cache, slot: int, S: int,

@@ -27,14 +27,15 @@ done (their tokens are dropped); prompts beyond `max_batch` rows go in further b
 
 Speed (CPU decode is bound by weight reads and per-op overhead): prefill runs the model's own
 forward (`Transformer.forward` with the cache, the last layer for the last position only); each
-decode step runs `herd.inference.decode.decode_step`, which reads only the live part of the cache, needs no mask when no row is padded,
-attends without copying K/V for grouped-query attention, and (with `pack`, the default on the CPU)
-finds the model's fp32 linear weights laid out [in, out] in place, the layout the CPU's fp32 GEMV streams
-best (same parameters, shapes and values; see that module). With `precision="auto"` (the CLI's default)
-the weights are bf16 where this machine's matrix engine makes that faster (herd.precision's probe),
-which halves the bytes a decode step reads and runs prefill on AMX; int8 weights (quant.py) a quarter. With `compile=True` the decode step is
-compiled once per (batch, cache length) with static shapes (cache lengths are rounded up to a
-multiple of 256 so few shapes occur); on CUDA with CUDA graphs.
+decode step runs `herd.inference.decode.decode_step`, which reads only the live part of the cache,
+needs no mask when no row is padded, attends without copying K/V for grouped-query attention, and
+(with `pack`, the default on the CPU) finds the model's fp32 linear weights laid out [in, out] in place,
+the layout the CPU's fp32 GEMV streams best (same parameters, shapes and values; see that module). With
+`precision="auto"` (the CLI's default) the weights are bf16 where this machine's matrix engine makes
+that faster (herd.precision's probe), which halves the bytes a decode step reads and runs prefill on
+AMX; int8 weights (quant.py) a quarter. With `compile=True` the decode step is compiled once per
+(batch, cache length) with static shapes (cache lengths are rounded up to a multiple of 256 so few
+shapes occur); on CUDA with CUDA graphs.
 """
 
 from __future__ import annotations
@@ -82,13 +83,15 @@ class Generator:
             raise HerdError(f"max_batch must be a positive integer, got {max_batch!r}")
         # precision (herd.precision): None keeps the model's dtype as it is; "auto" | "fp32" | "bf16" (|
         # "fp16" on GPU) casts its floating-point weights in place to that dtype ("auto": bf16 where this
-        # machine's matrix engine makes prefill faster and decode no slower, else fp32); int8 weights stay int8
+        # machine's matrix engine makes prefill faster and decode no slower, else fp32); int8 weights
+        # stay int8
         self.precision_reason = None
         if precision is not None:
             from herd.precision import parse_precision, resolve_precision, shapes_of
 
             dev = model.tok_embeddings.weight.device
-            dt, self.precision_reason, _ = resolve_precision(precision, dev, shapes_of(model.args, 256), kind="infer",
+            dt, self.precision_reason, _ = resolve_precision(precision, dev, shapes_of(model.args, 256),
+                                                             kind="infer",
                                                              need_peak=False)
             if model.tok_embeddings.weight.dtype != dt:
                 model.to(dt)
@@ -161,8 +164,8 @@ class Generator:
             if not isinstance(p, (list, tuple)) or not p:
                 raise HerdError(f"prompt {i} is empty or not a list of token ids")
             if len(p) >= self.max_seq_len:
-                raise HerdError(f"prompt {i} has {len(p)} tokens but the context is {self.max_seq_len} tokens; "
-                                "shorten the prompt (room for at least one new token is needed)")
+                raise HerdError(f"prompt {i} has {len(p)} tokens but the context is {self.max_seq_len} "
+                                "tokens; shorten the prompt (room for at least one new token is needed)")
             try:
                 p = [operator.index(t) for t in p]  # ints, numpy ints, 0-d integer tensors
             except TypeError:
@@ -201,7 +204,8 @@ class Generator:
         rows = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
         out: list[Completion] = []
         for c in range(0, len(rows), self.max_batch):
-            out += self._generate_batch(prompts, rows[c:c + self.max_batch], max_new_tokens, temperature, top_p,
+            out += self._generate_batch(prompts, rows[c:c + self.max_batch], max_new_tokens, temperature,
+                                        top_p,
                                         top_k, gen, set(int(t) for t in stop_tokens), on_token)
         if self.tokenizer is not None:
             for o in out:

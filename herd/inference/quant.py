@@ -118,7 +118,8 @@ _PREFILL: list = []
 
 
 def _prefill_dtype() -> torch.dtype:
-    """bf16 where this CPU's bf16 GEMM is clearly faster than fp32 (herd.precision's cached probe), else fp32."""
+    """bf16 where this CPU's bf16 GEMM is clearly faster than fp32 (herd.precision's cached probe),
+    else fp32."""
     if not _PREFILL:
         from herd.precision import TRAIN_MARGIN, probe
 
@@ -163,7 +164,8 @@ def quantize_int8(model, output: bool = True) -> int:
     Returns the number of layers replaced."""
     n = 0
     for layer in model.layers:
-        for mod, names in ((layer.attention, ("wq", "wk", "wv", "wo")), (layer.feed_forward, ("w1", "w2", "w3"))):
+        for mod, names in ((layer.attention, ("wq", "wk", "wv", "wo")), (layer.feed_forward,
+                                                                         ("w1", "w2", "w3"))):
             for name in names:
                 setattr(mod, name, Int8Linear(getattr(mod, name).weight))
                 n += 1
@@ -186,5 +188,6 @@ def quantize(model, mode: str | None):
     return model
 
 
-__all__ = ["FP8_MAX", "FP8_ACT_UB", "fp8_quantize_rows", "fp8_matmul", "Fp8Linear", "fp8_layer_ids", "quantize_fp8",
+__all__ = ["FP8_MAX", "FP8_ACT_UB", "fp8_quantize_rows", "fp8_matmul", "Fp8Linear", "fp8_layer_ids",
+           "quantize_fp8",
            "int8_quantize_rows", "Int8Linear", "quantize_int8", "quantize"]

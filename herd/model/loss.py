@@ -185,7 +185,8 @@ class _LossParallelCE(torch.autograd.Function):
         return gx, None, None
 
 
-def vocab_parallel_cross_entropy_sum(logits, targets: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+def vocab_parallel_cross_entropy_sum(logits, targets: torch.Tensor,
+                                     ignore_index: int = IGNORE) -> torch.Tensor:
     """Summed next-token cross-entropy (fp32 softmax) of `logits` [..., vocab], a DTensor sharded over
     the vocabulary (Shard(-1)) by tensor parallelism, against plain `targets` [...]: the logits are
     never gathered (loss parallelism, herd.train.parallel.apply_tp)."""

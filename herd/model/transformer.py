@@ -272,7 +272,8 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
 
     def forward(self, x, freqs, last_only: bool = False, **kw):
-        h = (x[:, -1:] if last_only else x) + self.attention(self.attention_norm(x), freqs, last_only=last_only, **kw)
+        h = (x[:, -1:] if last_only else x) + self.attention(self.attention_norm(x), freqs,
+                                                             last_only=last_only, **kw)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -335,11 +336,13 @@ class Transformer(nn.Module):
         inner = functools.partial(nn.init.trunc_normal_, std=0.02, a=-0.06, b=0.06)
         resid = functools.partial(nn.init.trunc_normal_, std=d, a=-3 * d, b=3 * d)
         for i in range(len(self.layers)):
-            for name in ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3"):
+            for name in ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1",
+                         "feed_forward.w3"):
                 plan.append((f"layers.{i}.{name}.weight", inner))
             for name in ("attention.wo", "feed_forward.w2"):
                 plan.append((f"layers.{i}.{name}.weight", resid))
-            plan += [(f"layers.{i}.attention_norm.weight", nn.init.ones_), (f"layers.{i}.ffn_norm.weight", nn.init.ones_)]
+            plan += [(f"layers.{i}.attention_norm.weight", nn.init.ones_), (f"layers.{i}.ffn_norm.weight",
+                                                                            nn.init.ones_)]
         plan.append(("norm.weight", nn.init.ones_))
         names, params = {n for n, _ in plan}, {n for n, _ in self.named_parameters()}
         if names != params:  # a parameter left out would keep whatever memory it was given
@@ -372,7 +375,8 @@ class Transformer(nn.Module):
         fc = self.__dict__["_fc"]
         return fc[:T][None] if pos is None else fc[pos]
 
-    def forward(self, tokens: torch.Tensor, *, targets: torch.Tensor | None = None, pos: torch.Tensor | None = None,
+    def forward(self, tokens: torch.Tensor, *, targets: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 cache_pos: int | torch.Tensor | None = None, kv_len: int | None = None,
                 attn_mask: torch.Tensor | None = None, last_only: bool = False,
@@ -417,8 +421,8 @@ class Transformer(nn.Module):
             if checks and kv_len > cache.max_len:
                 raise HerdError(f"sequence of {kv_len} tokens is longer than the cache ({cache.max_len})")
             if pos is None:
-                pos = torch.arange(cache_pos, cache_pos + T, device=tokens.device) if isinstance(cache_pos, int) \
-                    else cache_pos
+                pos = (torch.arange(cache_pos, cache_pos + T, device=tokens.device)
+                       if isinstance(cache_pos, int) else cache_pos)
         elif doc_ids is not None:
             segments = document_segments(doc_ids)
             if pos is None:
@@ -438,7 +442,8 @@ class Transformer(nn.Module):
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
             kv = cache.layer(layer.layer_id) if cache is not None else None
-            h = layer(h, freqs, last_only=trick and i == n - 1, segments=segments, cache=kv, cache_pos=cache_pos,
+            h = layer(h, freqs, last_only=trick and i == n - 1, segments=segments, cache=kv,
+                      cache_pos=cache_pos,
                       kv_len=kv_len, attn_mask=attn_mask)
         h = self.norm(h)
         if targets is not None:
@@ -454,5 +459,6 @@ class Transformer(nn.Module):
         return self.forward(tokens, hidden=True, **kw)
 
 
-__all__ = ["ModelArgs", "Transformer", "KVCache", "LayerKV", "RMSNorm", "rms_norm", "rope_frequencies", "rope_table",
+__all__ = ["ModelArgs", "Transformer", "KVCache", "LayerKV", "RMSNorm", "rms_norm", "rope_frequencies",
+           "rope_table",
            "apply_rope", "sdpa_attention", "document_segments"]

@@ -156,7 +156,8 @@ def cmd_average(args):
 def cmd_make_task(args):
     from herd.posttrain.tasks import write_task
 
-    _print(write_task(args.out, args.train, args.test, args.seed, args.max_value), "posttrain make-task", args.out,
+    _print(write_task(args.out, args.train, args.test, args.seed, args.max_value), "posttrain make-task",
+           args.out,
            args.json)
     return 0
 
@@ -184,7 +185,8 @@ def register(sub) -> None:
                               "(paper §4.1.4)"),
     ]
     for name, cls, desc in specs:
-        p = add_config_parser(sub, name, cls, section=name, field_help={**HELP, **HELP_BY_COMMAND.get(name, {})},
+        p = add_config_parser(sub, name, cls, section=name, field_help={**HELP,
+                                                                        **HELP_BY_COMMAND.get(name, {})},
                               help=desc, description=desc,
                               config_help=f"TOML file: a [{name}] table or a flat table of fields; flags "
                                           "override it")
@@ -192,7 +194,8 @@ def register(sub) -> None:
         p.set_defaults(func=_run(name))
 
     p = sub.add_parser("average", help="average compatible checkpoints (paper §4.1.5)",
-                       description="Average compatible checkpoints, uniformly or with --weights (paper §4.1.5).")
+                       description="Average compatible checkpoints, uniformly or with --weights "
+                                   "(paper §4.1.5).")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     p.add_argument("--out", required=True, metavar="DIR", help="where the averaged herd checkpoint goes")
     p.add_argument("--weights", metavar="W1,W2,...", help="one weight per checkpoint (normalised to sum 1)")
@@ -202,7 +205,8 @@ def register(sub) -> None:
     p = sub.add_parser("posttrain", help="post-training tools: the arithmetic task, the end-to-end demo",
                        description="Post-training tools (paper §4).")
     psub = p.add_subparsers(dest="posttrain_command", metavar="COMMAND")
-    q = psub.add_parser("make-task", help="write arithmetic word problems with exact answers (train/test split)",
+    q = psub.add_parser("make-task", help="write arithmetic word problems with exact answers "
+                                          "(train/test split)",
                         description="Write OUT/train.jsonl, test.jsonl (chat) and *_prompts.jsonl (for "
                                     "rejection sampling) of arithmetic word problems.")
     q.add_argument("--train", type=int, default=2000, metavar="N", help="train problems (default: 2000)")

@@ -63,7 +63,8 @@ def load_policy(path, tokenizer=None, device="cpu", dtype=torch.float32):
     if tok is None:
         raise HerdError(f"{path}: no tokenizer beside the weights; pass --tokenizer PATH (or 'llama3')")
     if tok.n_words > model.args.vocab_size:
-        raise HerdError(f"tokenizer has {tok.n_words} ids but the model's vocab_size is {model.args.vocab_size}")
+        raise HerdError(f"tokenizer has {tok.n_words} ids but the model's vocab_size is "
+                        f"{model.args.vocab_size}")
     return model, tok
 
 
@@ -108,7 +109,8 @@ def pad_right(seqs: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-def sequence_logps(model, tokens: torch.Tensor, labels: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(model, tokens: torch.Tensor, labels: torch.Tensor,
+                   **kw) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sequence: sum of log p(label) over positions whose label is not IGNORE, and how many
     there are. tokens, labels: [B, T] (labels already shifted: label[t] is the target after t)."""
     logits = model(tokens, **kw)
@@ -127,7 +129,8 @@ def masked_labels(tokens: list[int], mask: list[bool]) -> list[int]:
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean CE over the target tokens of the whole batch (per-token normalisation) and their count."""
     n = int((labels != IGNORE).sum())
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE,
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                           ignore_index=IGNORE,
                            reduction="sum")
     return loss / max(n, 1), n
 
@@ -156,7 +159,8 @@ class StepLoop:
         try:
             st = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise HerdError(f"{self.path}: cannot read the saved training state ({e}); delete it to start over")
+            raise HerdError(f"{self.path}: cannot read the saved training state ({e}); delete it to "
+                            "start over")
         if st.get("fingerprint") != self.fingerprint:
             raise HerdError(f"{self.path}: saved by a run with other settings ({st.get('fingerprint')}); "
                             "delete it to start over, or run with the same settings to resume")
@@ -164,12 +168,14 @@ class StepLoop:
         with torch.no_grad():
             for n, t in st["params"].items():
                 if n not in params:
-                    raise HerdError(f"{self.path}: tensor {n} is not trainable in this run; delete it to start over")
+                    raise HerdError(f"{self.path}: tensor {n} is not trainable in this run; delete it to "
+                                    "start over")
                 params[n].copy_(t)
         self.opt.load_state_dict(st["optimizer"])
         self.step = int(st["step"])
         self.history = list(st.get("history", []))
-        print(f"herd: resuming {self.desc} from step {self.step} of {self.total} ({self.path})", file=sys.stderr)
+        print(f"herd: resuming {self.desc} from step {self.step} of {self.total} ({self.path})",
+              file=sys.stderr)
 
     def save(self):
         self.out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +249,8 @@ class StepLoop:
             from herd.fileio import atomic_write
 
             atomic_write(self.out / "metrics.jsonl",
-                         "".join(json.dumps({"kind": "train", "stage": self.desc, **h}) + "\n" for h in self.history))
+                         "".join(json.dumps({"kind": "train", "stage": self.desc, **h}) + "\n"
+                                 for h in self.history))
 
 
 def mean_of(history: list[dict], key: str, last: int = 10) -> float | None:
@@ -251,5 +258,6 @@ def mean_of(history: list[dict], key: str, last: int = 10) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-__all__ = ["IGNORE", "resolve_device", "cfg_device", "autocast", "load_policy", "lr_at", "FINAL_LR_RATIO", "make_optimizer", "pad_right", "sequence_logps", "masked_labels",
+__all__ = ["IGNORE", "resolve_device", "cfg_device", "autocast", "load_policy", "lr_at", "FINAL_LR_RATIO",
+           "make_optimizer", "pad_right", "sequence_logps", "masked_labels",
            "cross_entropy", "StepLoop", "check_positive", "mean_of"]

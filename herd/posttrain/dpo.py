@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from herd.errors import HerdError
 from herd.posttrain.config import DPOConfig
-from herd.posttrain.common import (IGNORE, StepLoop, autocast, cfg_device, check_positive, load_policy, make_optimizer,
+from herd.posttrain.common import (IGNORE, StepLoop, autocast, cfg_device, check_positive, load_policy,
+                                   make_optimizer,
                                    masked_labels, mean_of, pad_right, sequence_logps)
 from herd.posttrain.data import encode_pair, parse_preference, read_jsonl
 
@@ -43,7 +44,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     nll = (-policy_chosen / chosen_tokens.clamp_min(1)).mean()
     loss = dpo + nll_coef * nll
     stats = {"dpo_loss": dpo.detach(), "nll": nll.detach(),
-             "chosen_reward": chosen_reward.detach().mean(), "rejected_reward": rejected_reward.detach().mean(),
+             "chosen_reward": chosen_reward.detach().mean(),
+             "rejected_reward": rejected_reward.detach().mean(),
              "margin": (chosen_reward - rejected_reward).detach().mean(),
              "reward_accuracy": (chosen_reward > rejected_reward).float().mean()}
     return loss, stats
@@ -67,8 +69,8 @@ def load_pairs(path, tokenizer, max_len: int, on_bad_line: str = "skip"):
     enc = [encode_dpo_pair(tokenizer, p, max_len) for p in prefs]
     dropped = sum(e is None for e in enc)
     if dropped:
-        print(f"herd: warning: {path}: {dropped} pair(s) longer than max_len={max_len} or with an empty response "
-              "were skipped", file=sys.stderr)
+        print(f"herd: warning: {path}: {dropped} pair(s) longer than max_len={max_len} or with an empty "
+              "response were skipped", file=sys.stderr)
     enc = [e for e in enc if e is not None]
     if not enc:
         raise HerdError(f"{path}: no usable preference pair")
@@ -96,7 +98,8 @@ def reference_logps(model, pairs, pad_id: int, batch_size: int, quiet: bool = Fa
 
     model.eval()
     out = []
-    for i in tqdm(range(0, len(pairs), batch_size), desc="dpo: reference log-probs", disable=quiet, file=sys.stderr):
+    for i in tqdm(range(0, len(pairs), batch_size), desc="dpo: reference log-probs", disable=quiet,
+                  file=sys.stderr):
         c, r, _, _ = batch_logps(model, pairs[i:i + batch_size], pad_id, dtype)
         out.append(torch.stack([c, r], dim=1))
     return torch.cat(out)

@@ -65,10 +65,12 @@ def make_scorer(cfg: RSConfig):
         try:
             from herd.eval.sandbox import run_code
         except ImportError:
-            raise HerdError("the code verifier needs herd.eval.sandbox (the eval stage), which is not installed")
+            raise HerdError("the code verifier needs herd.eval.sandbox (the eval stage), which is "
+                            "not installed")
 
         def score(rec, texts):
-            return [float(run_code(extract_code(t) + "\n\n" + rec["tests"], timeout_s=cfg.code_timeout).passed)
+            return [float(run_code(extract_code(t) + "\n\n" + rec["tests"],
+                                   timeout_s=cfg.code_timeout).passed)
                     for t in texts]
         return score
     if Path(cfg.scorer).is_dir():
@@ -86,7 +88,8 @@ def summarize(records: list[dict], verifier: bool) -> dict:
     scores = [s for r in records for s in r["scores"]]
     best = [max(r["scores"]) for r in records]
     one = statistics.fmean(scores)
-    stats = {"prompts": len(records), "samples": len(scores), "mean_score": one, "best_of_k": statistics.fmean(best),
+    stats = {"prompts": len(records), "samples": len(scores), "mean_score": one,
+             "best_of_k": statistics.fmean(best),
              "gain": statistics.fmean(best) - one, "min": min(scores), "max": max(scores),
              "median": statistics.median(scores)}
     if len(scores) > 1:
@@ -117,7 +120,8 @@ def build_outputs(records: list[dict], verifier: bool) -> tuple[list[dict], list
             sft_rows.append({"messages": r["messages"] + [{"role": "assistant", "content": r["samples"][b]}],
                              "score": sc[b], **extra})
         if sc[b] > sc[w]:
-            pair_rows.append({"messages": r["messages"], "chosen": r["samples"][b], "rejected": r["samples"][w],
+            pair_rows.append({"messages": r["messages"], "chosen": r["samples"][b],
+                              "rejected": r["samples"][w],
                               **extra})
     return sft_rows, pair_rows
 
@@ -139,7 +143,8 @@ def rejection_sample(cfg: RSConfig) -> dict:
     verifier = cfg.scorer in ("math", "code")
     recs = read_jsonl(cfg.prompts, _parse(cfg.scorer), cfg.on_bad_line, what="prompt record")
     score = make_scorer(cfg)
-    model, tok = load_policy(cfg.model, cfg.tokenizer, device=device, dtype=dtype)  # sampling: weights in dtype
+    # sampling: weights in dtype
+    model, tok = load_policy(cfg.model, cfg.tokenizer, device=device, dtype=dtype)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "samples.partial.jsonl"
@@ -156,7 +161,8 @@ def rejection_sample(cfg: RSConfig) -> dict:
     todo = [i for i in range(len(recs)) if i not in done]
     if done:
         print(f"herd: resuming rejection sampling: {len(done)} of {len(recs)} prompts done", file=sys.stderr)
-    bar = tqdm(total=len(recs), initial=len(done), desc="rejection-sample", disable=cfg.quiet, file=sys.stderr)
+    bar = tqdm(total=len(recs), initial=len(done), desc="rejection-sample", disable=cfg.quiet,
+               file=sys.stderr)
     with open(partial, "a", encoding="utf-8") as f:
         for c0 in range(0, len(todo), cfg.chunk):
             idx = todo[c0:c0 + cfg.chunk]

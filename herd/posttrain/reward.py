@@ -24,7 +24,8 @@ from torch import nn
 from herd.errors import HerdError
 from herd.fileio import AtomicFile
 from herd.posttrain.config import RMConfig
-from herd.posttrain.common import (StepLoop, autocast, cfg_device, check_positive, load_policy, make_optimizer, mean_of,
+from herd.posttrain.common import (StepLoop, autocast, cfg_device, check_positive, load_policy,
+                                   make_optimizer, mean_of,
                                    pad_right)
 from herd.posttrain.data import Preference, encode_pair, parse_preference, read_jsonl
 
@@ -92,7 +93,8 @@ def rewards_for(rm: RewardModel, batch: list[list[list[int]]], pad_id: int,
 
 
 @torch.no_grad()
-def pairwise_accuracy(rm: RewardModel, examples, pad_id: int, batch_size: int = 8, dtype=torch.float32) -> dict:
+def pairwise_accuracy(rm: RewardModel, examples, pad_id: int, batch_size: int = 8,
+                      dtype=torch.float32) -> dict:
     rm.eval()
     ok = n = 0
     cr_ok = cr_n = 0
@@ -103,7 +105,8 @@ def pairwise_accuracy(rm: RewardModel, examples, pad_id: int, batch_size: int = 
         for r in rs:  # chosen vs rejected alone: the last two responses
             cr_ok += int(r[-2] > r[-1])
             cr_n += 1
-    return {"pairwise_accuracy": ok / max(n, 1), "chosen_vs_rejected_accuracy": cr_ok / max(cr_n, 1), "pairs": n}
+    return {"pairwise_accuracy": ok / max(n, 1),
+            "chosen_vs_rejected_accuracy": cr_ok / max(cr_n, 1), "pairs": n}
 
 
 def load_preferences(path, tokenizer, max_len: int, on_bad_line: str = "skip"):
@@ -193,7 +196,8 @@ def load_reward_model(path, device="cpu", dtype=torch.float32):
     rm = RewardModel(backbone)
     w = load_file(str(head))["weight"]
     if tuple(w.shape) != tuple(rm.head.weight.shape):
-        raise HerdError(f"{head}: head of shape {tuple(w.shape)} does not fit a backbone of dim {rm.args.dim}")
+        raise HerdError(f"{head}: head of shape {tuple(w.shape)} does not fit a backbone of dim "
+                        f"{rm.args.dim}")
     with torch.no_grad():
         rm.head.weight.copy_(w)
     rm.eval()

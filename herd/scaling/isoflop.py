@@ -293,8 +293,8 @@ def run_isoflop(cfg: IsoFLOPConfig):
             f.flush()
         done[run["name"]] = rec
         print(
-            f"isoflop [{len(plan) - len(todo) + i + 1}/{len(plan)}] C={run['flops']:.2e} N={run['n_params']:,} "
-            f"D={run['tokens']:,} loss={loss:.4f} ({rec['seconds']:.1f}s)"
+            f"isoflop [{len(plan) - len(todo) + i + 1}/{len(plan)}] C={run['flops']:.2e} "
+            f"N={run['n_params']:,} D={run['tokens']:,} loss={loss:.4f} ({rec['seconds']:.1f}s)"
         )
     runs = [done[r["name"]] for r in plan]
     fit = fit_runs(runs, convention=CONVENTION)

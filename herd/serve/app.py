@@ -605,7 +605,8 @@ def create_app(
             return msg["tool_calls"]
 
         def calls_text(calls) -> str:
-            """What output moderation reads of tool calls: the code itself (for Code Shield), else the call."""
+            """What output moderation reads of tool calls: the code itself (for Code Shield), else
+            the call."""
             return "\n".join(
                 c["arguments"]["code"]
                 if c["tool_name"] == "code_interpreter"

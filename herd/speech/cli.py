@@ -50,31 +50,31 @@ def register(sub) -> None:
     from herd.config import add_config_parser
 
     sp = sub.add_parser("speech", help="speech adapter on a frozen LM (paper §8): train, text-lm, synth",
-                        description="The speech half of compositional multimodality: a Conformer encoder and an "
-                                    "adapter trained on espeak-ng speech to feed a frozen LM.")
+                        description="The speech half of compositional multimodality: a Conformer encoder and "
+                                    "an adapter trained on espeak-ng speech to feed a frozen LM.")
     ss = sp.add_subparsers(dest="speech_command", metavar="SUBCOMMAND")
     sp.set_defaults(func=lambda a: (sp.print_help(), 0)[1])
 
     t = add_config_parser(
         ss, "train", _cls, section="speech", field_help=HELP,
         help="train the speech encoder + adapter on a frozen LM",
-        description="Synthesise utterances (spoken digits, numbers, questions, sentences) with espeak-ng in many "
-                    "voices, rates and pitches; train a Conformer encoder and adapter whose embeddings, placed "
-                    "between <|reserved_special_token_10|> and <|reserved_special_token_11|>, make the frozen "
-                    "LM transcribe them or answer them; report accuracy on held-out voices.")
+        description="Synthesise utterances (spoken digits, numbers, questions, sentences) with espeak-ng in "
+                    "many voices, rates and pitches; train a Conformer encoder and adapter whose embeddings, "
+                    "placed between <|reserved_special_token_10|> and <|reserved_special_token_11|>, make "
+                    "the frozen LM transcribe them or answer them; report accuracy on held-out voices.")
     t.set_defaults(func=run_train)
 
-    lm = ss.add_parser("text-lm", help="train a small LM on the text form of the speech tasks (a CPU stand-in "
-                                       "for Llama 3)",
-                       description="Train a small herd LM (Llama 3 tokenizer) from scratch to transcribe (repeat) "
-                                   "and answer the text put between the speech tokens, and save it as a herd "
-                                   "checkpoint: the frozen LM for `herd speech train` on a CPU.")
+    lm = ss.add_parser("text-lm", help="train a small LM on the text form of the speech tasks (a CPU "
+                                       "stand-in for Llama 3)",
+                       description="Train a small herd LM (Llama 3 tokenizer) from scratch to transcribe "
+                                   "(repeat) and answer the text put between the speech tokens, and save it "
+                                   "as a herd checkpoint: the frozen LM for `herd speech train` on a CPU.")
     lm.add_argument("--out", required=True, help="output checkpoint directory")
     lm.add_argument("--steps", type=int, default=500, help="optimizer steps")
     lm.add_argument("--batch-size", type=int, default=32, help="sequences per step")
     lm.add_argument("--tokenizer", choices=["tasks", "llama3"], default="tasks",
-                    help="tasks: a 768-id BPE learned on the task texts, with the Llama 3 special tokens (CPU-sized); "
-                         "llama3: Meta's 128K tokenizer (a 128K-row output layer)")
+                    help="tasks: a 768-id BPE learned on the task texts, with the Llama 3 special tokens "
+                         "(CPU-sized); llama3: Meta's 128K tokenizer (a 128K-row output layer)")
     lm.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     lm.add_argument("--dim", type=int, default=128, help="model width")
     lm.add_argument("--n-layers", type=int, default=4, help="transformer layers")
@@ -83,8 +83,8 @@ def register(sub) -> None:
     lm.set_defaults(func=run_text_lm)
 
     sy = ss.add_parser("synth", help="synthesise labelled utterances as WAV files",
-                       description="Speak utterances with espeak-ng and write OUT/NNNNN.wav plus OUT/manifest.jsonl "
-                                   "(audio, text, kind, answer, voice).")
+                       description="Speak utterances with espeak-ng and write OUT/NNNNN.wav plus "
+                                   "OUT/manifest.jsonl (audio, text, kind, answer, voice).")
     sy.add_argument("--out", required=True, help="output directory")
     sy.add_argument("--n", type=int, default=20, help="number of utterances")
     sy.add_argument("--kind", choices=["digit", "number", "question", "sentence"], default=None,
@@ -133,7 +133,8 @@ def run_text_lm(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tok = Tokenizer.llama3() if args.tokenizer == "llama3" else task_tokenizer()
-    margs = text_lm_args(dim=args.dim, n_layers=args.n_layers, n_heads=args.dim // 32, n_kv_heads=args.dim // 64,
+    margs = text_lm_args(dim=args.dim, n_layers=args.n_layers, n_heads=args.dim // 32,
+                         n_kv_heads=args.dim // 64,
                          vocab_size=tok.n_words)
     lm, losses = train_text_lm(tok, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                args=margs)
@@ -170,12 +171,14 @@ def run_synth(args) -> int:
         else:
             u = draw_utterance(rng, args.kind)
             text, kind, answer = u.text, u.kind, u.answer
-            voice = Voice(args.voice, rate=args.rate, pitch=args.pitch) if args.voice else draw_voice(rng, args.held_out)
+            voice = Voice(args.voice, rate=args.rate, pitch=args.pitch) if args.voice else draw_voice(rng,
+                                                                                                      args.held_out)
         wav, sr = synthesize(text, voice)
         name = f"{i:05d}.wav"
         write_wav(out / name, wav, sr)
         recs.append({"audio": name, "text": text, "kind": kind, "answer": answer, "voice": voice.name,
-                     "rate": voice.rate, "pitch": voice.pitch, "range": voice.range, "seconds": len(wav) / sr})
+                     "rate": voice.rate, "pitch": voice.pitch, "range": voice.range,
+                     "seconds": len(wav) / sr})
     atomic_write(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
     print(f"{len(recs)} utterances -> {out}", file=sys.stderr)
     return 0

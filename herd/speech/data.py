@@ -30,11 +30,13 @@ TASKS = {"transcribe": TRANSCRIBE, "answer": ANSWER}
 HELD_OUT_VARIANTS = ["f5", "m7", "klatt3", "steph", "travis", "Storm", "zac"]
 TRAIN_VARIANTS = [v for v in VARIANTS if v not in HELD_OUT_VARIANTS]
 
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+        "twelve",
         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
-_SUBJECTS = ["the cat", "the dog", "my friend", "the teacher", "a bird", "the child", "his mother", "the farmer"]
+_SUBJECTS = ["the cat", "the dog", "my friend", "the teacher", "a bird", "the child", "his mother",
+             "the farmer"]
 _VERBS = ["sees", "likes", "finds", "wants", "takes", "brings", "holds", "opens"]
 _OBJECTS = ["a red ball", "the green door", "an old book", "the big box", "a small cup", "the blue car",
             "some fresh bread", "a warm coat"]
@@ -116,8 +118,8 @@ class Layout:
 
     def text_prompt(self, text: str, instruction: str) -> list[int]:
         """The text form: the words themselves between the speech tokens."""
-        return (self.user + [self.start] + self.tok.encode(text) + [self.end] + self.tok.encode(" " + instruction)
-                + [self.eot] + self.assistant)
+        return (self.user + [self.start] + self.tok.encode(text) + [self.end]
+                + self.tok.encode(" " + instruction) + [self.eot] + self.assistant)
 
     def answer(self, text: str) -> list[int]:
         return self.tok.encode(text) + [self.eot]
@@ -158,7 +160,8 @@ def synthesize_set(n: int, seed: int, held_out: bool = False, kinds: list[str] |
 
     rng = random.Random(seed)
     out = []
-    for i in tqdm(range(n), desc="synthesising speech", unit="utt", disable=progress is False or None, leave=False):
+    for i in tqdm(range(n), desc="synthesising speech", unit="utt", disable=progress is False or None,
+                  leave=False):
         u = draw_utterance(rng, kinds[i % len(kinds)] if kinds else None)
         v = draw_voice(rng, held_out)
         wav, sr = synthesize(u.text, v)

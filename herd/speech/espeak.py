@@ -26,9 +26,11 @@ _EE_OK = 0
 
 # The English voices of espeak-ng and its voice variants (espeak-ng-data/voices/!v).
 ENGLISH = ["en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
-VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
+VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+            "klatt3",
             "adam", "ed", "john", "max", "paul", "robert", "steph", "linda", "Annie", "Andy", "benjamin",
-            "grandma", "grandpa", "iven", "michel", "rob", "travis", "victor", "zac", "Andrea", "Mike", "Storm"]
+            "grandma", "grandpa", "iven", "michel", "rob", "travis", "victor", "zac", "Andrea",
+            "Mike", "Storm"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,9 @@ class _Engine:
         try:
             import espeakng_loader
         except ImportError:
-            raise HerdError("speech synthesis needs the espeak-ng library from the PyPI package espeakng-loader; "
-                            "install it with `pip install --no-deps espeakng-loader` (or `pip install "
-                            "herd[speech]`)") from None
+            raise HerdError("speech synthesis needs the espeak-ng library from the PyPI package "
+                            "espeakng-loader; install it with `pip install --no-deps espeakng-loader` (or "
+                            "`pip install herd[speech]`)") from None
         lib_path, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
         if not Path(lib_path).is_file():
             raise HerdError(f"espeak-ng library not found at {lib_path}; reinstall espeakng-loader")
@@ -64,7 +66,8 @@ class _Engine:
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                     ctypes.c_uint,
                                      ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
         self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data).encode(), 0)
@@ -87,11 +90,11 @@ class _Engine:
             if voice.name != self.voice:
                 variant = voice.name.partition("+")[2]
                 if variant and not (self.data / "voices" / "!v" / variant).is_file():
-                    raise HerdError(f"unknown espeak-ng voice variant {variant!r} in {voice.name!r}; the variants "
-                                    f"are the files in {self.data / 'voices' / '!v'}")
+                    raise HerdError(f"unknown espeak-ng voice variant {variant!r} in {voice.name!r}; the "
+                                    f"variants are the files in {self.data / 'voices' / '!v'}")
                 if lib.espeak_SetVoiceByName(voice.name.encode()) != _EE_OK:
-                    raise HerdError(f"unknown espeak-ng voice {voice.name!r}; use a language such as 'en-us', "
-                                    "optionally with a variant ('en-us+f3')")
+                    raise HerdError(f"unknown espeak-ng voice {voice.name!r}; use a language such as "
+                                    "'en-us', optionally with a variant ('en-us+f3')")
                 self.voice = voice.name
             for p, v in ((_espeakRATE, voice.rate), (_espeakPITCH, voice.pitch), (_espeakRANGE, voice.range),
                          (_espeakVOLUME, 100)):

@@ -81,12 +81,14 @@ def resample(x, orig: int, new: int, taps: int = 6, rolloff: float = 0.99):
         return x
     cutoff = min(orig, new) * rolloff
     width = math.ceil(taps * orig / cutoff)
-    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None] / orig  # [1, K] input offsets (in s*orig)
+    # [1, K] input offsets (in s*orig)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None] / orig
     t = -torch.arange(new, dtype=torch.float64)[:, None] / new + idx  # [new, K]
     t = (t * cutoff).clamp(-taps, taps)
     window = torch.cos(t * math.pi / taps / 2) ** 2
     t = t * math.pi
-    kernel = torch.where(t == 0, torch.tensor(1.0, dtype=torch.float64), torch.sin(t) / t) * window * cutoff / orig
+    kernel = (torch.where(t == 0, torch.tensor(1.0, dtype=torch.float64), torch.sin(t) / t)
+              * window * cutoff / orig)
     kernel = kernel.float()[:, None]  # [new, 1, K]
     n = x.numel()
     xp = torch.nn.functional.pad(x[None, None], (width, width + orig))
@@ -109,7 +111,8 @@ def read_wav(path) -> tuple:
             ch, width, sr, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             raw = w.readframes(n)
     except (wave.Error, EOFError) as e:
-        raise HerdError(f"{p}: not a PCM WAV file ({e}); convert it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`") \
+        raise HerdError(f"{p}: not a PCM WAV file ({e}); convert it, e.g. `ffmpeg -i IN -ar 16000 -ac "
+                        "1 OUT.wav`") \
             from None
     if width == 1:
         a = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128

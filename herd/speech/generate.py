@@ -25,15 +25,16 @@ def run_audio(args) -> int:
     from herd.speech.train import freeze, generate_from_speech, is_adapter, load_adapter
 
     check_sampling(args.temperature, args.top_p, args.top_k)
-    if len(args.prompt) > 1 or args.prompts_file or args.chat or args.draft or args.out or args.num_samples != 1:
+    if (len(args.prompt) > 1 or args.prompts_file or args.chat or args.draft or args.out
+            or args.num_samples != 1):
         raise HerdError("--audio takes at most one --prompt (the instruction after the speech) and none of "
                         "--prompts-file, --chat, --draft, --out, --num-samples")
     if args.max_new_tokens < 1:
         raise HerdError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     adapter = args.speech or (args.ckpt if is_adapter(args.ckpt) else None)
     if adapter is None:
-        raise HerdError(f"{args.ckpt} is not a speech adapter; give the adapter directory of `herd speech train` "
-                        "as CKPT, or --speech DIR beside an LM checkpoint")
+        raise HerdError(f"{args.ckpt} is not a speech adapter; give the adapter directory of `herd speech "
+                        "train` as CKPT, or --speech DIR beside an LM checkpoint")
     waves = [read_wav(a) for a in args.audio]  # a bad file fails before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -128,7 +128,7 @@ class SpeechTrainConfig:
     model: str = ""  # the frozen LM's checkpoint
     out: str = ""
     tokenizer: str = ""  # override of the checkpoint's tokenizer ('llama3' or a file)
-    kinds: list[str] = dataclasses.field(default_factory=list)  # utterance kinds to train/evaluate on ([]: all)
+    kinds: list[str] = dataclasses.field(default_factory=list)  # utterance kinds to train/evaluate ([]: all)
     train_utts: int = 1500
     eval_utts: int = 120
     steps: int = 600
@@ -164,7 +164,8 @@ class SpeechTrainConfig:
         if self.lr <= 0:
             raise HerdError(f"--lr must be positive, got {self.lr}")
         if self.dim % self.n_heads or self.dim // self.n_heads % 2:
-            raise HerdError(f"--dim {self.dim} must split into --n-heads {self.n_heads} heads of an even size")
+            raise HerdError(f"--dim {self.dim} must split into --n-heads {self.n_heads} heads of "
+                            "an even size")
         return self
 
 
@@ -194,8 +195,10 @@ def speech_loss(lm, speech, lay, samples, tasks):
 
 # ---- generation -------------------------------------------------------------------------------
 @torch.no_grad()
-def generate_from_speech(lm, speech, lay: Layout, feats, instruction: str = TRANSCRIBE, max_new_tokens: int = 32,
-                         temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+def generate_from_speech(lm, speech, lay: Layout, feats, instruction: str = TRANSCRIBE,
+                         max_new_tokens: int = 32,
+                         temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                         seed: int | None = None,
                          on_token=None) -> list[int]:
     """The LM's answer (token ids, without the final <|eot_id|>) to the speech of `feats` [frames, 80]
     and a text instruction: one prefill with the spliced embeddings, then token-by-token decoding
@@ -208,7 +211,8 @@ def generate_from_speech(lm, speech, lay: Layout, feats, instruction: str = TRAN
     ids, sl = lay.prompt(n, instruction)
     tokens = torch.tensor([ids], device=dev)
     emb, elen = speech(feats[None].to(dev), torch.tensor([feats.shape[0]], device=dev))
-    embeds = lm_inputs(lm, tokens, torch.tensor([sl], device=dev), emb.to(lm.tok_embeddings.weight.dtype), elen)
+    embeds = lm_inputs(lm, tokens, torch.tensor([sl], device=dev),
+                       emb.to(lm.tok_embeddings.weight.dtype), elen)
     total = min(lm.args.max_seq_len, len(ids) + max_new_tokens)
     if len(ids) >= total:
         raise HerdError(f"the speech prompt ({len(ids)} positions) does not fit the LM's context "
@@ -250,7 +254,8 @@ def evaluate(lm, speech, lay, samples, seed: int = 0) -> dict:
             ok = int(got.strip() == want)
             hits.setdefault(f"{s.utterance.kind}/{name}", []).append(ok)
             if len(examples) < 12:
-                examples.append({"voice": str(s.voice), "said": s.utterance.text, "task": name, "answer": got})
+                examples.append({"voice": str(s.voice), "said": s.utterance.text, "task": name,
+                                 "answer": got})
     speech.train(was)
     res = {k: sum(v) / len(v) for k, v in sorted(hits.items())}
     res["n"] = {k: len(v) for k, v in sorted(hits.items())}
@@ -325,7 +330,8 @@ def train_speech(cfg: SpeechTrainConfig, log=print, lm=None, tok=None) -> dict:
     if tok is None:
         raise HerdError(f"{cfg.model} has no tokenizer; pass --tokenizer llama3 (or a tokenizer file)")
     if SPEECH_START not in tok.special_tokens:
-        raise HerdError(f"the tokenizer has no {SPEECH_START}; the speech adapter needs the Llama 3 special tokens")
+        raise HerdError(f"the tokenizer has no {SPEECH_START}; the speech adapter needs the Llama 3 "
+                        "special tokens")
     freeze(lm)
     lay = Layout(tok)
     torch.manual_seed(cfg.seed)
@@ -333,8 +339,8 @@ def train_speech(cfg: SpeechTrainConfig, log=print, lm=None, tok=None) -> dict:
                        adapter_dim=cfg.adapter_dim, lm_dim=lm.args.dim)
     speech = SpeechModel(sargs).to(cfg.device)
     n_params = sum(p.numel() for p in speech.parameters())
-    log(f"speech encoder+adapter: {n_params / 1e6:.2f}M trainable parameters; LM {lm.num_params() / 1e6:.1f}M "
-        f"frozen; speech between {SPEECH_START} and {SPEECH_END}")
+    log(f"speech encoder+adapter: {n_params / 1e6:.2f}M trainable parameters; LM "
+        f"{lm.num_params() / 1e6:.1f}M frozen; speech between {SPEECH_START} and {SPEECH_END}")
     t0 = time.perf_counter()
     train = synthesize_set(cfg.train_utts, cfg.seed, held_out=False, kinds=cfg.kinds or None,
                            progress=not cfg.quiet)
@@ -372,7 +378,8 @@ def train_speech(cfg: SpeechTrainConfig, log=print, lm=None, tok=None) -> dict:
     save_adapter(speech, cfg.out, str(Path(cfg.model).resolve()),
                  {"tokenizer": cfg.tokenizer or None, "config": dataclasses.asdict(cfg), "eval": res,
                   "losses": losses})
-    log(f"loss {losses[0]:.3f} -> {res['last_loss']:.3f} in {cfg.steps} steps ({train_s:.0f}s); held-out voices: "
+    log(f"loss {losses[0]:.3f} -> {res['last_loss']:.3f} in {cfg.steps} steps ({train_s:.0f}s); "
+        "held-out voices: "
         + ", ".join(f"{k} {v:.1%}" for k, v in res.items() if "/" in k))
     log(f"adapter -> {cfg.out}")
     return res

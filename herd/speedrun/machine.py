@@ -16,7 +16,8 @@ MAX_SCALE = 8.0
 def machine_scale(cfg, log=print) -> tuple[object, dict]:
     """(the config with budgets and flagship_flops scaled, {"scale", "reason", ...}); the sizes it implies
     are reported by the isoflop and pretrain stages (flagship parameters, tokens)."""
-    info: dict = {"scale": 1.0, "reason": "", "budgets": list(cfg.budgets), "flagship_flops": cfg.flagship_flops}
+    info: dict = {"scale": 1.0, "reason": "", "budgets": list(cfg.budgets),
+                  "flagship_flops": cfg.flagship_flops}
     if cfg.compute_scale > 0:
         f = float(cfg.compute_scale)
         info["reason"] = "compute_scale set in the config"
@@ -47,7 +48,8 @@ def machine_scale(cfg, log=print) -> tuple[object, dict]:
             info["reason"] = f"training probe at the flagship's shapes (dim {info['probe_dim']}): {reason}"
     info["scale"] = f
     if f != 1.0:
-        cfg = dataclasses.replace(cfg, budgets=[b * f for b in cfg.budgets], flagship_flops=cfg.flagship_flops * f)
+        cfg = dataclasses.replace(cfg, budgets=[b * f for b in cfg.budgets],
+                                  flagship_flops=cfg.flagship_flops * f)
     info["budgets_used"], info["flagship_flops_used"] = list(cfg.budgets), cfg.flagship_flops
     log(f"speedrun: compute scale x{f:.2f} ({info['reason']}); IsoFLOP budgets "
         f"{', '.join(f'{b:.3g}' for b in cfg.budgets)}, flagship {cfg.flagship_flops:.3g} FLOPs")

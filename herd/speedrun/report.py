@@ -208,10 +208,10 @@ def write_report(ctx, stages: list[str]) -> dict:
     )
     chash = (getattr(ctx, "machine", None) or {}).get("config_hash") or c.hash()
     d.p(
-        f"The Llama 3 recipe in miniature: curated real text, a trained tokenizer, an IsoFLOP sweep that sizes the "
-        f"flagship, a herd of three models pretrained with annealing and checkpoint averaging, post-training on a "
-        f"verifiable task, and evaluation. Device: {dev}, torch {torch.__version__}. Config hash `{chash}`. "
-        f"Total stage time {total / 60:.1f} min."
+        "The Llama 3 recipe in miniature: curated real text, a trained tokenizer, an IsoFLOP sweep that "
+        "sizes the flagship, a herd of three models pretrained with annealing and checkpoint averaging, "
+        f"post-training on a verifiable task, and evaluation. Device: {dev}, torch {torch.__version__}. "
+        f"Config hash `{chash}`. Total stage time {total / 60:.1f} min."
     )
 
     m = getattr(ctx, "machine", None) or {}
@@ -219,8 +219,8 @@ def write_report(ctx, stages: list[str]) -> dict:
         d.p(
             f"Sized to this machine: compute scale x{m['scale']:.2f} ({m['reason']}); IsoFLOP budgets "
             f"{', '.join(f'{b:.3g}' for b in m['budgets_used'])} FLOPs and flagship budget "
-            f"{m['flagship_flops_used']:.3g} FLOPs (preset: {', '.join(f'{b:.3g}' for b in m['budgets'])} and "
-            f"{m['flagship_flops']:.3g}); the models this gave are in the sections below."
+            f"{m['flagship_flops_used']:.3g} FLOPs (preset: {', '.join(f'{b:.3g}' for b in m['budgets'])} "
+            f"and {m['flagship_flops']:.3g}); the models this gave are in the sections below."
         )
 
     d.h(2, "Stages and times")
@@ -281,7 +281,8 @@ def write_report(ctx, stages: list[str]) -> dict:
         fit = ScalingFit.load(iso["fit"])
         d.h(2, "Scaling laws (§3.2.1)")
         d.p(
-            f"Convention: {fit.convention}. Each budget's runs: cosine schedule with warmup, decay to 0.1x peak."
+            f"Convention: {fit.convention}. Each budget's runs: cosine schedule with warmup, decay to "
+            "0.1x peak."
         )
         d.table(
             [
@@ -320,9 +321,9 @@ def write_report(ctx, stages: list[str]) -> dict:
         pred = iso["prediction"]
         d.p(
             f"Prediction for the flagship budget C = {pred['flops']:.3g} FLOPs "
-            f"({pred['extrapolation']:.3g}x the largest sweep budget): N* = {pred['n_params']:,.0f} non-embedding "
-            f"parameters (built: {iso['flagship_n_params']:,}), D* = {pred['tokens']:,.0f} tokens, "
-            f"loss {pred['loss']:.4f}."
+            f"({pred['extrapolation']:.3g}x the largest sweep budget): N* = {pred['n_params']:,.0f} "
+            f"non-embedding parameters (built: {iso['flagship_n_params']:,}), D* = {pred['tokens']:,.0f} "
+            f"tokens, loss {pred['loss']:.4f}."
         )
 
     herd = {n: o[f"pretrain_{n}"] for n in ("small", "medium", "flagship") if f"pretrain_{n}" in o}
@@ -361,15 +362,16 @@ def write_report(ctx, stages: list[str]) -> dict:
         for n, r in herd.items():
             if r.get("same_as"):
                 d.p(
-                    f"Note: {n} has the same shape as {r['same_as']} (the fitted N* lies at the smallest shape "
-                    f"of the size family for this vocabulary), so it was trained once."
+                    f"Note: {n} has the same shape as {r['same_as']} (the fitted N* lies at the smallest "
+                    "shape of the size family for this vocabulary), so it was trained once."
                 )
         if "flagship" in herd and herd["flagship"].get("predicted_loss"):
             f = herd["flagship"]
             d.p(
-                f"**Flagship: predicted loss {f['predicted_loss']:.4f}, actual held-out loss {f['heldout_loss']:.4f}, "
-                f"relative error {100 * f['relative_error']:+.2f}%.** (The prediction is the IsoFLOP fit's "
-                f"compute-optimal loss; the flagship also had the annealing phase and checkpoint averaging.)"
+                f"**Flagship: predicted loss {f['predicted_loss']:.4f}, actual held-out loss "
+                f"{f['heldout_loss']:.4f}, relative error {100 * f['relative_error']:+.2f}%.** (The "
+                "prediction is the IsoFLOP fit's compute-optimal loss; the flagship also had the annealing "
+                "phase and checkpoint averaging.)"
             )
         d.img(plot_loss_curves(ctx, rdir / "loss_curves.png"), "loss curves")
 

@@ -562,10 +562,13 @@ def stage_posttrain(ctx: Context) -> None:
 
     task = arithmetic_round_task(ctx.path("posttrain", "task"), c.task_train, c.task_test, c.seed + 7,
                                  c.task_max_value, c.rs_prompts, c.dpo_prompts)
-    rcfg = RoundConfig(out=str(ctx.path("posttrain")), sft_steps=c.sft_steps, sft_lr=c.sft_lr, batch_size=c.sft_batch,
+    rcfg = RoundConfig(out=str(ctx.path("posttrain")), sft_steps=c.sft_steps, sft_lr=c.sft_lr,
+                       batch_size=c.sft_batch,
                        seq_len=c.seq_len, k=c.rs_k, temperature=1.0, max_new_tokens=c.task_max_new_tokens,
-                       rs_sft_steps=c.rs_sft_steps, rs_sft_lr=c.rs_sft_lr, dpo_steps=c.dpo_steps, dpo_lr=c.dpo_lr,
-                       dpo_batch=c.dpo_batch, warmup=5, seed=c.seed, quiet=True, device=c.device, dtype=c.dtype)
+                       rs_sft_steps=c.rs_sft_steps, rs_sft_lr=c.rs_sft_lr, dpo_steps=c.dpo_steps,
+                       dpo_lr=c.dpo_lr,
+                       dpo_batch=c.dpo_batch, warmup=5, seed=c.seed, quiet=True, device=c.device,
+                       dtype=c.dtype)
     base = ctx.outputs.get("pretrain_flagship", {}).get("model_dir", "")  # none: the sft step is skipped
     try:
         post_train_round(base, task, rcfg, log=ctx.log, prefix="speedrun", run_step=run_step)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 import time
 
-TOKENIZER_HELP = "'llama3' (the real Llama 3 tokenizer from llama-models) or a tokenizer.model path / herd checkpoint dir"
+TOKENIZER_HELP = ("'llama3' (the real Llama 3 tokenizer from llama-models) or a tokenizer.model path / "
+                  "herd checkpoint dir")
 
 
 def _train(args) -> int:
@@ -36,8 +37,8 @@ def _train(args) -> int:
     tok = train_bpe(files=args.input, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
                     show_progress=not args.quiet, allow_smaller=args.allow_smaller)
     tok.save(args.out)
-    print(f"saved {args.out}: {len(tok.mergeable_ranks)} BPE ranks + 256 special tokens = vocab_size {tok.n_words} "
-          f"({time.time() - t0:.1f} s); every merge checked against tiktoken's rank order")
+    print(f"saved {args.out}: {len(tok.mergeable_ranks)} BPE ranks + 256 special tokens = vocab_size "
+          f"{tok.n_words} ({time.time() - t0:.1f} s); every merge checked against tiktoken's rank order")
     return 0
 
 
@@ -75,7 +76,8 @@ def _decode(args) -> int:
     try:
         ids = [int(x) for x in raw]
     except ValueError:
-        raise HerdError("decode takes integer token ids (arguments or whitespace-separated on stdin)") from None
+        raise HerdError("decode takes integer token ids (arguments or "
+                        "whitespace-separated on stdin)") from None
     sys.stdout.write(tok.decode(ids) + "\n")
     return 0
 
@@ -93,20 +95,22 @@ def _stats(args) -> int:
         t0 = time.time()
         n_tokens = sum(map(len, tok.encode_batch(texts, num_threads=args.threads)))
         dt = max(time.time() - t0, 1e-9)
-        print(f"{spec}: vocab {tok.n_words}, {n_tokens:,} tokens, {n_chars / max(n_tokens, 1):.3f} chars/token, "
-              f"{n_bytes / max(n_tokens, 1):.3f} bytes/token, {n_bytes / dt / 1e6:.1f} MB/s")
+        print(f"{spec}: vocab {tok.n_words}, {n_tokens:,} tokens, {n_chars / max(n_tokens, 1):.3f} "
+              f"chars/token, {n_bytes / max(n_tokens, 1):.3f} bytes/token, {n_bytes / dt / 1e6:.1f} MB/s")
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenizer", help="train, inspect and use BPE tokenizers (paper §3.2)",
-                              description="Train a Llama-3-style BPE tokenizer, encode/decode text, measure compression.")
+                              description="Train a Llama-3-style BPE tokenizer, encode/decode text, measure "
+                                          "compression.")
     sub = p.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
     t = sub.add_parser("train", help="train a new BPE tokenizer (HF tokenizers trainer, saved for tiktoken)",
                        description="Train a byte-level BPE with Llama 3's split pattern and special tokens. "
-                                   "vocab_size counts the 256 special tokens. Output: tiktoken's file format.")
+                                   "vocab_size counts the 256 special tokens. Output: tiktoken's "
+                                   "file format.")
     t.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR",
                    help="text files or directories (searched recursively; .jsonl records give their 'text')")
     t.add_argument("--input", nargs="+", metavar="FILE_OR_DIR", help="the same as the positional inputs")
@@ -137,9 +141,12 @@ def register(subparsers) -> None:
     d.set_defaults(func=_decode)
 
     s = sub.add_parser("stats", help="compression (chars/token, bytes/token) and speed on a corpus",
-                       description="Encode a corpus with one or more tokenizers on all cores; print compression.")
-    s.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR", help="text files or directories")
-    s.add_argument("--tokenizer", nargs="+", default=["llama3"], help=TOKENIZER_HELP + " (several to compare)")
+                       description="Encode a corpus with one or more tokenizers on all cores; print "
+                                   "compression.")
+    s.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR",
+                   help="text files or directories")
+    s.add_argument("--tokenizer", nargs="+", default=["llama3"],
+                   help=TOKENIZER_HELP + " (several to compare)")
     s.add_argument("--threads", type=int, default=None, help="encoding threads (default: all cores)")
     s.set_defaults(func=_stats)
 

@@ -105,8 +105,8 @@ def check_ranks(ranks: dict[bytes, int], where: str = "tokenizer") -> None:
                         "the file is corrupt")
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
-        raise HerdError(f"{where}: {len(missing)} of the 256 single bytes have no rank (e.g. byte {missing[0]}); "
-                        "a byte-level BPE file needs all of them")
+        raise HerdError(f"{where}: {len(missing)} of the 256 single bytes have no rank (e.g. byte "
+                        f"{missing[0]}); a byte-level BPE file needs all of them")
 
 
 def save_bpe_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
@@ -186,7 +186,8 @@ class Tokenizer:
         p = Path(path)
         if p.is_dir():
             meta_hf = p / "original" / "tokenizer.model"
-            p = meta_hf if not (p / "tokenizer.model").is_file() and meta_hf.is_file() else p / "tokenizer.model"
+            p = (meta_hf if not (p / "tokenizer.model").is_file() and meta_hf.is_file()
+                 else p / "tokenizer.model")
         return cls(load_bpe_ranks(p), name=p.stem, path=str(p))
 
     @classmethod
@@ -213,7 +214,8 @@ class Tokenizer:
         t: list[int] = [self.bos_id] if bos else []
         for i in range(0, len(s), TIKTOKEN_MAX_ENCODE_CHARS):
             for piece in split_long_runs(s[i:i + TIKTOKEN_MAX_ENCODE_CHARS]):
-                t.extend(self.model.encode(piece, allowed_special=allowed, disallowed_special=disallowed_special))
+                t.extend(self.model.encode(piece, allowed_special=allowed,
+                                           disallowed_special=disallowed_special))
         if eos:
             t.append(self.eos_id)
         return t
@@ -256,7 +258,8 @@ class Tokenizer:
             # Several pieces per task keep the thread pool's overhead small next to the encoding.
             k = max(1, min(64, len(pieces) // (4 * num_threads)))
             with ThreadPoolExecutor(num_threads) as ex:
-                groups = ex.map(lambda g: [enc(p) for p in g], [pieces[j:j + k] for j in range(0, len(pieces), k)])
+                groups = ex.map(lambda g: [enc(p) for p in g],
+                                [pieces[j:j + k] for j in range(0, len(pieces), k)])
                 encoded = [ids for g in groups for ids in g]
         if numpy:
             import numpy as np
@@ -266,7 +269,8 @@ class Tokenizer:
                 parts[i].append(ids)
             head = [np.array([self.bos_id], dtype=np.uint32)] if bos else []
             tail = [np.array([self.eos_id], dtype=np.uint32)] if eos else []
-            return [np.concatenate(head + p + tail) if (head or p or tail) else np.zeros(0, np.uint32) for p in parts]
+            return [np.concatenate(head + p + tail) if (head or p or tail) else np.zeros(0, np.uint32)
+                    for p in parts]
         out: list[list[int]] = [[self.bos_id] if bos else [] for _ in texts]
         for i, ids in zip(owner, encoded):
             out[i].extend(ids)
@@ -285,7 +289,8 @@ class Tokenizer:
         except (KeyError, ValueError, OverflowError, TypeError):
             bad = next((i for i in t if not (isinstance(i, int) or hasattr(i, "__index__"))
                         or not 0 <= int(i) < self.n_words), None)
-            raise HerdError(f"cannot decode token id {bad!r}: ids of this tokenizer are 0..{self.n_words - 1}") from None
+            raise HerdError(f"cannot decode token id {bad!r}: ids of this tokenizer are "
+                            f"0..{self.n_words - 1}") from None
 
     def id_to_piece(self, i: int) -> bytes:
         try:
@@ -356,5 +361,6 @@ class ParallelEncoder:
         self.close()
 
 
-__all__ = ["Tokenizer", "ParallelEncoder", "PAT_STR", "SPECIAL_TOKENS", "NUM_SPECIAL_TOKENS", "check_ranks", "llama3_tokenizer_path",
+__all__ = ["Tokenizer", "ParallelEncoder", "PAT_STR", "SPECIAL_TOKENS", "NUM_SPECIAL_TOKENS", "check_ranks",
+           "llama3_tokenizer_path",
            "load_bpe_ranks", "save_bpe_ranks", "split_long_runs"]

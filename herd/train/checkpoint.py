@@ -303,5 +303,6 @@ def find_latest(root: Path, log=None) -> Path | None:
 
 
 __all__ = ["list_checkpoints", "write_rng", "seal", "verify", "load", "is_sharded", "find_latest", "step_dir",
-           "rng_state", "set_rng_state", "sha256_file", "SHARDS", "use_sharded", "save_sharded", "load_sharded",
+           "rng_state", "set_rng_state", "sha256_file", "SHARDS", "use_sharded", "save_sharded",
+           "load_sharded",
            "full_state_dict", "load_full_state_dict"]

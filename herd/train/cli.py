@@ -29,8 +29,8 @@ def register(sub) -> None:
                     "Reference: docs/pretraining.md.",
     )
     p.add_argument("--data", action="append", default=None, metavar="DIR[:WEIGHT]",
-                   help="a tokenized data directory (from herd tokenize), optionally with a weight; repeat to mix; "
-                        "replaces data.sources")
+                   help="a tokenized data directory (from herd tokenize), optionally with a weight; repeat "
+                        "to mix; replaces data.sources")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest valid checkpoint in run.out (= --run.resume true)")
     p.add_argument("--out", default=None, metavar="DIR", help="the run folder (= --run.out)")
@@ -88,8 +88,8 @@ def plan_summary(cfg) -> list[str]:
                  + (f" (schedule.warmup_steps {cfg.schedule.warmup_steps} shortened for run.max_steps)"
                     if warmup != cfg.schedule.warmup_steps else ""))
     if warmup >= total:
-        lines.append(f"  warning: the warmup ({warmup} steps) is as long as the run ({total} steps): the LR never "
-                     "reaches its peak; lower --schedule.warmup_steps or use --run.max_steps")
+        lines.append(f"  warning: the warmup ({warmup} steps) is as long as the run ({total} steps): the LR "
+                     "never reaches its peak; lower --schedule.warmup_steps or use --run.max_steps")
     if not cfg.data.val and not any(_has_val(s.path) for s in cfg.data.sources):
         lines.append("  no validation split in the data: no validation loss will be reported "
                      "(herd tokenize --val-fraction 0.1 holds documents out)")
@@ -119,7 +119,8 @@ def _data_tokens(cfg) -> int:
 
     try:
         return sum(TokenData(s.path, "train").n_tokens for s in cfg.data.sources)
-    except (HerdError, OSError, ValueError):  # a missing or unreadable source: the trainer says so, in one line
+    except (HerdError, OSError, ValueError):
+        # a missing or unreadable source: the trainer says so, in one line
         return 0
 
 
@@ -127,7 +128,8 @@ def _plan(cfg) -> list[str]:
     from herd.train.schedule import build_plan
 
     return [f"{ph.name}: steps {ph.start_step}..{ph.end_step} batch {ph.batch_size}x{ph.seq_len} "
-            f"({ph.batch_tokens:,} tokens) from {ph.start_tokens:,} tokens, mix {ph.mix}" for ph in build_plan(cfg)]
+            f"({ph.batch_tokens:,} tokens) from {ph.start_tokens:,} tokens, "
+            f"mix {ph.mix}" for ph in build_plan(cfg)]
 
 
 def run(args) -> int:
@@ -136,8 +138,8 @@ def run(args) -> int:
         from herd.config import print_config
 
         src = f"from {args.config} and the flags" if args.config else "the defaults and the flags"
-        return print_config(cfg, header=f"herd pretrain config ({src}); load it with: herd pretrain --config FILE\n"
-                                        "the step plan follows as comments", notes=_plan)
+        return print_config(cfg, header=f"herd pretrain config ({src}); load it with: herd pretrain --config "
+                                        "FILE\nthe step plan follows as comments", notes=_plan)
     import os
     import sys
 
@@ -158,6 +160,7 @@ def run(args) -> int:
                 " (no validation split: `herd tokenize --val-fraction` holds documents out)"
             print(f"trained {res['steps']:,} steps, {res['tokens']:,} tokens in {res['wall_time']:.0f} s: "
                   f"train loss {res['train_loss']:.4f}{val}")
-            print(f"model written to {res['model_dir']}  (try: herd generate {res['model_dir']} --prompt \"...\")")
+            print(f"model written to {res['model_dir']}  (try: herd generate {res['model_dir']} "
+                  "--prompt \"...\")")
             print(f"metrics: {res['metrics']}  (plot: herd plot {res['out_dir']})")
     return 0

@@ -213,9 +213,9 @@ class TrainConfig:
             if getattr(self.run, name) < 0:
                 raise HerdError(f"config: run.{name} must be >= 0, got {getattr(self.run, name)}")
         if self.run.tokens > 0 and self.run.steps > 0:
-            raise HerdError(f"config: set exactly one of run.tokens and run.steps, the main-phase length (got "
-                            f"tokens {self.run.tokens:,} and steps {self.run.steps}): --run.tokens 0 --run.steps N; "
-                            "to cap the whole run use --run.max_steps N")
+            raise HerdError("config: set exactly one of run.tokens and run.steps, the main-phase length "
+                            f"(got tokens {self.run.tokens:,} and steps {self.run.steps}): --run.tokens 0 "
+                            "--run.steps N; to cap the whole run use --run.max_steps N")
         if self.run.tokens == 0 and self.run.steps == 0:
             raise HerdError("config: set exactly one of run.tokens and run.steps (the main-phase length), "
                             "e.g. --run.steps 100")
@@ -225,19 +225,23 @@ class TrainConfig:
         if self.optim.lr <= 0 or self.schedule.final_lr < 0:
             raise HerdError("config: optim.lr must be > 0 and schedule.final_lr >= 0")
         if self.schedule.decay not in ("cosine", "linear", "constant"):
-            raise HerdError(f"config: schedule.decay must be cosine, linear or constant, got {self.schedule.decay!r}")
+            raise HerdError("config: schedule.decay must be cosine, linear or constant, got "
+                            f"{self.schedule.decay!r}")
         if len(self.optim.betas) != 2:
             raise HerdError("config: optim.betas must be a list of two numbers")
         if self.optim.impl not in ("auto", "fused", "foreach", "for"):
-            raise HerdError(f"config: optim.impl must be auto, fused, foreach or for, got {self.optim.impl!r}")
+            raise HerdError("config: optim.impl must be auto, fused, foreach or for, got "
+                            f"{self.optim.impl!r}")
         if self.checkpoint.format not in ("auto", "full", "sharded"):
-            raise HerdError(f"config: checkpoint.format must be auto, full or sharded, got {self.checkpoint.format!r}")
+            raise HerdError("config: checkpoint.format must be auto, full or sharded, got "
+                            f"{self.checkpoint.format!r}")
         from herd.precision import parse_precision
 
         try:
             parse_precision(self.run.precision)
         except HerdError:
-            raise HerdError(f"config: run.precision must be auto, fp32, bf16 or fp16, got {self.run.precision!r}") \
+            raise HerdError("config: run.precision must be auto, fp32, bf16 or fp16, got "
+                            f"{self.run.precision!r}") \
                 from None
         for i, s in enumerate(self.long_context):
             if s.seq_len <= 0 or s.tokens <= 0:
@@ -259,8 +263,8 @@ class TrainConfig:
             raise HerdError(f"config: parallel.pp_schedule must be one of {', '.join(SCHEDULES)}, "
                             f"got {par.pp_schedule!r}")
         if par.pp > 1 and self.run.micro_batch_tokens:
-            raise HerdError("config: under pipeline parallelism the micro-batches are parallel.pp_microbatches; "
-                            "set run.micro_batch_tokens 0")
+            raise HerdError("config: under pipeline parallelism the micro-batches are "
+                            "parallel.pp_microbatches; set run.micro_batch_tokens 0")
         if par.timeout_s <= 0 or par.straggler_factor <= 1:
             raise HerdError("config: parallel.timeout_s must be > 0 and parallel.straggler_factor > 1")
         return self
@@ -284,5 +288,6 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
 
 
 __all__ = ["TrainConfig", "ModelConfig", "DataConfig", "Source", "OptimConfig", "ScheduleConfig", "Stage",
-           "LongContextStage", "AnnealConfig", "ParallelConfig", "EvalConfig", "CheckpointConfig", "GuardConfig", "RunConfig",
+           "LongContextStage", "AnnealConfig", "ParallelConfig", "EvalConfig", "CheckpointConfig",
+           "GuardConfig", "RunConfig",
            "load_config", "recipe_names"]

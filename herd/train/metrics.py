@@ -88,7 +88,8 @@ class MetricsWriter:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise HerdError("run.tensorboard = true needs the tensorboard package: pip install tensorboard") \
+                raise HerdError("run.tensorboard = true needs the tensorboard package: pip install "
+                                "tensorboard") \
                     from None
 
             self.tb = SummaryWriter(str(out_dir / "tensorboard"))

@@ -266,7 +266,8 @@ def apply_tp(model: nn.Module, tp_mesh):
         # them where they lie (herd.model.loss.vocab_parallel_cross_entropy_sum): no [tokens, vocab] gather
         parallelize_module(model, tp_mesh, {
             "norm": SequenceParallel(),
-            "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Shard(-1), use_local_output=False),
+            "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Shard(-1),
+                                      use_local_output=False),
         })
         model.output.vocab_parallel = True
     for block in _blocks(model):

@@ -208,15 +208,18 @@ def format_plan(r: dict) -> str:
             f"{r['batch_tokens']:,} tokens per batch"
         ),
         (
-            f"  parameters per GPU      {r['params_per_gpu'] / 1e9:.2f} B ({r['layers_per_rank']} layers on the "
-            "heaviest pipeline rank)"
+            f"  parameters per GPU      {r['params_per_gpu'] / 1e9:.2f} B ({r['layers_per_rank']} layers on "
+            "the heaviest pipeline rank)"
         ),
         (
             f"  memory per GPU (GB)     params {m['params']:.1f} | grads {m['grads']:.1f} | optimizer "
             f"{m['optimizer']:.1f} | activations {m['activations']:.1f} | total {m['total']:.1f} of "
             f"{r['gpu_memory_gb']:.0f}{fit}"
         ),
-        f"  pipeline bubble         {100 * r['bubble']:.1f}% ((PP-1)/(V*M), V={r['V']}, M={r['microbatches']})",
+        (
+            f"  pipeline bubble         {100 * r['bubble']:.1f}% ((PP-1)/(V*M), V={r['V']}, "
+            f"M={r['microbatches']})"
+        ),
         (
             f"  comm per GPU per step   TP {c['tp']:.1f} GB | CP {c['cp']:.1f} GB | PP {c['pp']:.2f} GB | "
             f"DP {c['dp']:.1f} GB"

@@ -176,7 +176,8 @@ class LRSchedule:
 
     def __init__(self, cfg: TrainConfig, plan: list[Phase]):
         s = cfg.schedule
-        self.peak, self.final, self.warmup, self.kind = cfg.optim.lr, s.final_lr, effective_warmup(cfg), s.decay
+        self.peak, self.final, self.warmup, self.kind = (cfg.optim.lr, s.final_lr, effective_warmup(cfg),
+                                                         s.decay)
         anneal = [p for p in plan if p.name == "anneal"]
         self.anneal = (anneal[0].start_step, anneal[0].end_step) if anneal else None
         end = self.anneal[0] if self.anneal else total_steps(plan)
@@ -193,5 +194,6 @@ class LRSchedule:
         return self.base(step)
 
 
-__all__ = ["Phase", "build_plan", "cap_plan", "effective_warmup", "total_steps", "phase_at", "anneal_snapshot_steps", "LRSchedule", "warmup_decay_lr",
+__all__ = ["Phase", "build_plan", "cap_plan", "effective_warmup", "total_steps", "phase_at",
+           "anneal_snapshot_steps", "LRSchedule", "warmup_decay_lr",
            "param_groups"]

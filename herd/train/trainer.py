@@ -39,7 +39,8 @@ def resolve_device(cfg: TrainConfig, info: dict | None = None) -> tuple[torch.de
 
     s = cfg.stages[0]
     tokens = min(s.batch_size * s.seq_len, cfg.run.micro_batch_tokens or s.batch_size * s.seq_len)
-    return parallel.resolve_device(cfg.run.device, cfg.run.precision, shapes=shapes_of(cfg.model.args(), tokens),
+    return parallel.resolve_device(cfg.run.device, cfg.run.precision,
+                                   shapes=shapes_of(cfg.model.args(), tokens),
                                    info=info)
 
 
@@ -103,12 +104,14 @@ class Trainer:
         self.out = Path(cfg.run.out)
         self.ck_root = self.out / "checkpoints"
         if not cfg.data.sources:
-            raise HerdError("config: no data sources; add [[data.sources]] path = \"<dir from herd tokenize>\"")
+            raise HerdError("config: no data sources; add [[data.sources]] path = \"<dir from herd "
+                            "tokenize>\"")
 
         # ---- data ----
         seed = cfg.data.seed
         d = self.dist
-        self.main_loader = MixtureLoader([(s.path, s.weight) for s in cfg.data.sources], "train", seed, d.dp_rank,
+        self.main_loader = MixtureLoader([(s.path, s.weight) for s in cfg.data.sources], "train", seed,
+                                         d.dp_rank,
                                          d.dp)
         self.anneal_loader = None
         if cfg.anneal.tokens and cfg.anneal.sources:
@@ -120,7 +123,8 @@ class Trainer:
         else:
             self.val_sources = [(s.path, s.weight) for s in cfg.data.sources if has_split(s.path, "val")]
             self.val_split = "val"
-        tok_path = Path(cfg.data.tokenizer) if cfg.data.tokenizer else TokenData(cfg.data.sources[0].path).tokenizer_path()
+        tok_path = (Path(cfg.data.tokenizer) if cfg.data.tokenizer
+                    else TokenData(cfg.data.sources[0].path).tokenizer_path())
         if tok_path is None or not tok_path.is_file():
             raise HerdError(f"tokenizer not found: {tok_path} (set data.tokenizer)")
         self.tokenizer = Tokenizer.load(tok_path)
@@ -129,14 +133,15 @@ class Trainer:
         self.args = cfg.model.args()
         if self.args.vocab_size < self.main_loader.vocab_size:
             raise HerdError(f"the data's tokenizer has {self.main_loader.vocab_size} tokens but the model's "
-                            f"vocab_size is {self.args.vocab_size}; set --model.vocab_size {self.main_loader.vocab_size}")
+                            f"vocab_size is {self.args.vocab_size}; set --model.vocab_size "
+                            f"{self.main_loader.vocab_size}")
         self.plan = build_plan(cfg)
         if not self.plan:
             raise HerdError("config: the run has no steps (run.tokens/run.steps too small?)")
         longest = max(p.seq_len for p in self.plan)
         if longest > self.args.max_seq_len:
-            raise HerdError(f"sequence length {longest} exceeds the model's max_seq_len {self.args.max_seq_len}; "
-                            f"set --model.max_seq_len {longest}")
+            raise HerdError(f"sequence length {longest} exceeds the model's max_seq_len "
+                            f"{self.args.max_seq_len}; set --model.max_seq_len {longest}")
         # The model is built on the meta device, parallelized (FSDP2 over the data-parallel ranks,
         # one included), and only then given memory: each rank allocates and initialises its shards
         # alone (the same weights as one process), so a model larger than one device's memory can
@@ -149,15 +154,18 @@ class Trainer:
         fsdp_dtype = self.dtype if self.device.type == "cuda" else torch.float32
         # With pipeline parallelism the result is this rank's stages (herd.train.pipeline.PipelineParts).
         self.model = parallelize(self.model, d, self.device, param_dtype=fsdp_dtype,
-                                 activation_checkpointing=cfg.run.activation_checkpointing, compile=cfg.run.compile,
-                                 doc_mask=cfg.data.doc_mask, seed=cfg.run.seed, fp32_reduce=cfg.parallel.fp32_reduce)
+                                 activation_checkpointing=cfg.run.activation_checkpointing,
+                                 compile=cfg.run.compile,
+                                 doc_mask=cfg.data.doc_mask, seed=cfg.run.seed,
+                                 fp32_reduce=cfg.parallel.fp32_reduce)
         self.pipelined = getattr(self.model, "schedule", None) is not None
         if cfg.model.init_from:
             from herd.checkpoint import load_model
 
             src, _ = load_model(cfg.model.init_from)
             if src.args.to_dict() != self.args.to_dict():
-                raise HerdError(f"model.init_from {cfg.model.init_from}: its shape differs from the config's model")
+                raise HerdError(f"model.init_from {cfg.model.init_from}: its shape differs from the "
+                                "config's model")
             ckpt.load_full_state_dict(self.model, src.state_dict(), dist_=d)
             del src
         self.sharded_ckpt = ckpt.use_sharded(cfg.checkpoint.format, d.world)
@@ -167,8 +175,10 @@ class Trainer:
         self.optim = build_optimizer(self.model, cfg)
         self.lr = LRSchedule(cfg, self.plan)
         self.total = total_steps(self.plan)
-        self.snap_steps = set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints)) if cfg.anneal.tokens else set()
-        self.peak = cfg.run.peak_flops or self.precision_info.get("peak") or peak_flops(self.device, self.dtype)
+        self.snap_steps = (set(anneal_snapshot_steps(self.plan, cfg.anneal.checkpoints))
+                           if cfg.anneal.tokens else set())
+        self.peak = (cfg.run.peak_flops or self.precision_info.get("peak")
+                     or peak_flops(self.device, self.dtype))
         if self.dist.is_main and self.precision_info.get("reason"):
             self._log(f"herd: precision {self.precision_info['precision']} — {self.precision_info['reason']}")
 
@@ -220,7 +230,8 @@ class Trainer:
             state = {"model": msd, "optim": osd}
         d.barrier()
         if d.is_main:
-            ckpt.seal(self.ck_root, self.step, state, self.train_state(), self.cfg.checkpoint.keep, shard_sums=sums)
+            ckpt.seal(self.ck_root, self.step, state, self.train_state(), self.cfg.checkpoint.keep,
+                      shard_sums=sums)
         d.barrier()
         self.metrics_event("checkpoint", step=self.step)
 
@@ -282,7 +293,8 @@ class Trainer:
             b = loader.next_batch(bs, seq).to(self.device)
             s = self._loss(b, train=False)
             tot += torch.stack([s.double() * d.owns_loss,
-                                torch.tensor(b.n_targets * d.counts_tokens, dtype=torch.float64, device=self.device)])
+                                torch.tensor(b.n_targets * d.counts_tokens, dtype=torch.float64,
+                                             device=self.device)])
         self.model.train()
         self.dist.all_reduce_sum(tot)
         return float(tot[0] / tot[1]) if tot[1] > 0 else None
@@ -326,7 +338,8 @@ class Trainer:
         """Summed loss of this rank's part of `batch`; through the pipeline schedule (forward, and with
         `train` backward) under pipeline parallelism (0 on ranks without the last stage)."""
         doc_mask = self.cfg.data.doc_mask
-        with self.autocast():  # the forward in the run's precision (the schedule's backward runs inside it too)
+        # the forward in the run's precision (the schedule's backward runs inside it too)
+        with self.autocast():
             if self.pipelined:
                 tokens, doc_ids, targets = parallel.pipeline_inputs(batch, self.dist, doc_mask)
                 return self.model.run(tokens, doc_ids, targets, scale=scale, train=train)
@@ -409,9 +422,12 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
             self.metrics = MetricsWriter(self.out, cfg.run.tensorboard, resume_step=resume_step)
             if resume_step is None:
-                self.metrics.write({"kind": "start", "step": 0, "params": self.n_params, "world": self.dist.world,
-                                    "device": str(self.device), "dtype": str(self.dtype), "total_steps": self.total,
-                                    "peak_flops": self.peak, "precision": self.precision_info.get("precision"),
+                self.metrics.write({"kind": "start", "step": 0, "params": self.n_params,
+                                    "world": self.dist.world,
+                                    "device": str(self.device), "dtype": str(self.dtype),
+                                    "total_steps": self.total,
+                                    "peak_flops": self.peak,
+                                    "precision": self.precision_info.get("precision"),
                                     "precision_reason": self.precision_info.get("reason")})
         self.dist.barrier()
 
@@ -500,8 +516,8 @@ class Trainer:
         li = self.cfg.run.log_interval
         if li and self.step % li == 0:
             self.log(f"step {self.step}/{self.total} | tokens {self.tokens:,} | loss {rec['loss']:.4f} | "
-                     f"lr {rec['lr']:.2e} | {rec['tokens_per_s_avg']:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | "
-                     f"mem {rec['mem_gib']:.2f} GiB | {rec['phase']}")
+                     f"lr {rec['lr']:.2e} | {rec['tokens_per_s_avg']:,.0f} tok/s | MFU "
+                     f"{100 * rec['mfu']:.1f}% | mem {rec['mem_gib']:.2f} GiB | {rec['phase']}")
 
     def periodic(self):
         """After a step: validation, annealing snapshot and checkpoint when they are due."""
@@ -527,7 +543,8 @@ class Trainer:
         snaps = [s for s in snaps if int(s.name.split("-")[1]) - 1 in self.snap_steps]
         averaged = False
         if snaps:
-            full = average_state_dicts((load_herd_state_dict(s) for s in snaps), names=[str(s) for s in snaps],
+            full = average_state_dicts((load_herd_state_dict(s) for s in snaps),
+                                       names=[str(s) for s in snaps],
                                        dtype=torch.float32)
             if self.args.tie_embeddings:
                 full["output.weight"] = full["tok_embeddings.weight"]
@@ -541,7 +558,8 @@ class Trainer:
                                        "polyak_snapshots": [s.name for s in snaps]}})
         self.dist.barrier()
         val_loss = self.evaluate()
-        result = {"train_loss": self.last_loss, "val_loss": val_loss, "tokens": self.tokens, "steps": self.step,
+        result = {"train_loss": self.last_loss, "val_loss": val_loss, "tokens": self.tokens,
+                  "steps": self.step,
                   "wall_time": wall, "train_time": self.train_time, "skipped_steps": self.skipped,
                   "rollbacks": self.rollbacks, "loss_spikes": self.spikes, "params": self.n_params,
                   "polyak_averaged": averaged, "anneal_snapshots": [str(s) for s in snaps],

@@ -39,22 +39,23 @@ class VisionArgs:
         if isinstance(self.text, dict):
             self.text = ModelArgs.from_dict(self.text)
         self.return_intermediate = tuple(int(i) for i in self.return_intermediate)
-        for name in ("n_cross_layers", "image_size", "max_num_tiles", "patch_size", "width", "layers", "heads",
+        for name in ("n_cross_layers", "image_size", "max_num_tiles", "patch_size", "width", "layers",
+                     "heads",
                      "n_global_layers", "n_learnable_embeddings"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise HerdError(f"vision config: {name} must be a positive integer, got {v!r}")
         if self.n_cross_layers > self.text.n_layers:
-            raise HerdError(f"vision config: {self.n_cross_layers} cross-attention layers for a text model of "
-                            f"{self.text.n_layers} layers; use at most one per layer")
+            raise HerdError(f"vision config: {self.n_cross_layers} cross-attention layers for a text model "
+                            f"of {self.text.n_layers} layers; use at most one per layer")
         if self.image_size % self.patch_size:
             raise HerdError(f"vision config: image_size {self.image_size} is not a multiple of patch_size "
                             f"{self.patch_size}")
         if self.width % self.heads:
             raise HerdError(f"vision config: width {self.width} is not divisible by heads {self.heads}")
         if any(not 0 <= i < self.layers for i in self.return_intermediate):
-            raise HerdError(f"vision config: return_intermediate {list(self.return_intermediate)} must name layers "
-                            f"0..{self.layers - 1}")
+            raise HerdError(f"vision config: return_intermediate {list(self.return_intermediate)} must name "
+                            f"layers 0..{self.layers - 1}")
         if self.text.tie_embeddings:
             raise HerdError("vision config: Llama 3.2 Vision's text model has an untied output layer")
 

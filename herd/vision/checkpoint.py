@@ -40,7 +40,8 @@ from herd.model.args import ModelArgs
 from herd.vision.args import VisionArgs
 
 _VISION_PARAMS = ("vision_chunk_size", "vision_max_num_chunks", "vision_num_cross_attention_layers")
-_META_CONSTANTS = {"patch_size": 14, "width": 1280, "layers": 32, "heads": 16, "n_global_layers": 8, "mlp_ratio": 4.0,
+_META_CONSTANTS = {"patch_size": 14, "width": 1280, "layers": 32, "heads": 16, "n_global_layers": 8,
+                   "mlp_ratio": 4.0,
                        "return_intermediate": [3, 7, 15, 23, 30], "n_learnable_embeddings": 8}
 
 
@@ -108,7 +109,8 @@ def vision_args_to_hf_config(a: VisionArgs, dtype: torch.dtype = torch.float32) 
     from herd.checkpoint.hf import args_to_hf_config
 
     t = args_to_hf_config(a.text, dtype)
-    for k in ("architectures", "tie_word_embeddings", "attention_bias", "mlp_bias", "pretraining_tp", "head_dim",
+    for k in ("architectures", "tie_word_embeddings", "attention_bias", "mlp_bias", "pretraining_tp",
+              "head_dim",
               "torch_dtype", "dtype"):
         t.pop(k, None)
     t.update(model_type="mllama_text_model", num_hidden_layers=a.text.n_layers + a.n_cross_layers,
@@ -119,8 +121,10 @@ def vision_args_to_hf_config(a: VisionArgs, dtype: torch.dtype = torch.float32) 
     t["pad_token_id"] = 128004 if a.text.vocab_size == 128256 else None  # Llama 3's <|finetune_right_pad_id|>
     v = {"model_type": "mllama_vision_model", "hidden_size": a.width, "hidden_act": "gelu",
          "num_hidden_layers": a.layers, "num_global_layers": a.n_global_layers, "attention_heads": a.heads,
-         "num_channels": 3, "intermediate_size": int(a.mlp_ratio * a.width), "vision_output_dim": a.vision_output_dim,
-         "image_size": a.image_size, "patch_size": a.patch_size, "norm_eps": 1e-5, "max_num_tiles": a.max_num_tiles,
+         "num_channels": 3, "intermediate_size": int(a.mlp_ratio * a.width),
+         "vision_output_dim": a.vision_output_dim,
+         "image_size": a.image_size, "patch_size": a.patch_size, "norm_eps": 1e-5,
+         "max_num_tiles": a.max_num_tiles,
          "intermediate_layers_indices": list(a.return_intermediate),
          "supported_aspect_ratios": [list(r) for r in a.supported_aspect_ratios()], "initializer_range": 0.02}
     dt = str(dtype).replace("torch.", "")
@@ -174,7 +178,8 @@ _TEXT_SELF = {
 _TEXT_CROSS = {
     "cross_attn.q_proj.weight": "attention.wq.weight", "cross_attn.k_proj.weight": "attention.wk.weight",
     "cross_attn.v_proj.weight": "attention.wv.weight", "cross_attn.o_proj.weight": "attention.wo.weight",
-    "cross_attn.q_norm.weight": "attention.q_norm.weight", "cross_attn.k_norm.weight": "attention.k_norm.weight",
+    "cross_attn.q_norm.weight": "attention.q_norm.weight",
+    "cross_attn.k_norm.weight": "attention.k_norm.weight",
     "cross_attn_attn_gate": "gate_attn", "cross_attn_mlp_gate": "gate_ffwd",
     "mlp.gate_proj.weight": "feed_forward.w1.weight", "mlp.up_proj.weight": "feed_forward.w3.weight",
     "mlp.down_proj.weight": "feed_forward.w2.weight", "input_layernorm.weight": "attention_norm.weight",
@@ -183,8 +188,10 @@ _TEXT_CROSS = {
 _VIS_LAYER = {
     "self_attn.q_proj.weight": "attn.wq.weight", "self_attn.k_proj.weight": "attn.wk.weight",
     "self_attn.v_proj.weight": "attn.wv.weight", "self_attn.o_proj.weight": "attn.wo.weight",
-    "mlp.fc1.weight": "mlp.c_fc.weight", "mlp.fc1.bias": "mlp.c_fc.bias", "mlp.fc2.weight": "mlp.c_proj.weight",
-    "mlp.fc2.bias": "mlp.c_proj.bias", "input_layernorm.weight": "ln_1.weight", "input_layernorm.bias": "ln_1.bias",
+    "mlp.fc1.weight": "mlp.c_fc.weight", "mlp.fc1.bias": "mlp.c_fc.bias",
+    "mlp.fc2.weight": "mlp.c_proj.weight",
+    "mlp.fc2.bias": "mlp.c_proj.bias", "input_layernorm.weight": "ln_1.weight",
+    "input_layernorm.bias": "ln_1.bias",
     "post_attention_layernorm.weight": "ln_2.weight", "post_attention_layernorm.bias": "ln_2.bias",
     "gate_attn": "gate_attn", "gate_ffn": "gate_ffn",
 }
@@ -199,7 +206,8 @@ _VIS_TOP = {
 VE = "vision_model.vision_encoder."
 # (HF prefix of the text model, of the vision model, of the projector, lm_head) in the two layouts
 _HF_LAYOUTS = {
-    "hub": ("language_model.model.", "vision_model.", "multi_modal_projector.", "language_model.lm_head.weight"),
+    "hub": ("language_model.model.", "vision_model.", "multi_modal_projector.",
+            "language_model.lm_head.weight"),
     "transformers5": ("model.language_model.", "model.vision_model.", "model.multi_modal_projector.",
                       "lm_head.weight"),
 }
@@ -248,7 +256,8 @@ def herd_to_hf(sd: dict[str, torch.Tensor], a: VisionArgs, layout: str = "hub") 
     for name, v in sd.items():
         v = v.detach().cpu()
         if name == "text_model.tok_embeddings.weight":
-            out[tp + "embed_tokens.weight"] = torch.cat([v, sd["text_model.learnable_embedding.weight"].to(v.dtype)])
+            out[tp + "embed_tokens.weight"] = torch.cat([v,
+                                                         sd["text_model.learnable_embedding.weight"].to(v.dtype)])
         elif name == "text_model.learnable_embedding.weight":
             continue
         elif name == "text_model.norm.weight":
@@ -275,7 +284,8 @@ def herd_to_hf(sd: dict[str, torch.Tensor], a: VisionArgs, layout: str = "hub") 
         elif name in (VE + "pre_tile_pos_embed.embedding", VE + "post_tile_pos_embed.embedding"):
             which = "pre" if ".pre_" in name else "post"
             out[f"{vp}{which}_tile_positional_embedding.embedding.weight"] = _per_ratio(v, a)
-        elif m := re.fullmatch(re.escape(VE) + r"(transformer|global_transformer)\.resblocks\.(\d+)\.(.+)", name):
+        elif m := re.fullmatch(re.escape(VE) + r"(transformer|global_transformer)\.resblocks\.(\d+)\.(.+)",
+                               name):
             out[f"{vp}{m.group(1)}.layers.{m.group(2)}.{inv_vis[m.group(3)]}"] = v
         elif name.startswith(VE) and name[len(VE):] in inv_top:
             out[vp + inv_top[name[len(VE):]]] = v
@@ -305,7 +315,8 @@ def hf_to_herd(items, a: VisionArgs, source: str) -> dict[str, torch.Tensor]:
                 tp, vp, pp, head = lay
                 break
         if tp is None:
-            raise HerdError(f"{source}: unexpected tensor {name}; not an MllamaForConditionalGeneration checkpoint")
+            raise HerdError(f"{source}: unexpected tensor {name}; not an MllamaForConditionalGeneration "
+                            "checkpoint")
         if name == head:
             out["text_model.output.weight"] = v
         elif name == tp + "embed_tokens.weight":
@@ -341,16 +352,19 @@ def hf_to_herd(items, a: VisionArgs, source: str) -> dict[str, torch.Tensor]:
             out[VE + "conv1._linear.weight"] = v.reshape(v.shape[0], -1)
         elif name == vp + "gated_positional_embedding.tile_embedding.weight":
             out[VE + "gated_positional_embedding"] = _grid(v, a, (a.n_patches, a.width))
-        elif m := re.fullmatch(re.escape(vp) + r"(pre|post)_tile_positional_embedding\.embedding\.weight", name):
+        elif m := re.fullmatch(re.escape(vp) + r"(pre|post)_tile_positional_embedding\.embedding\.weight",
+                               name):
             out[f"{VE}{m.group(1)}_tile_pos_embed.embedding"] = _grid(v, a, (1, a.width))
-        elif m := re.fullmatch(re.escape(vp) + r"(transformer|global_transformer)\.layers\.(\d+)\.(.+)", name):
+        elif m := re.fullmatch(re.escape(vp) + r"(transformer|global_transformer)\.layers\.(\d+)\.(.+)",
+                               name):
             if m.group(3) not in _VIS_LAYER:
                 raise HerdError(f"{source}: unexpected tensor {name}")
             out[f"{VE}{m.group(1)}.resblocks.{m.group(2)}.{_VIS_LAYER[m.group(3)]}"] = v
         elif name[len(vp):] in _VIS_TOP:
             out[VE + _VIS_TOP[name[len(vp):]]] = v
         else:
-            raise HerdError(f"{source}: unexpected tensor {name}; not an MllamaForConditionalGeneration checkpoint")
+            raise HerdError(f"{source}: unexpected tensor {name}; not an MllamaForConditionalGeneration "
+                            "checkpoint")
     return out
 
 
@@ -362,11 +376,12 @@ def check_vision_state_dict(a: VisionArgs, sd: dict, source: str) -> None:
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     if missing:
-        raise HerdError(f"{source}: missing tensor(s) {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} "
-                        f"for this vision model config")
+        raise HerdError(f"{source}: missing tensor(s) "
+                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} for this vision "
+                        "model config")
     if unexpected:
-        raise HerdError(f"{source}: unexpected tensor(s) {', '.join(unexpected[:3])}: checkpoint and config do "
-                        f"not match")
+        raise HerdError(f"{source}: unexpected tensor(s) {', '.join(unexpected[:3])}: checkpoint and config "
+                        "do not match")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise HerdError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the model config expects "

