@@ -39,12 +39,12 @@ def test_cross_attention_mask_equals_hf_processor():
         get_cross_attention_token_mask,
     )
 
-    I = 999
-    prompts = [[I, 5, 6, 7], [1, 2, I, 3, 4, I, 9, 9], [I, I, 4, 5, 6], [1, I, 2]]
+    IMG = 999
+    prompts = [[IMG, 5, 6, 7], [1, 2, IMG, 3, 4, IMG, 9, 9], [IMG, IMG, 4, 5, 6], [1, IMG, 2]]
     tiles = [[4], [2, 3], [1, 4], [2]]
-    ours = cross_attention_mask(prompts, tiles, I, max_tiles=4, length=9)
-    sparse = [get_cross_attention_token_mask(p, I) for p in prompts]
+    ours = cross_attention_mask(prompts, tiles, IMG, max_tiles=4, length=9)
+    sparse = [get_cross_attention_token_mask(p, IMG) for p in prompts]
     theirs = convert_sparse_cross_attention_mask_to_dense(sparse, tiles, 4, 9)
     assert torch.equal(ours, torch.from_numpy(theirs))
     with pytest.raises(HerdError, match="one image per"):
-        cross_attention_mask([[1, I]], [[1, 1]], I)
+        cross_attention_mask([[1, IMG]], [[1, 1]], IMG)
