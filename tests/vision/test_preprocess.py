@@ -16,14 +16,15 @@ mllama_pil = pytest.importorskip("transformers.models.mllama.image_processing_pi
 @pytest.fixture(scope="module")
 def images():
     china, flower = (Image.fromarray(sklearn.load_sample_image(n)) for n in ("china.jpg", "flower.jpg"))
-    return [china, flower, china.crop((0, 0, 100, 400)), flower.resize((50, 30)), china.crop((10, 10, 427, 200)),
-            flower.convert("L"), china.crop((0, 0, 640, 90))]
+    return [china, flower, china.crop((0, 0, 100, 400)), flower.resize((50, 30)),
+            china.crop((10, 10, 427, 200)), flower.convert("L"), china.crop((0, 0, 640, 90))]
 
 
 @pytest.mark.parametrize("tile,max_tiles", [(560, 4), (224, 4), (98, 4), (112, 2)])
 def test_pixels_equal_hf_image_processor(images, tile, max_tiles):
-    proc = mllama_pil.MllamaImageProcessorPil(size={"height": tile, "width": tile}, image_mean=list(CLIP_MEAN),
-                                              image_std=list(CLIP_STD), max_image_tiles=max_tiles)
+    proc = mllama_pil.MllamaImageProcessorPil(size={"height": tile, "width": tile},
+                                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
+                                              max_image_tiles=max_tiles)
     batch = [[images[0], images[2]], [images[1]], [images[3], images[4], images[5]], [images[6]]]
     hf = proc(images=batch, return_tensors="pt")
     ours = process_images(batch, tile=tile, max_tiles=max_tiles)
