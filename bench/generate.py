@@ -107,8 +107,8 @@ def to_hf(model, device, dtype):
 
 def hf_generate(hf, ids, n):
     with torch.no_grad():
-        return hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                           do_sample=False, pad_token_id=0, eos_token_id=None)
+        return hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                           min_new_tokens=n, do_sample=False, pad_token_id=0, eos_token_id=None)
 
 
 def weight_bytes(model) -> int:
@@ -154,9 +154,11 @@ def main(argv=None):
     ap.add_argument("--int8", action="store_true", help="also int8 vs fp32 decode on herd-100m")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
-    ap.add_argument("--peers", action="store_true", help="only the herd / llama.cpp / HF comparison at fp32, bf16, "
-                                                         "int8 on a Llama-3.2-1B-shaped model")
-    ap.add_argument("--peer-shape", default="llama3.2-1b", help="preset for --peers (or 'small': dim 1024, 4 layers)")
+    ap.add_argument("--peers", action="store_true",
+                    help="only the herd / llama.cpp / HF comparison at fp32, bf16, "
+                         "int8 on a Llama-3.2-1B-shaped model")
+    ap.add_argument("--peer-shape", default="llama3.2-1b",
+                    help="preset for --peers (or 'small': dim 1024, 4 layers)")
     ap.add_argument("--precisions", default="fp32,bf16,int8", help="precisions for --peers")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -178,7 +180,8 @@ def main(argv=None):
 
     args = scaled_preset(35e6, 32768)
     model = Transformer.build(args, device=dev, dtype=dtype, seed=0)
-    res["model"] = f"{model.num_params() / 1e6:.1f}M params, dim {args.dim}, {args.n_layers} layers, vocab 32768"
+    res["model"] = (f"{model.num_params() / 1e6:.1f}M params, dim {args.dim}, {args.n_layers} layers, "
+                    "vocab 32768")
     print("model:", res["model"], flush=True)
     hf = None if a.skip_hf else to_hf(model, dev, dtype)
     g = torch.Generator().manual_seed(0)
@@ -289,7 +292,8 @@ def _llama_cpp_converter():
             paths = [str(d / "gguf-py")] + [str(p) for p in (d / "pydeps", d.parent / "pydeps") if p.is_dir()]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]),
                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-            r = subprocess.run([sys.executable, "-c", "import gguf, sentencepiece"], env=env, capture_output=True)
+            r = subprocess.run([sys.executable, "-c", "import gguf, sentencepiece"], env=env,
+                               capture_output=True)
             return (d, env) if r.returncode == 0 else (None, "the converter's imports fail")
     return None, "convert_hf_to_gguf.py not found (run scripts/fetch_llama_cpp.sh)"
 
@@ -299,8 +303,9 @@ def _convert_gguf(conv, hf_dir, out, outtype):
 
     d, env = conv
     if not out.exists():
-        r = subprocess.run([sys.executable, str(d / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(out),
-                            "--outtype", outtype], env=env, capture_output=True, text=True)
+        r = subprocess.run([sys.executable, str(d / "convert_hf_to_gguf.py"), str(hf_dir),
+                            "--outfile", str(out), "--outtype", outtype],
+                           env=env, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"convert_hf_to_gguf.py --outtype {outtype} failed: {r.stderr[-2000:]}")
     return out
@@ -313,8 +318,8 @@ class _LlamaCpp:
     def __init__(self, path, threads, n_ctx):
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=512,
-                         n_ubatch=512, logits_all=False, verbose=False)
+        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx,
+                         n_batch=512, n_ubatch=512, logits_all=False, verbose=False)
 
     def generate(self, prompt, n):
         import numpy as np
@@ -357,7 +362,8 @@ def peers(a):
         args = get_preset(a.peer_shape, max_seq_len=8192)
     args = args.replace(vocab_size=tok.n_words)
     model = Transformer.build(args, seed=0)
-    res["model"] = f"{a.peer_shape}: {model.num_params() / 1e9:.2f}B params, dim {args.dim}, {args.n_layers} layers"
+    res["model"] = (f"{a.peer_shape}: {model.num_params() / 1e9:.2f}B params, dim {args.dim}, "
+                    f"{args.n_layers} layers")
     print("model:", res["model"], flush=True)
     try:
         import llama_cpp
@@ -394,8 +400,9 @@ def peers(a):
         if prec in ("fp32", "bf16"):
             from transformers import LlamaForCausalLM
 
-            hf = LlamaForCausalLM.from_pretrained(work / "hf", attn_implementation="sdpa",
-                                                  dtype=torch.float32 if prec == "fp32" else torch.bfloat16).eval()
+            hf = LlamaForCausalLM.from_pretrained(
+                work / "hf", attn_implementation="sdpa",
+                dtype=torch.float32 if prec == "fp32" else torch.bfloat16).eval()
             runs["hf"] = lambda n, p, hf=hf: hf_generate(hf, torch.tensor([p]), n)[0, len(p):].tolist()
         if conv is not None:
             try:
@@ -421,7 +428,8 @@ def peers(a):
              "decode_tok_s_median": {k: statistics.median(v) for k, v in dec.items()},
              "greedy_16_agree_with_herd": agree, "load_avg": os.getloadavg()[0]}
         res[prec] = r
-        print(f"[{prec}] decode b1 tok/s: {_fmt(r['decode_tok_s'])} | prefill {L} tok/s: {_fmt(r['prefill_tok_s'])}"
+        print(f"[{prec}] decode b1 tok/s: {_fmt(r['decode_tok_s'])} | "
+              f"prefill {L} tok/s: {_fmt(r['prefill_tok_s'])}"
               f" | first 16 greedy ids equal to herd's: {agree} | load {r['load_avg']:.1f}", flush=True)
         del runs, gen, m, hf
         gc.collect()
@@ -432,7 +440,8 @@ def peers(a):
         for what in ("decode_tok_s", "prefill_tok_s"):
             d = r[what]
             ratios = ", ".join(f"herd/{k} {d['herd'] / d[k]:.2f}x" for k in d if k != "herd")
-            print(f"{prec:5s} {what:14s} " + "  ".join(f"{k} {v:8.1f}" for k, v in d.items()) + f"   {ratios}")
+            print(f"{prec:5s} {what:14s} " + "  ".join(f"{k} {v:8.1f}" for k, v in d.items())
+                  + f"   {ratios}")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
     import shutil
@@ -449,19 +458,22 @@ def _report(res):
     def ratio(d, a, b):
         return f"{d[a] / d[b]:.2f}x" if b in d and a in d else "n/a"
 
-    print(f"{res['model']}; {res['threads']} threads, torch {res['torch']}, transformers {res['transformers']}; "
+    print(f"{res['model']}; {res['threads']} threads, torch {res['torch']}, "
+          f"transformers {res['transformers']}; "
           f"load average {res['load_avg_start']:.1f} -> {res['load_avg_end']:.1f} (shared machine)")
     if "decode_b1_matmul_only" in res:
         c = res["decode_b1_matmul_only"]
-        print(f"decode batch 1 ceiling (matmuls alone): {c['ms']:.2f} ms/step = {c['tok_s_ceiling']:.0f} tok/s "
-              f"at {c['GBps']:.1f} GB/s; 3x HF would be {3 * res['decode_b1_tok_s'].get('hf', float('nan')):.0f} tok/s")
+        hf_b1 = res["decode_b1_tok_s"].get("hf", float("nan"))
+        print(f"decode batch 1 ceiling (matmuls alone): {c['ms']:.2f} ms/step = "
+              f"{c['tok_s_ceiling']:.0f} tok/s at {c['GBps']:.1f} GB/s; 3x HF would be {3 * hf_b1:.0f} tok/s")
     p = res["prefill_tok_s"]
     print(f"prefill 1x1024: herd {p['herd']:.0f} tok/s, HF {p.get('hf', float('nan')):.0f} tok/s, "
           f"ratio {ratio(p, 'herd', 'hf')}")
     for B in (1, 8):
         d = res[f"decode_b{B}_tok_s"]
         print(f"decode batch {B}: herd {d['herd']:.1f} tok/s, HF {d.get('hf', float('nan')):.1f} tok/s, "
-              f"ratio {ratio(d, 'herd', 'hf')}; {d['herd_GBps']:.1f} GB/s = {100 * d['herd_bw_fraction']:.0f}% of "
+              f"ratio {ratio(d, 'herd', 'hf')}; {d['herd_GBps']:.1f} GB/s = "
+              f"{100 * d['herd_bw_fraction']:.0f}% of "
               f"{res['machine_read_GBps']} GB/s")
     if "decode_b1_compiled" in res:
         d = res["decode_b1_compiled"]
@@ -469,7 +481,8 @@ def _report(res):
               f"{d['GBps']:.1f} GB/s; compile {res['compile_s']:.0f}s")
     if "int8_herd100m_b1_tok_s" in res:
         d = res["int8_herd100m_b1_tok_s"]
-        print(f"herd-100m batch 1: int8 {d['int8']:.1f} tok/s vs fp32 {d['fp32']:.1f} tok/s = {ratio(d, 'int8', 'fp32')}")
+        print(f"herd-100m batch 1: int8 {d['int8']:.1f} tok/s vs fp32 {d['fp32']:.1f} tok/s = "
+              f"{ratio(d, 'int8', 'fp32')}")
 
 
 if __name__ == "__main__":

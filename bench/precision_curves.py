@@ -42,9 +42,9 @@ def main(argv=None):
             "--model.n_heads", "4", "--model.n_kv_heads", "2", "--model.vocab_size", "512",
             "--model.multiple_of", "32", "--optim.lr", "3e-3", "--schedule.warmup_steps", "20",
             "--schedule.final_lr", "3e-4", "--stages.0.batch_size", "8", "--stages.0.seq_len", "256",
-            "--eval.interval", "0", "--eval.batches", "8", "--checkpoint.interval", "0", "--run.progress", "false",
-            "--run.log_interval", "0", "--run.threads", str(a.threads), "--run.steps", str(a.steps),
-            "--run.precision", prec, "--run.out", str(work / prec)])
+            "--eval.interval", "0", "--eval.batches", "8", "--checkpoint.interval", "0",
+            "--run.progress", "false", "--run.log_interval", "0", "--run.threads", str(a.threads),
+            "--run.steps", str(a.steps), "--run.precision", prec, "--run.out", str(work / prec)])
         cfg.data.sources = [Source(path=str(work / "data"), weight=1.0)]
         res = pretrain(cfg, log=lambda s: None)
         recs = [json.loads(x) for x in (work / prec / "metrics.jsonl").read_text().splitlines()]
@@ -54,8 +54,10 @@ def main(argv=None):
     tail = len(a32) // 2
     noise = sum(abs(a32[i] - a32[i - 1]) for i in range(len(a32) - tail, len(a32))) / tail
     diff = sum(abs(x - y) for x, y in zip(a32[-tail:], a16[-tail:])) / tail
-    print(f"{a.steps} steps, dim {a.dim}, {a.layers} layers: final train loss fp32 {a32[-1]:.4f} bf16 {a16[-1]:.4f}; "
-          f"val loss fp32 {val['fp32']:.4f} bf16 {val['bf16']:.4f}; mean |fp32 - bf16| over the last {tail} steps "
+    print(f"{a.steps} steps, dim {a.dim}, {a.layers} layers: "
+          f"final train loss fp32 {a32[-1]:.4f} bf16 {a16[-1]:.4f}; "
+          f"val loss fp32 {val['fp32']:.4f} bf16 {val['bf16']:.4f}; "
+          f"mean |fp32 - bf16| over the last {tail} steps "
           f"{diff:.4f} vs step-to-step noise {noise:.4f}; load {os.getloadavg()[0]:.1f}")
     import matplotlib
 

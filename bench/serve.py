@@ -214,11 +214,13 @@ def bench_server(url, model, prompts, args, bias, label):
         "speedup": best_c["tok_per_s"] / best_s["tok_per_s"],
         "ttft": asyncio.run(ttft(url, model, prompts, bias, args.max_batch - 1, args.max_tokens * 4)),
     }
+    busy_ttft = out["ttft"]["busy_ttft_s"]
     print(
         f"{label}: one at a time {best_s['tok_per_s']:.1f} tok/s, {len(prompts)} concurrent "
-        f"{best_c['tok_per_s']:.1f} tok/s -> {out['speedup']:.2f}x; TTFT idle {out['ttft']['idle_ttft_s']:.3f} s, "
+        f"{best_c['tok_per_s']:.1f} tok/s -> {out['speedup']:.2f}x; "
+        f"TTFT idle {out['ttft']['idle_ttft_s']:.3f} s, "
         f"while {out['ttft']['background_streams']} streams run "
-        f"{out['ttft']['busy_ttft_s'] if out['ttft']['busy_ttft_s'] is None else round(out['ttft']['busy_ttft_s'], 3)}"
+        f"{busy_ttft if busy_ttft is None else round(busy_ttft, 3)}"
         " s",
         file=sys.stderr,
         flush=True,

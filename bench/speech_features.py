@@ -38,7 +38,8 @@ def main() -> None:
         ref = spectrogram(x, win, 400, 160, power=2.0, mel_filters=fb, log_mel="log", mel_floor=1e-10)
         t_hf.append(time.perf_counter() - t)
     h, f = min(t_herd), min(t_hf)
-    print(f"{a.seconds:.0f} s of 16 kHz audio, best of {a.reps}: herd {h * 1e3:.1f} ms, transformers {f * 1e3:.1f} ms, "
+    print(f"{a.seconds:.0f} s of 16 kHz audio, best of {a.reps}: herd {h * 1e3:.1f} ms, "
+          f"transformers {f * 1e3:.1f} ms, "
           f"herd/transformers time ratio {h / f:.2f}; max |diff| {np.abs(ours.numpy().T - ref).max():.2e}")
 
 

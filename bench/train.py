@@ -55,7 +55,8 @@ def build_pair(args, device, dtype):
 
 
 def step_fn(model, kind, opt, inputs, targets, amp, plain_loss=False):
-    ctx = torch.autocast(inputs.device.type, dtype=amp) if amp else torch.autocast(inputs.device.type, enabled=False)
+    ctx = (torch.autocast(inputs.device.type, dtype=amp) if amp
+           else torch.autocast(inputs.device.type, enabled=False))
     with ctx:
         if kind == "herd" and not plain_loss:
             # herd's training loss, as herd.train.trainer.loss_sum computes it (herd.model.loss)
@@ -80,19 +81,23 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--compile", action="store_true", help="torch.compile herd's blocks (herd.train.parallel)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile herd's blocks (herd.train.parallel)")
     ap.add_argument("--bare", action="store_true",
-                    help="herd's model alone (no parallelize(): the trainer wraps it in FSDP2 even on one process)")
+                    help="herd's model alone (no parallelize(): the trainer wraps it in FSDP2 "
+                         "even on one process)")
     ap.add_argument("--only", choices=["herd", "hf"], default=None)
     ap.add_argument("--plain-loss", action="store_true",
                     help="herd computes logits then F.cross_entropy as HF does (not its fused loss)")
-    ap.add_argument("--same-optim", action="store_true", help="give HF the fused AdamW too (model-only comparison)")
+    ap.add_argument("--same-optim", action="store_true",
+                    help="give HF the fused AdamW too (model-only comparison)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--precisions", action="store_true", help="herd auto vs HF bf16 autocast vs herd fp32")
-    ap.add_argument("--profile", action="store_true", help="print the top operators of one step of each model")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the top operators of one step of each model")
     ap.add_argument("--peak", type=float, default=0,
-                    help="peak GFLOP/s for MFU (default: a matmul probe on CPU, the datasheet on GPU); e.g. the "
-                         "machine's known fp32 figure when the probe is noisy")
+                    help="peak GFLOP/s for MFU (default: a matmul probe on CPU, the datasheet on GPU); "
+                         "e.g. the machine's known fp32 figure when the probe is noisy")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,7 +121,8 @@ def main():
     # herd trains with fused AdamW (herd.train.trainer.build_optimizer's choice, FSDP2 or not);
     # HF gets torch's default AdamW (a per-tensor loop on CPU, foreach on CUDA) unless --same-optim.
     opts = {
-        "herd": torch.optim.AdamW(herd.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True),
+        "herd": torch.optim.AdamW(herd.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                                  fused=True),
         "hf": torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                                 **({"fused": True} if args.same_optim else {})),
     }
@@ -148,10 +154,10 @@ def main():
                 times[k].append(time.perf_counter() - t)
     ntok = args.batch * args.seq
     fpt = margs.flops_per_token(args.seq)
-    res = {"preset": args.preset, "params": margs.num_params(), "vocab": margs.vocab_size, "batch": args.batch,
-           "seq": args.seq, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
-           "compile": args.compile, "same_optim": args.same_optim, "plain_loss": args.plain_loss,
-           "peak_flops": peak, "torch": torch.__version__,
+    res = {"preset": args.preset, "params": margs.num_params(), "vocab": margs.vocab_size,
+           "batch": args.batch, "seq": args.seq, "dtype": args.dtype, "device": str(device),
+           "threads": torch.get_num_threads(), "compile": args.compile, "same_optim": args.same_optim,
+           "plain_loss": args.plain_loss, "peak_flops": peak, "torch": torch.__version__,
            "machine": platform.machine(),
            "first_loss": first}
     for k in kinds:
@@ -164,7 +170,8 @@ def main():
           ", ".join(f"{k} {v:.5f}" for k, v in first.items()))
     for k in kinds:
         r = res[k]
-        print(f"  {k:5s} {r['step_s'] * 1e3:8.1f} ms/step  {r['tokens_per_s']:9,.0f} tokens/s  MFU {100 * r['mfu']:5.1f}%")
+        print(f"  {k:5s} {r['step_s'] * 1e3:8.1f} ms/step  {r['tokens_per_s']:9,.0f} tokens/s  "
+              f"MFU {100 * r['mfu']:5.1f}%")
     if len(kinds) == 2:
         res["ratio"] = res["herd"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
         print(f"  herd / HF tokens/s: {res['ratio']:.2f}x")
@@ -207,8 +214,8 @@ def compare_precisions(args, device):
                 times[k].append(time.perf_counter() - t)
     ntok, fpt = args.batch * args.seq, margs.flops_per_token(args.seq)
     res = {"preset": args.preset, "params": margs.num_params(), "batch": args.batch, "seq": args.seq,
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "auto": str(auto), "reason": reason,
-           "load_avg": [load0, os.getloadavg()[0]]}
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "auto": str(auto),
+           "reason": reason, "load_avg": [load0, os.getloadavg()[0]]}
     print(f"{args.preset} ({margs.num_params() / 1e6:.1f}M params), batch {args.batch}x{args.seq}, "
           f"{res['threads']} threads, load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     for k, (m, kind, amp) in arms.items():
@@ -216,7 +223,8 @@ def compare_precisions(args, device):
         peak = peak_flops(device, amp or torch.float32)
         res[k] = {"step_s": med, "tokens_per_s": ntok / med, "mfu": fpt * ntok / med / peak, "peak": peak,
                   "losses": losses[k]}
-        print(f"  {k:10s} {med * 1e3:8.1f} ms/step {ntok / med:9,.0f} tok/s  MFU {100 * res[k]['mfu']:5.1f}% of "
+        print(f"  {k:10s} {med * 1e3:8.1f} ms/step {ntok / med:9,.0f} tok/s  "
+              f"MFU {100 * res[k]['mfu']:5.1f}% of "
               f"{peak / 1e9:,.0f} GFLOP/s ({'bf16' if amp else 'fp32'})  losses {losses[k][0]:.4f} -> "
               f"{losses[k][-1]:.4f}")
     for k in ("hf bf16", "herd fp32"):

@@ -27,10 +27,12 @@ SKIP, SLOW, SETUP, SUB = "# doc-test: skip", "# doc-test: slow", "# doc-test: se
 
 # Appended to training commands by the shim (the last value of a flag wins).
 TINY = {
-    "pretrain": ["--model.dim", "64", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
-                 "--model.multiple_of", "16", "--stages", "[{after_tokens = 0, batch_size = 2, seq_len = 64}]",
-                 "--long_context", "[]", "--anneal.tokens", "256", "--run.max_steps", "3", "--eval.batches", "1",
-                 "--eval.batch_size", "2", "--run.progress", "false", "--run.peak_flops", "1e11"],
+    "pretrain": ["--model.dim", "64", "--model.n_layers", "2", "--model.n_heads", "4",
+                 "--model.n_kv_heads", "2", "--model.multiple_of", "16",
+                 "--stages", "[{after_tokens = 0, batch_size = 2, seq_len = 64}]",
+                 "--long_context", "[]", "--anneal.tokens", "256", "--run.max_steps", "3",
+                 "--eval.batches", "1", "--eval.batch_size", "2", "--run.progress", "false",
+                 "--run.peak_flops", "1e11"],
     "sft": ["--steps", "2", "--batch-size", "2", "--quiet"],
     "rm": ["--steps", "2", "--batch-size", "2", "--quiet"],
     "dpo": ["--steps", "2", "--batch-size", "2", "--quiet"],
@@ -103,7 +105,8 @@ def make_bin(dest: Path, python: str) -> Path:
     b = dest / "bin"
     b.mkdir(parents=True, exist_ok=True)
     (b / "herd").write_text(SHIM.format(python=python, root=str(ROOT), tiny=TINY))
-    (b / "python").write_text(f'#!/bin/sh\nPYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} exec {python} "$@"\n')
+    (b / "python").write_text(f'#!/bin/sh\nPYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} '
+                              f'exec {python} "$@"\n')
     for f in b.iterdir():
         f.chmod(0o755)
     return b
@@ -136,7 +139,8 @@ def build_workspace(ws: Path, store: Path) -> None:
     for name, part in (("corpus.jsonl", texts[:6]), ("more.jsonl", texts[6:])):
         (ws / name).write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
     gsm = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
-            "answer": f"He has {a} + {b} = {a + b} apples.\n#### {a + b}"} for a, b in ((2, 3), (5, 4), (7, 1))]
+            "answer": f"He has {a} + {b} = {a + b} apples.\n#### {a + b}"}
+           for a, b in ((2, 3), (5, 4), (7, 1))]
     (ws / "data" / "gsm8k").mkdir(parents=True)
     for p in (ws / "data" / "gsm8k" / "test.jsonl", ws / "test.jsonl"):
         p.write_text("".join(json.dumps(r) + "\n" for r in gsm))

@@ -28,32 +28,39 @@ def ws(tmp_path_factory):
     (d / "afile.txt").write_text("The state of the Union is strong.\n" * 40)
     (d / "bad.bin").write_bytes(b"caf\xe9 \xff\xfe\x00 not utf-8\n" * 10)
     (d / "empty.txt").write_text("")
-    (d / "chat.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                                            {"role": "assistant", "content": "hello"}]}) + "\n")
+    (d / "chat.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n")
     return d
 
 
 # Each case: the argv, with {X} for the workspace path of X. Grouped by the mistake.
 MISSING = [
-    "info {missing}", "convert {missing} {out} --to hf", "tokenizer train {missing} --vocab-size 1024 --out {out}",
+    "info {missing}", "convert {missing} {out} --to hf",
+    "tokenizer train {missing} --vocab-size 1024 --out {out}",
     "tokenizer encode --tokenizer {missing} hi", "tokenize {missing} --out {out}",
-    "pretrain --config {missing}.toml", "pretrain --config herd-5m --data {missing} --run.steps 1 --out {out}",
-    "sft --model {missing} --data {chat.jsonl} --out {out}", "sft --model {ckpt} --data {missing} --out {out}",
+    "pretrain --config {missing}.toml",
+    "pretrain --config herd-5m --data {missing} --run.steps 1 --out {out}",
+    "sft --model {missing} --data {chat.jsonl} --out {out}",
+    "sft --model {ckpt} --data {missing} --out {out}",
     "rm --model {ckpt} --data {missing} --out {out}", "dpo --model {ckpt} --data {missing} --out {out}",
     "rejection-sample --model {ckpt} --prompts {missing} --out {out}", "average {missing} {ckpt} --out {out}",
     "generate {missing} --prompt hi", "chat {missing}", "eval {missing} --task ppl --text {afile.txt}",
-    "eval {ckpt} --task ppl --text {missing}", "plot {missing}", "curate default --input {missing} --out {out}",
+    "eval {ckpt} --task ppl --text {missing}", "plot {missing}",
+    "curate default --input {missing} --out {out}",
     "generate {ckpt} --prompts-file {missing}",
 ]
 DIR_FOR_FILE = [
-    "tokenizer encode --tokenizer {adir} hi", "pretrain --config {adir}", "sft --model {ckpt} --data {adir} --out {out}",
-    "dpo --model {ckpt} --data {adir} --out {out}", "rejection-sample --model {ckpt} --prompts {adir} --out {out}",
+    "tokenizer encode --tokenizer {adir} hi", "pretrain --config {adir}",
+    "sft --model {ckpt} --data {adir} --out {out}",
+    "dpo --model {ckpt} --data {adir} --out {out}",
+    "rejection-sample --model {ckpt} --prompts {adir} --out {out}",
     "eval {ckpt} --task ppl --text {adir}", "tokenizer train {afile.txt} --vocab-size 1024 --out {adir}",
     "eval {ckpt} --task ppl --text {afile.txt} --out {adir}", "generate {ckpt} --prompts-file {adir}",
     "tokenizer encode --file {adir}",
 ]
 FILE_FOR_DIR = [
-    "convert {afile.txt} {out} --to hf", "convert {ckpt} {afile.txt} --to hf", "generate {afile.txt} --prompt hi",
+    "convert {afile.txt} {out} --to hf", "convert {ckpt} {afile.txt} --to hf",
+    "generate {afile.txt} --prompt hi",
     "chat {afile.txt}", "eval {afile.txt} --task ppl --text {afile.txt}", "plot {afile.txt}",
     "pretrain --config herd-5m --data {afile.txt} --run.steps 1 --out {out}",
     "sft --model {afile.txt} --data {chat.jsonl} --out {out}", "tokenize {afile.txt} --out {afile.txt}",
@@ -68,26 +75,32 @@ NON_UTF8 = [
 EMPTY = [
     "eval {ckpt} --task ppl --text {empty.txt}", "sft --model {ckpt} --data {empty.txt} --out {out}",
     "dpo --model {ckpt} --data {empty.txt} --out {out}", "tokenize {empty.txt} --out {out}",
-    "tokenizer train {empty.txt} --vocab-size 1024 --out {out}", "tokenizer encode --tokenizer {empty.txt} hi",
+    "tokenizer train {empty.txt} --vocab-size 1024 --out {out}",
+    "tokenizer encode --tokenizer {empty.txt} hi",
     "generate {ckpt} --prompts-file {empty.txt}", "pretrain --config {empty.txt}",
 ]
 NEGATIVE = [
     "tokenizer train {afile.txt} --vocab-size -5 --out {out}", "pretrain --config herd-5m --run.steps -5",
-    "pretrain --config herd-5m --run.max_steps -1", "sft --model {ckpt} --data {chat.jsonl} --out {out} --steps -3",
+    "pretrain --config herd-5m --run.max_steps -1",
+    "sft --model {ckpt} --data {chat.jsonl} --out {out} --steps -3",
     "generate {ckpt} --prompt hi --max-new-tokens -1", "eval {ckpt} --task ppl --text {afile.txt} --limit -1",
     "convert {ckpt} {out} --to meta --shards -1", "tokenize {afile.txt} --out {out} --val-fraction -0.1",
-    "generate {ckpt} --prompt hi --temperature -1", "dpo --model {ckpt} --data {chat.jsonl} --out {out} --lr -1",
+    "generate {ckpt} --prompt hi --temperature -1",
+    "dpo --model {ckpt} --data {chat.jsonl} --out {out} --lr -1",
 ]
 WRONG_TYPE = [
-    "tokenizer train {afile.txt} --vocab-size many --out {out}", "pretrain --config herd-5m --run.steps forty",
-    "pretrain --config herd-5m --optim.lr fast", "sft --model {ckpt} --data {chat.jsonl} --out {out} --steps x",
-    "generate {ckpt} --prompt hi --max-new-tokens lots", "eval {ckpt} --task ppl --text {afile.txt} --limit all",
+    "tokenizer train {afile.txt} --vocab-size many --out {out}",
+    "pretrain --config herd-5m --run.steps forty",
+    "pretrain --config herd-5m --optim.lr fast",
+    "sft --model {ckpt} --data {chat.jsonl} --out {out} --steps x",
+    "generate {ckpt} --prompt hi --max-new-tokens lots",
+    "eval {ckpt} --task ppl --text {afile.txt} --limit all",
     "tokenize {afile.txt} --out {out} --workers two", "convert {ckpt} {out} --to hf --max-shard-gb big",
     "scaling predict --flops lots",
 ]
-CASES = [(k, c) for k, group in (("missing", MISSING), ("dir-for-file", DIR_FOR_FILE), ("file-for-dir", FILE_FOR_DIR),
-                                 ("non-utf8", NON_UTF8), ("empty", EMPTY), ("negative", NEGATIVE),
-                                 ("wrong-type", WRONG_TYPE)) for c in group]
+CASES = [(k, c) for k, group in (("missing", MISSING), ("dir-for-file", DIR_FOR_FILE),
+                                 ("file-for-dir", FILE_FOR_DIR), ("non-utf8", NON_UTF8), ("empty", EMPTY),
+                                 ("negative", NEGATIVE), ("wrong-type", WRONG_TYPE)) for c in group]
 
 
 def _argv(cmd: str, ws, tmp_path) -> list[str]:

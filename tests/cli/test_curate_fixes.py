@@ -16,7 +16,8 @@ def test_ipv4_at_sentence_end_is_masked(text, want):
     assert mask_pii(text)[0] == want
 
 
-@pytest.mark.parametrize("text", ["version 1.2.3.4.5 is out", "see section 10.0.0.1.2", "999.1.1.1 is no address"])
+@pytest.mark.parametrize("text", ["version 1.2.3.4.5 is out", "see section 10.0.0.1.2",
+                                  "999.1.1.1 is no address"])
 def test_not_an_address_is_left_alone(text):
     assert mask_pii(text)[0] == text
 
@@ -39,7 +40,8 @@ def test_token_kl_reference_is_robust_to_one_huge_document():
         return sum(scorer(d)[0] <= max_kl for d in normal)
 
     assert kept(normal, cap) == 6
-    assert kept(normal + [huge], 0) < 6  # the failure as seen: uncapped, the huge document poisons the reference
+    # the failure as seen: uncapped, the huge document poisons the reference
+    assert kept(normal + [huge], 0) < 6
     assert kept(normal + [huge], cap) == 6
     w = doc_token_weights(tok.encode(huge), tok.n_words, cap)
     assert np.isclose(w.sum(), cap)

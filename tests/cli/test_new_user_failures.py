@@ -36,16 +36,19 @@ def run(capsys, *argv):
 def test_eval_takes_data_as_in_the_readme(ckpt, tmp_path, capsys):
     held = tmp_path / "held_out.txt"
     held.write_text("Tom has 3 pens and buys 4 more. " * 5)
-    rc, out, _ = run(capsys, "eval", ckpt, "--task", "perplexity", "--data", held, "--out", tmp_path / "r.json")
+    rc, out, _ = run(capsys, "eval", ckpt, "--task", "perplexity", "--data", held,
+                     "--out", tmp_path / "r.json")
     assert rc == 0 and "bits per byte" in out
-    rc, out, _ = run(capsys, "eval", ckpt, "--task", "ppl", "--text", held, "--out", tmp_path / "r2.json", "--json")
+    rc, out, _ = run(capsys, "eval", ckpt, "--task", "ppl", "--text", held, "--out", tmp_path / "r2.json",
+                     "--json")
     assert rc == 0 and json.loads(out)[0]["task"] == "ppl"
 
 
 def test_eval_text_folder_and_non_utf8(ckpt, tmp_path, capsys):
     (tmp_path / "held").mkdir()
     (tmp_path / "held" / "a.txt").write_text("Tom has 3 pens. " * 5)
-    rc, out, _ = run(capsys, "eval", ckpt, "--task", "ppl", "--text", tmp_path / "held", "--out", tmp_path / "r.json")
+    rc, out, _ = run(capsys, "eval", ckpt, "--task", "ppl", "--text", tmp_path / "held",
+                     "--out", tmp_path / "r.json")
     assert rc == 0 and "perplexity" in out  # a folder of texts is read, not a traceback
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"caf\xe9\n")
@@ -58,14 +61,15 @@ def test_tokenizer_train_positional_and_output_checked_first(tmp_path, capsys):
     corpus.mkdir()
     (corpus / "a.txt").write_text("The state of the Union is strong and getting stronger. " * 300)
     (tmp_path / "outdir").mkdir()
-    rc, _, err = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800", "--out", tmp_path / "outdir",
-                     "--allow-smaller", "--quiet")
+    rc, _, err = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800",
+                     "--out", tmp_path / "outdir", "--allow-smaller", "--quiet")
     assert rc == 2 and "is a directory" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "outdir"]  # nothing left behind
     rc, _, _ = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800", "--out", tmp_path / "t.model",
                      "--allow-smaller", "--quiet")
     assert rc == 0 and (tmp_path / "t.model").is_file()
-    rc, _, err = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800", "--out", tmp_path / "t.model")
+    rc, _, err = run(capsys, "tokenizer", "train", corpus, "--vocab-size", "800",
+                     "--out", tmp_path / "t.model")
     assert rc == 2 and "--overwrite" in err
 
 
@@ -90,7 +94,8 @@ def test_pretrain_steps_cap_and_plan(tmp_path, capsys):
 
     cfg = load_config("herd-5m", ["--run.max_steps", "40"]).validate()
     plan = build_plan(cfg)
-    assert plan[-1].end_step == 40 and [p.name for p in plan] == ["stage0", "stage1", "long_context0", "anneal"]
+    assert plan[-1].end_step == 40
+    assert [p.name for p in plan] == ["stage0", "stage1", "long_context0", "anneal"]
     assert all(p.steps >= 1 for p in plan)
     lr = LRSchedule(cfg, plan)
     assert lr.warmup == 4 and lr(3) == pytest.approx(cfg.optim.lr) and lr(39) < lr(30)
@@ -154,8 +159,8 @@ def test_help_texts_tell_the_truth(capsys):
 
 def test_post_training_summary_is_for_people(tmp_path, ckpt, capsys):
     data = tmp_path / "p.jsonl"
-    data.write_text(json.dumps({"prompt": "Tom has 2 pens. How many?", "chosen": "#### 2", "rejected": "#### 3"})
-                    + "\n")
+    data.write_text(json.dumps({"prompt": "Tom has 2 pens. How many?", "chosen": "#### 2",
+                                "rejected": "#### 3"}) + "\n")
     rc, out, _ = run(capsys, "dpo", "--model", ckpt, "--data", data, "--out", tmp_path / "d", "--steps", "2",
                      "--batch-size", "1", "--quiet")
     assert rc == 0 and out.startswith("herd dpo: done") and "DPO model written to" in out
@@ -184,11 +189,12 @@ def test_mfu_is_averaged_and_never_above_the_peak(tmp_path, monkeypatch, capsys)
                    log=lambda s: None)
     monkeypatch.setattr(trainer, "peak_flops", lambda device, dtype: 1e3)
     cfg = load_config("herd-5m", [
-        "--data.sources.0.path", str(tmp_path / "tok"), "--run.out", str(tmp_path / "run"), "--run.tokens", "0",
-        "--run.steps", "4", "--long_context", "[]", "--anneal.tokens", "0", "--model.dim", "32",
-        "--model.n_layers", "1", "--model.n_heads", "4", "--model.n_kv_heads", "2", "--model.multiple_of", "16",
-        "--model.vocab_size", str(tok.n_words), "--stages", "[{after_tokens = 0, batch_size = 2, seq_len = 32}]",
-        "--run.progress", "false", "--eval.interval", "0", "--schedule.warmup_steps", "1"]).validate()
+        "--data.sources.0.path", str(tmp_path / "tok"), "--run.out", str(tmp_path / "run"),
+        "--run.tokens", "0", "--run.steps", "4", "--long_context", "[]", "--anneal.tokens", "0",
+        "--model.dim", "32", "--model.n_layers", "1", "--model.n_heads", "4", "--model.n_kv_heads", "2",
+        "--model.multiple_of", "16", "--model.vocab_size", str(tok.n_words),
+        "--stages", "[{after_tokens = 0, batch_size = 2, seq_len = 32}]", "--run.progress", "false",
+        "--eval.interval", "0", "--schedule.warmup_steps", "1"]).validate()
     trainer.pretrain(cfg, log=lambda s: None)
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r["kind"] == "train"]

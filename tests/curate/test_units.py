@@ -4,7 +4,6 @@ MinHash LSH, mix rates, recipe parsing."""
 import random
 import string
 
-import numpy as np
 import pytest
 
 from herd.curate import heuristics as H
@@ -170,8 +169,8 @@ def test_pii_masks_generated_identities():
     first = ["maria", "john", "wei", "fatima", "olga", "pierre", "ana", "kenji"]
     last = ["smith", "garcia", "chen", "okafor", "ivanova", "dubois", "silva", "tanaka"]
     for i in range(40):
-        f, l = rng.choice(first), rng.choice(last)
-        email = f"{f}.{l}{rng.randint(1, 99)}@{rng.choice(['mail.com', 'example.org', 'uni.edu.au'])}"
+        f, la = rng.choice(first), rng.choice(last)
+        email = f"{f}.{la}{rng.randint(1, 99)}@{rng.choice(['mail.com', 'example.org', 'uni.edu.au'])}"
         phone = rng.choice([f"+1 {rng.randint(200, 999)}-{rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
                             f"({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
                             f"+44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
@@ -184,13 +183,13 @@ def test_pii_masks_generated_identities():
                            _iban("GB", "WEST" + "".join(rng.choices(string.digits, k=14))),
                            _iban("FR", "".join(rng.choices(string.digits, k=23)))])
         assert iban_ok(iban)
-        text = (f"Customer {f.title()} {l.title()} wrote from {email}, call {phone}. Logged in from {ip} "
+        text = (f"Customer {f.title()} {la.title()} wrote from {email}, call {phone}. Logged in from {ip} "
                 f"and {ip6}. Paid with card {card_fmt}; refund to IBAN {iban}. Order 2024-03-15, v3.11.4.")
         masked, counts = mask_pii(text)
         for secret in (email, phone, ip, ip6, card_fmt, iban):
             assert secret not in masked, (secret, masked)
         assert counts == {"email": 1, "phone": 1, "ip": 2, "card": 1, "iban": 1}, (counts, masked)
-        assert f"Customer {f.title()} {l.title()}" in masked
+        assert f"Customer {f.title()} {la.title()}" in masked
         assert "2024-03-15" in masked and "v3.11.4" in masked
 
 

@@ -5,7 +5,6 @@ format, quantization and a draft model from the command line, the interactive ch
 import json
 
 import pytest
-import torch
 
 from herd.cli import main
 from herd.inference import Generator

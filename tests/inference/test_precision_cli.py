@@ -22,7 +22,8 @@ def test_generate_bf16(ckpt, tok_model, small_tokenizer, capsys):
     assert "herd: precision bf16 — requested" in err
 
 
-def test_generate_auto_on_avx2_machine_is_fp32(ckpt, tok_model, small_tokenizer, capsys, monkeypatch, tmp_path):
+def test_generate_auto_on_avx2_machine_is_fp32(ckpt, tok_model, small_tokenizer, capsys, monkeypatch,
+                                               tmp_path):
     monkeypatch.setenv("HERD_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(P, "cpu_info", lambda: ("AVX2 CPU", ["avx", "avx2", "fma"]))
     monkeypatch.setattr(P, "run_probe", lambda kind, shapes, reps=3: {

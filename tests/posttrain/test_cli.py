@@ -54,11 +54,12 @@ def test_errors_are_one_line(tmp_path, tiny_ckpt, capsys):
 
 def test_recipe_and_flags(tmp_path, tiny_ckpt, capsys):
     data = tmp_path / "p.jsonl"
-    data.write_text(json.dumps({"prompt": "Tom has 2 pens. How many?", "chosen": "#### 2", "rejected": "#### 3"})
-                    + "\n")
+    data.write_text(json.dumps({"prompt": "Tom has 2 pens. How many?", "chosen": "#### 2",
+                                "rejected": "#### 3"}) + "\n")
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'[dpo]\nmodel = "{tiny_ckpt}"\ndata = "{data}"\nsteps = 5\nbatch_size = 1\n')
-    rc = main(["dpo", "--config", str(recipe), "--steps", "1", "--out", str(tmp_path / "d"), "--quiet", "--json"])
+    rc = main(["dpo", "--config", str(recipe), "--steps", "1", "--out", str(tmp_path / "d"), "--quiet",
+               "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] == 1 and out["pairs"] == 1  # the flag overrode the recipe

@@ -65,7 +65,7 @@ def test_masked_sequence_logps_equal_manual(tok, tiny_model):
     pc, pr, nc, nr = batch_logps(tiny_model, [pair], tok.pad_id)
     for (tokens, labels), got, n in ((pair[0], pc, nc), (pair[1], pr, nr)):
         lp = torch.log_softmax(tiny_model(torch.tensor([tokens]))[0], -1)
-        idx = [i for i, l in enumerate(labels) if l != IGNORE]
+        idx = [i for i, lab in enumerate(labels) if lab != IGNORE]
         want = sum(lp[i, labels[i]].item() for i in idx)
         assert got.item() == pytest.approx(want, abs=1e-4)
         # the targets are exactly the content tokens

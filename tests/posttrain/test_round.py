@@ -21,9 +21,9 @@ from herd.train.schedule import LRSchedule, build_plan, param_groups, warmup_dec
 
 
 def _tiny_round(tmp_path, **kw):
-    base = {"out": str(tmp_path / "round"), "sft_steps": 3, "batch_size": 4, "seq_len": 96, "k": 4, "max_new_tokens": 6,
-            "rs_chunk": 4, "rs_sft_steps": 2, "dpo_steps": 2, "dpo_batch": 2, "warmup": 1, "quiet": True,
-            "device": "cpu", "dtype": "float32"}
+    base = {"out": str(tmp_path / "round"), "sft_steps": 3, "batch_size": 4, "seq_len": 96, "k": 4,
+            "max_new_tokens": 6, "rs_chunk": 4, "rs_sft_steps": 2, "dpo_steps": 2, "dpo_batch": 2,
+            "warmup": 1, "quiet": True, "device": "cpu", "dtype": "float32"}
     base.update(kw)
     return RoundConfig(**base)
 
@@ -41,7 +41,8 @@ def _verifier_passing_some(monkeypatch):
 
     def finished(model, tok, prompts, **kw):
         outs = real(model, tok, prompts, **kw)
-        return [[ids if ids and ids[-1] in tok.stop_tokens else ids + [tok.eot_id] for ids in o] for o in outs]
+        return [[ids if ids and ids[-1] in tok.stop_tokens else ids + [tok.eot_id] for ids in o]
+                for o in outs]
 
     monkeypatch.setattr(sampling, "sample_completions", finished)
     monkeypatch.setattr(tasks, "is_correct", lambda text, answer: len(text) % 2 == 0)
@@ -97,8 +98,8 @@ def test_round_on_the_gpu(tmp_path, tiny_ckpt, monkeypatch):
     """device auto on a GPU machine: every stage runs on CUDA, the forward in bf16; the checkpoints
     stay fp32 (the weights train in fp32 under autocast)."""
     _verifier_passing_some(monkeypatch)
-    res = post_train_round(str(tiny_ckpt), _task(tmp_path), _tiny_round(tmp_path, device="auto", dtype="auto"),
-                           log=lambda s: None)
+    res = post_train_round(str(tiny_ckpt), _task(tmp_path),
+                           _tiny_round(tmp_path, device="auto", dtype="auto"), log=lambda s: None)
     assert res["sft"]["device"] == "cuda" and res["sft"]["dtype"] == "bfloat16"
     m, _ = load_model(res["dpo"]["model_dir"])
     assert next(m.parameters()).dtype == torch.float32
@@ -125,7 +126,8 @@ def test_stage_refuses_a_bad_device(tmp_path, tiny_ckpt):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
                                              {"role": "assistant", "content": "#### 1"}]}) + "\n")
-    cfg = SFTConfig(model=str(tiny_ckpt), data=str(data), out=str(tmp_path / "o"), steps=1, batch_size=1, quiet=True)
+    cfg = SFTConfig(model=str(tiny_ckpt), data=str(data), out=str(tmp_path / "o"), steps=1, batch_size=1,
+                    quiet=True)
     cfg.device = "gpu"  # set as an attribute: works whether or not the config declares the field
     with pytest.raises(HerdError, match="device 'gpu'"):
         sft(cfg)
@@ -150,11 +152,14 @@ def test_schedule_and_groups_are_pretrainings(tiny_model):
     assert [lr_at(s, 80, 2e-3, 5) for s in range(80)] == [sched(s) for s in range(80)]
     assert lr_at(0, 80, 2e-3, 5) == pytest.approx(2e-3 / 5) and lr_at(4, 80, 2e-3, 5) == pytest.approx(2e-3)
     assert lr_at(80, 80, 2e-3, 5) == pytest.approx(2e-4)
-    assert warmup_decay_lr(3, peak=1.0, final=0.0, warmup=0, decay_steps=6, kind="linear") == pytest.approx(0.5)
+    assert (warmup_decay_lr(3, peak=1.0, final=0.0, warmup=0, decay_steps=6, kind="linear")
+            == pytest.approx(0.5))
     opt = make_optimizer(tiny_model.parameters(), 1e-3, 0.1)
     ref = param_groups(tiny_model, 0.1)
-    assert [[id(p) for p in g["params"]] for g in opt.param_groups] == [[id(p) for p in g["params"]] for g in ref]
-    assert all(p.dim() < 2 for p in opt.param_groups[1]["params"]) and opt.param_groups[1]["weight_decay"] == 0.0
+    assert ([[id(p) for p in g["params"]] for g in opt.param_groups]
+            == [[id(p) for p in g["params"]] for g in ref])
+    assert (all(p.dim() < 2 for p in opt.param_groups[1]["params"])
+            and opt.param_groups[1]["weight_decay"] == 0.0)
     for p in tiny_model.parameters():
         p.requires_grad_(False)
     with pytest.raises(HerdError, match="no trainable parameters"):

@@ -73,7 +73,8 @@ def _nll(model, held, n_seq=8, seq=256) -> float:
         for i in range(n_seq):
             x = held[i * seq:(i + 1) * seq + 1][None]
             # from the logits: the model's fused loss reads output.weight, which int8 replaces
-            tot += float(torch.nn.functional.cross_entropy(model(x[:, :-1])[0].float(), x[0, 1:], reduction="sum"))
+            tot += float(torch.nn.functional.cross_entropy(model(x[:, :-1])[0].float(), x[0, 1:],
+                                                           reduction="sum"))
             cnt += seq
     return tot / cnt
 
@@ -100,8 +101,10 @@ def test_bf16_greedy_agrees_with_fp32(trained):
             l32, l16 = m32(seq)[0, len(p) - 1:-1], m16(seq)[0, len(p) - 1:-1]
             agree += int((l32.argmax(-1) == l16.argmax(-1)).sum())
             n += l32.shape[0]
-    first = [next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), len(ra)) for ra, rb in zip(a, b)]
-    print(f"bf16 vs fp32 greedy: teacher-forced top-1 {agree}/{n}; free-running {same}/{total} positions equal "
+    first = [next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), len(ra))
+             for ra, rb in zip(a, b)]
+    print(f"bf16 vs fp32 greedy: teacher-forced top-1 {agree}/{n}; "
+          f"free-running {same}/{total} positions equal "
           f"(first difference at tokens {first})")
     assert agree / n >= 0.95
     assert min(first) >= 8  # the decodes start out the same
@@ -114,7 +117,8 @@ def test_int8_perplexity_within_1pct(trained):
     quantize_int8(m8)
     nll32, nll8 = _nll(m32, held), _nll(m8, held)
     ppl32, ppl8 = math.exp(nll32), math.exp(nll8)
-    print(f"held-out perplexity per byte: fp32 {ppl32:.4f}, int8 {ppl8:.4f} ({100 * (ppl8 / ppl32 - 1):+.3f}%)")
+    print(f"held-out perplexity per byte: fp32 {ppl32:.4f}, int8 {ppl8:.4f} "
+          f"({100 * (ppl8 / ppl32 - 1):+.3f}%)")
     assert ppl32 < 8  # a trained model, not noise
     assert abs(ppl8 / ppl32 - 1) < 0.01
     # bf16 weights + int8: the same bound
@@ -125,7 +129,8 @@ def test_int8_perplexity_within_1pct(trained):
 
 
 def _tiny(seed=0):
-    args = ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=256, multiple_of=32, max_seq_len=512)
+    args = ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=256, multiple_of=32,
+                     max_seq_len=512)
     return Transformer.build(args, seed=seed).eval()
 
 
@@ -135,7 +140,8 @@ def test_packed_bf16_decode_matches_bf16_forward():
     gen = Generator(m, pack=True)
     plan = gen.plan()
     wq = m.layers[0].attention.wq.weight
-    assert wq.dtype == torch.bfloat16 and wq.is_contiguous()  # bf16 keeps [out, in] rows (oneDNN's best layout)
+    # bf16 keeps [out, in] rows (oneDNN's best layout)
+    assert wq.dtype == torch.bfloat16 and wq.is_contiguous()
     seq = torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         ref = m(seq)[0].float()
@@ -143,7 +149,8 @@ def test_packed_bf16_decode_matches_bf16_forward():
         assert cache.k.dtype == torch.bfloat16
         gen.forward(seq[:, :30], torch.arange(30)[None], cache, 0, 30, None)
         for t in range(30, 40):
-            lg = decode_step(m, plan, seq[:, t], m.rope_factors(torch.tensor([[t]]), 1), cache, t, t + 1, None)
+            lg = decode_step(m, plan, seq[:, t], m.rope_factors(torch.tensor([[t]]), 1), cache, t, t + 1,
+                             None)
             assert lg.dtype == torch.float32
             assert torch.allclose(lg[0], ref[t], atol=0.1, rtol=0.02), (lg[0] - ref[t]).abs().max()
 
@@ -173,4 +180,5 @@ def test_auto_by_machine(tmp_path, monkeypatch):
     fake_machine(monkeypatch, AVX2_FLAGS, AVX2)
     monkeypatch.setenv("HERD_CACHE_DIR", str(tmp_path / "other"))
     g = Generator(_tiny(), precision="auto")
-    assert g.precision == "fp32" and g.dtype == torch.float32 and "no bf16 matrix hardware" in g.precision_reason
+    assert (g.precision == "fp32" and g.dtype == torch.float32
+            and "no bf16 matrix hardware" in g.precision_reason)

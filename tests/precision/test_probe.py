@@ -118,7 +118,8 @@ def test_resolve_device_auto_uses_probe(monkeypatch, cache):
 
     fake_machine(monkeypatch, AVX2_FLAGS, AVX2)
     info = {}
-    assert resolve_device("cpu", "auto", shapes=(64, 192, 256), info=info) == (torch.device("cpu"), torch.float32)
+    assert (resolve_device("cpu", "auto", shapes=(64, 192, 256), info=info)
+            == (torch.device("cpu"), torch.float32))
     assert info["precision"] == "fp32" and "AVX2" in info["reason"]
     fake_machine(monkeypatch, AMX_FLAGS, AMX)
     info = {}
@@ -129,7 +130,8 @@ def test_resolve_device_auto_uses_probe(monkeypatch, cache):
 
 
 def test_real_probe_on_this_machine(cache):
-    """The probe itself, on this CPU: positive figures for both precisions, the choice consistent with them."""
+    """The probe itself, on this CPU: positive figures for both precisions, the choice consistent with
+    them."""
     fig = P.run_probe("infer", (128, 384, 64), reps=1)
     for k in ("fp32", "bf16", "fp32_decode", "bf16_decode", "fp32_peak", "bf16_peak"):
         assert fig[k] > 0, k

@@ -42,7 +42,8 @@ def _compare(tok_dir, tmp_path, steps):
     diff = sum(abs(x - y) for x, y in zip(a[-tail:], b[-tail:])) / tail
     mean_a, mean_b = sum(a[-tail:]) / tail, sum(b[-tail:]) / tail
     assert a[-1] < a[0] - 1.0 and b[-1] < b[0] - 1.0  # both learn
-    print(f"{steps} steps: fp32 {a[-1]:.4f} bf16 {b[-1]:.4f}; val {r32['val_loss']:.4f} {r16['val_loss']:.4f}; "
+    print(f"{steps} steps: fp32 {a[-1]:.4f} bf16 {b[-1]:.4f}; "
+          f"val {r32['val_loss']:.4f} {r16['val_loss']:.4f}; "
           f"mean |diff| {diff:.4f} vs step noise {noise:.4f}")
     assert diff < max(noise, 0.02), (diff, noise)
     assert abs(mean_a - mean_b) < 0.02 * mean_a, (mean_a, mean_b)

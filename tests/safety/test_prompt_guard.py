@@ -121,7 +121,8 @@ def test_injection_in_a_tool_output_is_caught(small_head):
 
 
 def test_tpr_at_fpr():
-    assert tpr_at_fpr([0.9, 0.8, 0.2], [0.1] * 98 + [0.85, 0.95]) == pytest.approx(1 / 3)  # 1 negative may pass
+    # 1 negative may pass
+    assert tpr_at_fpr([0.9, 0.8, 0.2], [0.1] * 98 + [0.85, 0.95]) == pytest.approx(1 / 3)
     assert tpr_at_fpr([0.9, 0.8, 0.2], [0.1] * 99 + [0.85]) == 1.0
     assert tpr_at_fpr([0.9, 0.8], [0.1] * 100) == 1.0
 

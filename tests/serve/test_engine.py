@@ -15,7 +15,8 @@ def model():
     from inference_util import tiny_model
 
     m = tiny_model(seed=3)
-    with torch.no_grad():  # sharper logits: greedy ids far from ties, so they compare exactly across batchings
+    # sharper logits: greedy ids far from ties, so they compare exactly across batchings
+    with torch.no_grad():
         m.output.weight.mul_(30)
     return m
 

@@ -20,8 +20,8 @@ def test_spoken_digits_on_held_out_voices(tmp_path):
     text = torch.tensor([Layout(tok).text_prompt("seven", "Answer with a number.")])
     before = lm(text)
     # the run of docs/speech.md: 97% (digit -> digit) and 98% (transcribed) on 100 held-out utterances
-    cfg = SpeechTrainConfig(model=str(lm_dir), out=str(tmp_path / "adapter"), kinds=["digit"], steps=700, lr=3e-3,
-                            train_utts=800, eval_utts=100, quiet=True)
+    cfg = SpeechTrainConfig(model=str(lm_dir), out=str(tmp_path / "adapter"), kinds=["digit"], steps=700,
+                            lr=3e-3, train_utts=800, eval_utts=100, quiet=True)
     res = train_speech(cfg, log=print, lm=lm, tok=tok)
     print({k: v for k, v in res.items() if k != "examples"})
     assert res["n"]["digit/answer"] == 100

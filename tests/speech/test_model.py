@@ -73,10 +73,12 @@ def test_speech_tokens_are_llama3_reserved_specials():
     assert (lay.start, lay.end) == (tok.special_tokens[SPEECH_START], tok.special_tokens[SPEECH_END]) \
         == (128020, 128021)
     ids, slots = lay.prompt(5, "Transcribe the audio.")
-    assert sum(slots) == 5 and ids[slots.index(True) - 1] == lay.start and ids[len(slots) - slots[::-1].index(True)] \
-        == lay.end
-    assert tok.decode(ids[:ids.index(lay.start)]) == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
-    assert tok.decode(ids).endswith(" Transcribe the audio.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert (sum(slots) == 5 and ids[slots.index(True) - 1] == lay.start
+            and ids[len(slots) - slots[::-1].index(True)] == lay.end)
+    assert (tok.decode(ids[:ids.index(lay.start)])
+            == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n")
+    assert tok.decode(ids).endswith(
+        " Transcribe the audio.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     text = lay.text_prompt("seven", "Answer with a number.")
     assert tok.decode(text[text.index(lay.start) + 1:text.index(lay.end)]) == "seven"
 
@@ -101,7 +103,8 @@ def test_generate_from_speech_equals_full_forward_greedy():
     torch.manual_seed(0)
     lm = Transformer.build(ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.n_words,
                                      multiple_of=32, max_seq_len=128), seed=1).eval()
-    sp = SpeechModel(SpeechArgs(dim=32, n_layers=1, n_heads=2, adapter_dim=32, adapter_heads=2, lm_dim=64)).eval()
+    sp = SpeechModel(SpeechArgs(dim=32, n_layers=1, n_heads=2, adapter_dim=32, adapter_heads=2,
+                                lm_dim=64)).eval()
     feats = torch.randn(77, 80)
     got = generate_from_speech(lm, sp, lay, feats, "Transcribe the audio.", max_new_tokens=6)
     ids, slots = lay.prompt(sp.n_embeddings(77), "Transcribe the audio.")

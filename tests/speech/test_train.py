@@ -37,10 +37,12 @@ def trained(lm_dir, tmp_path_factory):
     before = lm(text).clone()
     weights = {k: v.clone() for k, v in lm.state_dict().items()}
     disk = _digest(lm_dir / "model.safetensors")
-    cfg = SpeechTrainConfig(model=str(lm_dir), out=str(out), train_utts=64, eval_utts=5, steps=60, batch_size=8,
-                            lr=5e-3, warmup=5, dim=32, n_layers=1, n_heads=2, adapter_dim=32, quiet=True)
+    cfg = SpeechTrainConfig(model=str(lm_dir), out=str(out), train_utts=64, eval_utts=5, steps=60,
+                            batch_size=8, lr=5e-3, warmup=5, dim=32, n_layers=1, n_heads=2, adapter_dim=32,
+                            quiet=True)
     res = train_speech(cfg, log=lambda s: None, lm=lm, tok=tok)
-    return {"out": out, "res": res, "lm": lm, "text": text, "before": before, "weights": weights, "disk": disk}
+    return {"out": out, "res": res, "lm": lm, "text": text, "before": before, "weights": weights,
+            "disk": disk}
 
 
 def test_adapter_loss_falls_and_lm_is_untouched(trained, lm_dir):
@@ -66,7 +68,8 @@ def test_adapter_roundtrip_and_generate_audio(trained, lm_dir, tmp_path, capsys)
     speech, cfg = load_adapter(trained["out"])
     assert speech.args.dim == 32 and not speech.training
     assert cfg["speech_start"] == "<|reserved_special_token_10|>" and cfg["lm"] == str(lm_dir.resolve())
-    assert main(["speech", "synth", "--out", str(tmp_path / "w"), "--n", "2", "--kind", "digit", "--held-out"]) == 0
+    assert main(["speech", "synth", "--out", str(tmp_path / "w"), "--n", "2", "--kind", "digit",
+                 "--held-out"]) == 0
     man = [json.loads(x) for x in (tmp_path / "w" / "manifest.jsonl").read_text().splitlines()]
     assert len(man) == 2 and man[0]["kind"] == "digit" and man[0]["answer"] == str("0123456789".index(
         man[0]["answer"]))
@@ -88,9 +91,12 @@ def test_errors_are_one_line(trained, lm_dir, tmp_path, capsys):
         (["generate", str(lm_dir), "--speech", str(trained["out"])], "--speech needs --audio"),
         (["speech", "train", "--out", str(tmp_path / "x")], "no LM"),
         (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--steps", "0"], "steps"),
-        (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--stpes", "3"], "did you mean"),
-        (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--kinds", "poem"], "poem"),
-        (["speech", "synth", "--out", str(tmp_path / "s"), "--text", "hi", "--voice", "en-us+nobody"], "variant"),
+        (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--stpes", "3"],
+         "did you mean"),
+        (["speech", "train", "--model", str(lm_dir), "--out", str(tmp_path / "x"), "--kinds", "poem"],
+         "poem"),
+        (["speech", "synth", "--out", str(tmp_path / "s"), "--text", "hi", "--voice", "en-us+nobody"],
+         "variant"),
     ]
     for argv, msg in cases:
         capsys.readouterr()

@@ -6,7 +6,7 @@ from token_fixtures import byte_tok, real_text_files, text_files, tok_dir  # noq
 
 
 @pytest.fixture(scope="session")
-def para_tok_dir(tmp_path_factory, byte_tok, text_files):
+def para_tok_dir(tmp_path_factory, byte_tok, text_files):  # noqa: F811 (fixtures imported above)
     """Short documents (the speeches' sentences), so packed rows hold many documents."""
     import json
 

@@ -158,7 +158,8 @@ def loss_parallel_check(rank, world, out):
     ref = Transformer.build(args, seed=3)
     model = apply_tp(copy.deepcopy(ref), d.world_mesh["tp"])
     seen = []
-    model.output.register_forward_hook(lambda m, i, o: seen.append((type(o).__name__, tuple(o.to_local().shape))))
+    model.output.register_forward_hook(
+        lambda m, i, o: seen.append((type(o).__name__, tuple(o.to_local().shape))))
     g = torch.Generator().manual_seed(5)
     tokens, targets = torch.randint(0, 512, (2, 16), generator=g), torch.randint(0, 512, (2, 16), generator=g)
     targets[0, :3] = -100

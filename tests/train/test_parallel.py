@@ -458,10 +458,12 @@ def _worker_pids(parent: int) -> dict[int, int]:
 
 
 @pytest.mark.slow
-def test_torchrun_restarts_after_a_killed_rank_and_resumes_from_the_last_checkpoint(para_tok_dir, tmp_path):
-    """`torchrun --max-restarts 1 ... --resume` (TP2): rank 1 is SIGKILLed after the first checkpoint; torchrun
-    stops the other rank and restarts both, which resume from the newest checkpoint and finish the run with the
-    losses one process gives (steps before and after the kill)."""
+def test_torchrun_restarts_after_a_killed_rank_and_resumes_from_the_last_checkpoint(
+    para_tok_dir, tmp_path
+):
+    """`torchrun --max-restarts 1 ... --resume` (TP2): rank 1 is SIGKILLed after the first checkpoint;
+    torchrun stops the other rank and restarts both, which resume from the newest checkpoint and finish the
+    run with the losses one process gives (steps before and after the kill)."""
     import json
     import os
     import signal
@@ -471,15 +473,16 @@ def test_torchrun_restarts_after_a_killed_rank_and_resumes_from_the_last_checkpo
 
     from train_helpers import tiny_toml
 
-    extra = ["--run.steps", "60", "--model.n_layers", "3", "--checkpoint.interval", "10", "--checkpoint.keep", "2"]
+    extra = ["--run.steps", "60", "--model.n_layers", "3", "--checkpoint.interval", "10",
+             "--checkpoint.keep", "2"]
     pretrain(tiny_config(para_tok_dir, tmp_path / "one", *extra))
     out = tmp_path / "tp2"
     toml = tiny_toml(para_tok_dir, out, tmp_path / "tp2.toml", *extra, "--parallel.tp", "2")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "-m", "herd",
-                          "pretrain", "--config", toml, "--resume"], env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
+                          "-m", "herd", "pretrain", "--config", toml, "--resume"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and p.poll() is None:  # past the step-10 checkpoint, mid-run
@@ -501,7 +504,8 @@ def test_torchrun_restarts_after_a_killed_rank_and_resumes_from_the_last_checkpo
     assert killed_at < 60 and "resuming from" in err and "step-000000" in err, err[-3000:]
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in recs if r["kind"] == "train"]
-    assert steps == list(range(1, 61)), steps  # each step once: the records after the checkpoint were replaced
+    # each step once: the records after the checkpoint were replaced
+    assert steps == list(range(1, 61)), steps
     a, b = losses(tmp_path / "one"), losses(out)
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, list(zip(a, b))
 

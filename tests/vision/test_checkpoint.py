@@ -44,7 +44,8 @@ def test_round_trips_are_bit_exact(tmp_path, dtype):
     save_vision(model, tmp_path / "herd", to="herd")
     assert vision_format(tmp_path / "herd") == "herd"
     # herd -> meta -> herd -> hf -> herd -> hf -> meta, all by `herd convert`
-    steps = [("herd", "meta"), ("meta", "herd2"), ("herd2", "hf"), ("hf", "herd3"), ("herd3", "hf2"), ("hf2", "meta2")]
+    steps = [("herd", "meta"), ("meta", "herd2"), ("herd2", "hf"), ("hf", "herd3"), ("herd3", "hf2"),
+             ("hf2", "meta2")]
     for src, dst in steps:
         to = dst.rstrip("0123456789")
         assert main(["convert", str(tmp_path / src), str(tmp_path / dst), "--to", to]) == 0
@@ -52,7 +53,8 @@ def test_round_trips_are_bit_exact(tmp_path, dtype):
         a2, back = load_vision_state_dict(tmp_path / dst)
         assert a2 == a
         _same(back, sd)
-    hf1, hf2 = load_file(tmp_path / "hf" / "model.safetensors"), load_file(tmp_path / "hf2" / "model.safetensors")
+    hf1, hf2 = (load_file(tmp_path / "hf" / "model.safetensors"),
+                load_file(tmp_path / "hf2" / "model.safetensors"))
     _same(hf1, hf2)
     assert json.loads((tmp_path / "meta" / "params.json").read_text()) == \
         json.loads((tmp_path / "meta2" / "params.json").read_text())
@@ -73,7 +75,8 @@ def test_unused_tile_cells_are_dropped_by_hf_only(tmp_path):
     assert main(["convert", str(tmp_path / "herd"), str(tmp_path / "hf"), "--to", "hf"]) == 0
     back, _ = load_model(tmp_path / "hf")
     grid = back.vision_model.vision_encoder.gated_positional_embedding
-    assert grid[3, 3].abs().max() == 0 and model.vision_model.vision_encoder.gated_positional_embedding[3, 3].abs().max() > 0
+    assert (grid[3, 3].abs().max() == 0
+            and model.vision_model.vision_encoder.gated_positional_embedding[3, 3].abs().max() > 0)
     from vision_util import random_inputs
 
     tokens, images, ids, armask, cam = random_inputs(a, 2, 10, 2, seed=5, image_at=[[0, 5], [1, 6]])

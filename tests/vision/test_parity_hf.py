@@ -118,15 +118,16 @@ def test_real_jpegs_through_both_processors(tmp_path):
     china, flower = (Image.fromarray(sklearn.load_sample_image(n)) for n in ("china.jpg", "flower.jpg"))
     batch = [[china], [flower.crop((0, 0, 200, 427))]]
     proc = transformers.models.mllama.image_processing_pil_mllama.MllamaImageProcessorPil(
-        size={"height": a.image_size, "width": a.image_size}, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
-        max_image_tiles=a.max_num_tiles)
+        size={"height": a.image_size, "width": a.image_size}, image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD), max_image_tiles=a.max_num_tiles)
     theirs_in = proc(images=batch, return_tensors="pt")
     ours_in = process_images(batch, tile=a.image_size, max_tiles=a.max_num_tiles)
     tokens = torch.randint(0, a.text.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
     tokens[:, 0] = a.image_token_id
     cam = cross_attention_mask(tokens.tolist(), ours_in["num_tiles"], a.image_token_id, a.max_num_tiles)
     with torch.no_grad():
-        ours = model(tokens, ours_in["pixel_values"], ours_in["aspect_ratio_ids"], ours_in["aspect_ratio_mask"], cam)
+        ours = model(tokens, ours_in["pixel_values"], ours_in["aspect_ratio_ids"],
+                     ours_in["aspect_ratio_mask"], cam)
     theirs = _hf_logits(hf, tokens, theirs_in["pixel_values"], theirs_in["aspect_ratio_ids"],
                         theirs_in["aspect_ratio_mask"], cam)
     assert sorted({n for row in ours_in["num_tiles"] for n in row}) == [3, 4]

@@ -81,7 +81,8 @@ def test_herd_meta_export_runs_in_reference(tmp_path, meta_env):
     save_vision(model, tmp_path / "m", to="meta")
     ref = MetaReference(a, json.loads((tmp_path / "m" / "params.json").read_text()))
     ref.load_state_dict(torch.load(tmp_path / "m" / "consolidated.00.pth", weights_only=True), strict=True)
-    tokens, images, ids, armask, cam = random_inputs(a, 2, 11, 1, seed=4, image_at=[[1], [4]], tiles=[[7], [3]])
+    tokens, images, ids, armask, cam = random_inputs(a, 2, 11, 1, seed=4, image_at=[[1], [4]],
+                                                     tiles=[[7], [3]])
     with torch.no_grad():
         ours = model(tokens, images, ids, armask, cam)
     assert (ours - ref.logits(tokens, images, ids, cam)).abs().max().item() <= TOL
@@ -102,7 +103,8 @@ def test_zero_gates_equal_the_text_model_exactly(cfg):
     model = VisionLlama.build(a, seed=1).eval()
     with torch.no_grad():
         for k, v in sharpen_(model.state_dict(), torch.Generator().manual_seed(2)).items():
-            if not k.startswith("text_model.cross_attention_layers") or not k.endswith(("gate_attn", "gate_ffwd")):
+            if (not k.startswith("text_model.cross_attention_layers")
+                    or not k.endswith(("gate_attn", "gate_ffwd"))):
                 model.state_dict()[k].copy_(v)
     text = _text_model(model)
     tokens, images, ids, armask, cam = random_inputs(a, 2, 12, 1, seed=9, image_at=[[0], [0]])

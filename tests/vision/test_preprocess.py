@@ -16,14 +16,15 @@ mllama_pil = pytest.importorskip("transformers.models.mllama.image_processing_pi
 @pytest.fixture(scope="module")
 def images():
     china, flower = (Image.fromarray(sklearn.load_sample_image(n)) for n in ("china.jpg", "flower.jpg"))
-    return [china, flower, china.crop((0, 0, 100, 400)), flower.resize((50, 30)), china.crop((10, 10, 427, 200)),
-            flower.convert("L"), china.crop((0, 0, 640, 90))]
+    return [china, flower, china.crop((0, 0, 100, 400)), flower.resize((50, 30)),
+            china.crop((10, 10, 427, 200)), flower.convert("L"), china.crop((0, 0, 640, 90))]
 
 
 @pytest.mark.parametrize("tile,max_tiles", [(560, 4), (224, 4), (98, 4), (112, 2)])
 def test_pixels_equal_hf_image_processor(images, tile, max_tiles):
-    proc = mllama_pil.MllamaImageProcessorPil(size={"height": tile, "width": tile}, image_mean=list(CLIP_MEAN),
-                                              image_std=list(CLIP_STD), max_image_tiles=max_tiles)
+    proc = mllama_pil.MllamaImageProcessorPil(size={"height": tile, "width": tile},
+                                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
+                                              max_image_tiles=max_tiles)
     batch = [[images[0], images[2]], [images[1]], [images[3], images[4], images[5]], [images[6]]]
     hf = proc(images=batch, return_tensors="pt")
     ours = process_images(batch, tile=tile, max_tiles=max_tiles)
@@ -39,12 +40,12 @@ def test_cross_attention_mask_equals_hf_processor():
         get_cross_attention_token_mask,
     )
 
-    I = 999
-    prompts = [[I, 5, 6, 7], [1, 2, I, 3, 4, I, 9, 9], [I, I, 4, 5, 6], [1, I, 2]]
+    IMG = 999
+    prompts = [[IMG, 5, 6, 7], [1, 2, IMG, 3, 4, IMG, 9, 9], [IMG, IMG, 4, 5, 6], [1, IMG, 2]]
     tiles = [[4], [2, 3], [1, 4], [2]]
-    ours = cross_attention_mask(prompts, tiles, I, max_tiles=4, length=9)
-    sparse = [get_cross_attention_token_mask(p, I) for p in prompts]
+    ours = cross_attention_mask(prompts, tiles, IMG, max_tiles=4, length=9)
+    sparse = [get_cross_attention_token_mask(p, IMG) for p in prompts]
     theirs = convert_sparse_cross_attention_mask_to_dense(sparse, tiles, 4, 9)
     assert torch.equal(ours, torch.from_numpy(theirs))
     with pytest.raises(HerdError, match="one image per"):
-        cross_attention_mask([[1, I]], [[1, 1]], I)
+        cross_attention_mask([[1, IMG]], [[1, 1]], IMG)

@@ -36,8 +36,8 @@ def text_ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(text_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("vision") / "run"
-    rc = main(["vision", "train", "--model", str(text_ckpt), "--out", str(out), "--steps", "40", "--eval-every", "40",
-               "--held-out", "100", "--batch-size", "16", "--no-progress"])
+    rc = main(["vision", "train", "--model", str(text_ckpt), "--out", str(out), "--steps", "40",
+               "--eval-every", "40", "--held-out", "100", "--batch-size", "16", "--no-progress"])
     assert rc == 0
     return out
 
@@ -93,7 +93,8 @@ def test_generate_with_image(trained, tmp_path, capsys):
     new, _ = generate(model, tok, ids, open_images([png]), max_new_tokens=5)
     from herd.vision.preprocess import cross_attention_mask, process_images
 
-    batch = process_images([open_images([png])], tile=model.args.image_size, max_tiles=model.args.max_num_tiles)
+    batch = process_images([open_images([png])], tile=model.args.image_size,
+                           max_tiles=model.args.max_num_tiles)
     seq = list(ids)
     with torch.no_grad():
         for _ in range(len(new)):
@@ -110,7 +111,8 @@ def test_generate_with_image(trained, tmp_path, capsys):
 def test_bad_input(text_ckpt, tmp_path, capsys):
     assert main(["vision", "train", "--out", str(tmp_path / "x")]) == 2
     assert "model is required" in capsys.readouterr().err
-    assert main(["vision", "train", "--model", str(text_ckpt), "--data", "cifar", "--out", str(tmp_path / "y")]) == 2
+    assert main(["vision", "train", "--model", str(text_ckpt), "--data", "cifar",
+                 "--out", str(tmp_path / "y")]) == 2
     assert "mnist or digits" in capsys.readouterr().err
     png = tmp_path / "d.png"
     _digit_png(png)

@@ -169,9 +169,11 @@ class MetaReference(torch.nn.Module):
         neg = torch.finfo(torch.float32).min
         padded = torch.where(cross_attention_mask.bool(), 0.0, neg).float()
         self.text_model.setup_cache(B, torch.device("cpu"), torch.float32)
-        xmask, rows = self.text_model._get_xattn_mask(num_tokens=T, text_device="cpu", text_dtype=torch.float32,
-                                                      vision_tokens=vision_tokens, cross_attention_masks=padded)
+        xmask, rows = self.text_model._get_xattn_mask(num_tokens=T, text_device="cpu",
+                                                      text_dtype=torch.float32, vision_tokens=vision_tokens,
+                                                      cross_attention_masks=padded)
         pos = torch.arange(T)
         h = self.text_model.get_partially_trainable_embedding(tokens[:, pos])
         return self.text_model.forward(position_ids=pos, h=h, xattn_mask=xmask[:, :, pos],
-                                       full_text_row_masked_out_mask=rows[:, :, pos], xattn_caches=xattn_caches)
+                                       full_text_row_masked_out_mask=rows[:, :, pos],
+                                       xattn_caches=xattn_caches)
