@@ -330,7 +330,7 @@ class _LlamaCpp:
         out = []
         nv = llm.n_vocab()
         for i in range(n):
-            # without logits_all, llama-cpp-python keeps no scores: read the last token's logits from the context
+            # without logits_all llama-cpp-python keeps no scores: the last token's logits from its context
             t = int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(nv,))))
             out.append(t)
             if i < n - 1:
