@@ -315,11 +315,27 @@ class _LlamaCpp:
     """Greedy batch-1 decoding with llama-cpp-python's low-level eval (no sampling chain): prefill the
     prompt, then one token per eval, the argmax of the last logits."""
 
-    def __init__(self, path, threads, n_ctx):
-        from llama_cpp import Llama
+    def __init__(self, path, threads, n_ctx, extra_bufts=True):
+        import llama_cpp
+        import llama_cpp.llama as llama_py
 
-        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx,
-                         n_batch=512, n_ubatch=512, logits_all=False, verbose=False)
+        # extra_bufts=False: no "extra buffer types" (llama.cpp's AMX repacking of quantized weights); its
+        # AMX Q8_0 path dies with a general protection fault in libggml-cpu on the AMX machine of
+        # docs/benchmarks.md, so Q8_0 runs its AVX512-VNNI kernels (llama.cpp's --no-extra-bufts)
+        default = llama_cpp.llama_model_default_params
+
+        def params():
+            p = default()
+            p.use_extra_bufts = extra_bufts
+            return p
+
+        llama_py.llama_cpp.llama_model_default_params = params
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads,
+                                       n_ctx=n_ctx, n_batch=512, n_ubatch=512, logits_all=False,
+                                       verbose=False)
+        finally:
+            llama_py.llama_cpp.llama_model_default_params = default
 
     def generate(self, prompt, n):
         import numpy as np
@@ -407,7 +423,7 @@ def peers(a):
         if conv is not None:
             try:
                 path = _convert_gguf(conv, work / "hf", work / f"m-{outtype[prec]}.gguf", outtype[prec])
-                lc = _LlamaCpp(path, T, max(L, P + N) + 8)
+                lc = _LlamaCpp(path, T, max(L, P + N) + 8, extra_bufts=prec != "int8")
                 runs["llama.cpp"] = lambda n, p, lc=lc: lc.generate(p, n)
             except Exception as e:  # noqa: BLE001 - a peer that fails is reported, the rest still runs
                 print(f"llama.cpp {prec}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
