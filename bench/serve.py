@@ -1,9 +1,10 @@
 """Benchmark of `herd serve` (paper §6 inference): continuous batching against serving the same requests
-one at a time, and time to first token (TTFT) while other streams run; llama.cpp's server
-(`python -m llama_cpp.server` from llama-cpp-python) as a peer on the same weights when `llama_cpp`
-is importable and llama.cpp's HF -> GGUF converter is present (scripts/fetch_llama_cpp.sh).
+one at a time, and time to first token (TTFT) while other streams run; with --peer, llama.cpp's
+server (`python -m llama_cpp.server` from llama-cpp-python) on the same weights, same run (needs
+`llama_cpp` importable and llama.cpp's HF -> GGUF converter: scripts/fetch_llama_cpp.sh).
 
     python bench/serve.py                       # herd-20m shape, random weights, 32 requests, 2 threads
+    python bench/serve.py --peer                # + llama.cpp's server (Llama 3 tokenizer, 128K vocabulary)
     python bench/serve.py --preset herd-5m --requests 16 --max-tokens 32 --repeats 1   # quick
 
 Everything goes through the HTTP API with real requests (/v1/completions, token-id prompts, greedy,
@@ -85,13 +86,17 @@ def llama_cpp_server(gguf: Path, threads: int, ctx: int):
         "--model_alias",
         "bench",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its log goes to a file: a pipe nobody reads fills up with llama.cpp's load log (~64 KB for a 128K
+    # vocabulary) and the server blocks before it listens
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"llama_cpp.server exited: {log.read()[-2000:]}")
             try:
                 if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
                     break
@@ -107,6 +112,7 @@ def llama_cpp_server(gguf: Path, threads: int, ctx: int):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def to_gguf(model, tok, workdir: Path) -> Path | None:
@@ -240,20 +246,30 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-llama-cpp", action="store_true")
+    ap.add_argument("--peer", action="store_true",
+                    help="also llama.cpp's server on the same weights: both then use the Llama 3 tokenizer "
+                         "(128K vocabulary; llama.cpp's converter knows no other) and text prompts (its "
+                         "server takes no token-id prompts)")
     ap.add_argument("--out", default=None, help="also write the JSON summary here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    ranks = Tokenizer.llama3().mergeable_ranks
-    tok = Tokenizer({k: v for k, v in ranks.items() if v < 2000}, name="bench")
+    if args.peer:
+        tok = Tokenizer.llama3()
+    else:
+        ranks = Tokenizer.llama3().mergeable_ranks
+        tok = Tokenizer({k: v for k, v in ranks.items() if v < 2000}, name="bench")
     cfg = get_preset(args.preset)
     cfg = (
-        cfg.replace(vocab_size=max(cfg.vocab_size, tok.n_words), max_seq_len=1024)
+        cfg.replace(vocab_size=tok.n_words if args.peer else max(cfg.vocab_size, tok.n_words),
+                    max_seq_len=1024)
         if hasattr(cfg, "replace")
         else cfg
     )
     model = Transformer.build(cfg, seed=0).eval()
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 2000, (args.prompt_len,), generator=g).tolist() for _ in range(args.requests)]
+    if args.peer:  # the same prompts as text (both servers tokenize it with the Llama 3 tokenizer)
+        prompts = [tok.decode(p) for p in prompts]
     bias = {str(t): -100 for t in tok.stop_tokens}
     load = os.getloadavg()
     result = {
@@ -272,8 +288,8 @@ def main(argv=None) -> int:
     app = create_app(model, tok, model_name="bench", max_batch=args.max_batch, max_seq_len=1024)
     with herd_server(app) as url:
         result["servers"].append(bench_server(url, "bench", prompts, args, bias, "herd serve"))
-    result["llama_cpp"] = "not run"
-    if not args.no_llama_cpp:
+    result["llama_cpp"] = "not run (--peer runs it)"
+    if args.peer and not args.no_llama_cpp:
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
