@@ -102,7 +102,9 @@ def _pretrain(model, tok, texts, cfg: DemoConfig, out: Path):
     from herd.posttrain.common import StepLoop, autocast, cross_entropy, make_optimizer, resolve_device
     from herd.posttrain.sft import collate, to_device
 
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    from herd.precision import shapes_of
+
+    device, dtype = resolve_device(cfg.device, cfg.dtype, shapes=shapes_of(model.args, 512))
     examples = []
     for t in texts:
         ids = tok.encode(t, bos=True, eos=True)

@@ -108,7 +108,11 @@ def post_train_round(base: str, task: RoundTask, cfg: RoundConfig, *, log=print,
     from herd.posttrain.sft import SFTConfig, sft
     from herd.posttrain.tasks import task_accuracy
 
-    dev, dt = resolve_device(cfg.device, cfg.dtype)  # a bad device or dtype stops here, before any work
+    from herd.checkpoint import read_args
+    from herd.precision import shapes_of
+
+    # a bad device or dtype stops here, before any work; "auto" probes the base model's own shapes
+    dev, dt = resolve_device(cfg.device, cfg.dtype, shapes=shapes_of(read_args(base), 512))
     device, dtype = str(dev), str(dt).replace("torch.", "")
     run = run_step or (lambda name, fn: fn())
     o = Path(cfg.out)
