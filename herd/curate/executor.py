@@ -32,11 +32,6 @@ def _init_worker() -> None:
         pass
 
 
-def _call(args):
-    fn, a = args
-    return fn(*a)
-
-
 def read_marker(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -61,10 +56,22 @@ def run_tasks(fn: Callable, tasks: list[tuple], markers: list[Path], executor: s
                 fn(*tasks[i])
                 bar.update(1)
         else:
-            ctx = mp.get_context("fork")
-            with ctx.Pool(min(workers, len(pending)), initializer=_init_worker) as pool:
-                for _ in pool.imap_unordered(_call, [(fn, tasks[i]) for i in pending]):
-                    bar.update(1)
+            # forkserver, not fork: a fork of a process whose torch/OpenMP threads are running (a CLI that
+            # already trained, a test session) can crash in the child; and a process pool executor, not
+            # multiprocessing.Pool, which waits forever for the task of a worker that died
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures.process import BrokenProcessPool
+
+            ctx = mp.get_context("forkserver")
+            try:
+                with ProcessPoolExecutor(min(workers, len(pending)), mp_context=ctx,
+                                         initializer=_init_worker) as pool:
+                    for f in as_completed([pool.submit(fn, *tasks[i]) for i in pending]):
+                        f.result()  # a task's exception is raised here
+                        bar.update(1)
+            except BrokenProcessPool as e:
+                raise HerdError(f"a curation worker died ({e}); rerun the same command to resume from the "
+                                "finished tasks") from None
     bar.close()
     out = []
     for m in markers:
