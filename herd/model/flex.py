@@ -15,9 +15,10 @@ it once. The kernel is `torch.compile(flex_attention)`: FlexAttention's eager fo
 scores. Grouped-query attention runs with `enable_gqa=True` (K and V are never repeated).
 
 Where it runs: `sdpa_attention` hands a multi-document training row to `flex_document_attention` when
-the tensors are on CUDA and the head dimension is at least 16 (the Triton kernel's minimum). The CPU
-keeps the per-document SDPA: torch 2.13's CPU FlexAttention is forward-only (inductor's CPU template
-raises on backward) and compiles for ~20 s per shape.
+the tensors are on CUDA, the head dimension is at least 16 (the Triton kernel's minimum) and the row
+length a multiple of the 128-token tile (`flex_usable`). The CPU keeps the per-document SDPA: torch
+2.13's CPU FlexAttention is forward-only (inductor's CPU template raises on backward), compiles for
+~10 s per shape and measured 2-5x slower than the per-document loop at 8K tokens (bench/flex.py).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ _masks: dict = {}
 
 
 def flex_usable(q: torch.Tensor) -> bool:
-    """Whether the FlexAttention path runs for q [B, H, T, D]: CUDA, head dimension >= 16."""
-    return q.is_cuda and q.shape[-1] >= 16
+    """Whether the FlexAttention path runs for q [B, H, T, D]: CUDA, head dimension >= 16, and T a
+    multiple of the tile. Pretraining's fixed sequence lengths are; rows padded to each batch's longest
+    (SFT) mostly are not, and would compile a kernel per length: those keep per-document SDPA."""
+    return q.is_cuda and q.shape[-1] >= 16 and q.shape[2] % BLOCK == 0
 
 
 def document_runs(segments, T: int, device=None) -> torch.Tensor:
@@ -106,8 +109,13 @@ def cached_block_mask(segments, T: int, device):
 
 @functools.cache
 def compiled_flex():
+    import torch._dynamo
     from torch.nn.attention.flex_attention import flex_attention
 
+    # One kernel per shape (sequence length, micro-batch rows, grad or not): a recipe's ramp and its six
+    # long-context stages pass dynamo's default of 8 recompiles, after which it would run FlexAttention
+    # eagerly, which materialises the [T, T] scores. Raising the limit only allows more compiles.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return torch.compile(flex_attention, dynamic=False)
 
 

@@ -125,10 +125,14 @@ def _per_document(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_cuda_flex_kernel_outputs_and_gradients_equal_per_document_sdpa(name, monkeypatch):
-    segs = LAYOUTS[name]
-    q, k, v = qkv(D=64, grad=True, device="cuda")
+    n = 384  # tile-aligned rows go to FlexAttention: the layouts with their last document extended
+    segs = [s[:-1] + [(s[-1][0], n)] for s in LAYOUTS[name]]
+    q, k, v = qkv(D=64, n=n, grad=True, device="cuda")
     dout = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).cuda()
     flex._masks.clear()
+    with torch.no_grad():
+        sdpa_attention(*qkv(D=64, device="cuda"), LAYOUTS[name])  # T = 300: per-document SDPA
+    assert not flex._masks
     out = sdpa_attention(q, k, v, segs)  # dispatches to FlexAttention on CUDA
     assert len(flex._masks) == 1
     grads = torch.autograd.grad(out, (q, k, v), dout)
