@@ -9,7 +9,8 @@ Attention goes through `scaled_dot_product_attention`. Packed sequences get the 
 (block-causal) mask without ever building a seq x seq mask: the sequence is cut at document
 boundaries and each document runs causal SDPA on its own slice, which is exact and keeps memory
 linear in the sequence length. Positions restart at 0 in each document, so a document's logits
-do not depend on what it was packed with.
+do not depend on what it was packed with. On CUDA a row of several documents runs instead as one
+FlexAttention kernel over a block mask (herd.model.flex): fast with hundreds of documents per row.
 
 `Transformer.forward` is the one forward pass: training (with `targets`, the loss), prefill and
 decode (with a `KVCache`, each layer writing through `LayerKV.update`), and the last-position-only
@@ -35,6 +36,7 @@ from torch import nn
 
 from herd.errors import HerdError
 from herd.model.args import ModelArgs
+from herd.model.flex import flex_document_attention, flex_usable
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -123,7 +125,8 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments=N
 
     - `mask` [B, 1, Tq, S] (True = attend): attention over the given keys under it;
     - no mask and Tq == S: causal, cut at the document boundaries of `segments` (per row, a list
-      of (start, end); the paper's block-causal mask without a [T, T] matrix);
+      of (start, end); the paper's block-causal mask without a [T, T] matrix): one SDPA per
+      document on the CPU, one FlexAttention kernel over a block mask on CUDA (herd.model.flex);
     - no mask and Tq < S: the queries are the last positions and see every key (a decode step, or
       the last-position prefill), so only Tq == 1 is allowed.
     With a mask or a single query, the query heads that share a KV head are folded into the
@@ -132,6 +135,8 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments=N
     S = k.shape[2]
     if mask is None and Tq == S and Tq > 1:
         if segments is not None and any(len(s) > 1 for s in segments):
+            if flex_usable(q):  # CUDA: one FlexAttention kernel over the block mask (herd.model.flex)
+                return flex_document_attention(q, k, v, segments)
             out = torch.empty_like(q)
             for b, segs in enumerate(segments):
                 for s, e in segs:
