@@ -205,7 +205,7 @@ def decide(kind: str, figures: dict, flags: list[str]) -> tuple[str, str]:
     hw_s = f"CPU has {'/'.join(hw)}" if hw else "no bf16 matrix hardware in the CPU flags (e.g. AVX2 only)"
     f32, b16 = figures["fp32"], figures["bf16"]
     ratio = b16 / f32
-    what = "forward+backward matmuls" if kind == "train" else "prefill matmuls"
+    what = "a feed-forward block's forward+backward" if kind == "train" else "prefill matmuls"
     gf = f"{b16 / 1e9:,.1f} vs {f32 / 1e9:,.1f} GFLOP/s"
     if ratio < TRAIN_MARGIN:
         return "fp32", f"fp32: bf16 {what} of the model's shapes ran {ratio:.2f}x fp32 ({gf}); {hw_s}"
