@@ -72,13 +72,18 @@ def _pack_int8(mods: list[Int8Linear]):
     return lambda x: torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), q, sb).to(x.dtype)
 
 
+def _gemv_rows(buf: torch.Tensor) -> torch.Tensor | None:
+    """The [out, in] rows that batch 1 multiplies through torch.mv/addmv, for a bf16/fp16 CPU weight
+    (`buf` its [in, out] view): that GEMV streams the rows 1.25-1.35x faster than the GEMM path of
+    mm/linear (1 thread, AMX machine of docs/benchmarks.md). None: fp32 or CUDA, mm/addmm throughout."""
+    return None if buf.dtype == torch.float32 or buf.is_cuda else buf.t()
+
+
 def _mm(buf: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x [B, in] -> x @ buf for an [in, out] view. A bf16/fp16 weight ([out, in] rows) at batch 1 goes
-    through torch.mv: its GEMV streams the rows 1.25-1.35x faster than the GEMM path of mm/linear
-    (1 thread, AMX machine of docs/benchmarks.md)."""
-    if buf.dtype == torch.float32 or buf.is_cuda:
+    """x [B, in] -> x @ buf for an [in, out] view (the GEMV at batch 1 where _gemv_rows says so)."""
+    w = _gemv_rows(buf)
+    if w is None:
         return lambda x: torch.mm(x, buf)
-    w = buf.t()
     return lambda x: torch.mv(w, x[0])[None] if x.shape[0] == 1 else torch.mm(x, buf)
 
 
@@ -97,9 +102,9 @@ def _residual(mod) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(h, x) -> h + mod(x), as one addmm when `mod` is a plain linear layer."""
     if _plain([mod]):
         buf = _pack_t(mod)
-        if buf.dtype == torch.float32 or buf.is_cuda:
+        w = _gemv_rows(buf)
+        if w is None:
             return lambda h, x: torch.addmm(h, x, buf)
-        w = buf.t()  # bf16/fp16 at batch 1: the GEMV (see _mm)
         return lambda h, x: torch.addmv(h[0], w, x[0])[None] if x.shape[0] == 1 else torch.addmm(h, x, buf)
     f = _multi([mod])
     return lambda h, x: h + f(x)[0]
