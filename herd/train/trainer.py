@@ -95,6 +95,8 @@ class Trainer:
         self.dist: Dist = init_distributed(self.device.type, cfg.parallel)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        elif self.dist.world > 1:  # every rank timed its own CPU probe: all train in rank 0's precision
+            self.dtype, self.precision_info = self.dist.broadcast_object((self.dtype, self.precision_info))
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self._custom_log = log is not None
