@@ -31,18 +31,25 @@ from herd.train.parallel import resolve_device
 IGNORE = -100
 
 
+def model_shapes(path) -> tuple[int, int, int] | None:
+    """herd.precision's probe shapes of the checkpoint at `path`, read from its config without the
+    weights; None when it cannot be read (the load reports a bad checkpoint; the probe uses its default
+    shapes)."""
+    from herd.checkpoint import read_args
+    from herd.precision import shapes_of
+
+    try:
+        return shapes_of(read_args(path), 512)
+    except (HerdError, OSError, ValueError, TypeError):
+        return None
+
+
 def cfg_device(cfg) -> tuple[torch.device, torch.dtype]:
     """resolve_device of a stage config's `device` and `dtype` (both "auto" when it has none); "auto" on a
     CPU probes the shapes of the stage's model (cfg.model) when its config can be read (herd.precision)."""
     shapes = None
     if str(getattr(cfg, "dtype", "auto")).lower() == "auto" and getattr(cfg, "model", None):
-        try:
-            from herd.checkpoint import read_args
-            from herd.precision import shapes_of
-
-            shapes = shapes_of(read_args(cfg.model), 512)
-        except (HerdError, OSError, ValueError, TypeError):
-            shapes = None  # the load reports a bad checkpoint; the probe uses its default shapes
+        shapes = model_shapes(cfg.model)
     return resolve_device(getattr(cfg, "device", "auto"), getattr(cfg, "dtype", "auto"), shapes=shapes)
 
 
@@ -258,6 +265,6 @@ def mean_of(history: list[dict], key: str, last: int = 10) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-__all__ = ["IGNORE", "resolve_device", "cfg_device", "autocast", "load_policy", "lr_at", "FINAL_LR_RATIO",
-           "make_optimizer", "pad_right", "sequence_logps", "masked_labels",
+__all__ = ["IGNORE", "resolve_device", "cfg_device", "model_shapes", "autocast", "load_policy", "lr_at",
+           "FINAL_LR_RATIO", "make_optimizer", "pad_right", "sequence_logps", "masked_labels",
            "cross_entropy", "StepLoop", "check_positive", "mean_of"]

@@ -108,14 +108,10 @@ def post_train_round(base: str, task: RoundTask, cfg: RoundConfig, *, log=print,
     from herd.posttrain.sft import SFTConfig, sft
     from herd.posttrain.tasks import task_accuracy
 
-    from herd.checkpoint import read_args
-    from herd.precision import shapes_of
+    from herd.posttrain.common import model_shapes
 
-    try:  # "auto" probes the base model's own shapes (a base written by an earlier step may not exist yet)
-        shapes = shapes_of(read_args(base), 512)
-    except (HerdError, OSError, ValueError, TypeError):
-        shapes = None
-    dev, dt = resolve_device(cfg.device, cfg.dtype, shapes=shapes)  # a bad device or dtype stops here
+    # a bad device or dtype stops here, before any work; "auto" probes the base model's own shapes
+    dev, dt = resolve_device(cfg.device, cfg.dtype, shapes=model_shapes(base))
     device, dtype = str(dev), str(dt).replace("torch.", "")
     run = run_step or (lambda name, fn: fn())
     o = Path(cfg.out)
